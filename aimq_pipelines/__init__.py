@@ -1,0 +1,1 @@
+"""AIMQ pipelines: the Dagster code location (model chain, batch scoring)."""

@@ -1,0 +1,48 @@
+"""scikit-learn -> ONNX, within what RedisAI's ONNX Runtime can run (ai.onnx <= 17, ai.onnx.ml <= 3, IR <= 8)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import onnx
+from skl2onnx import convert_sklearn
+from skl2onnx.common.data_types import FloatTensorType
+
+MAX_OPSET = 17
+MAX_ML_OPSET = 3
+MAX_IR_VERSION = 8
+INPUT_NAME = "features"
+
+
+def export_onnx(model: Any, n_features: int) -> bytes:
+    proto = convert_sklearn(
+        model,
+        initial_types=[(INPUT_NAME, FloatTensorType([None, n_features]))],
+        target_opset={"": MAX_OPSET, "ai.onnx.ml": MAX_ML_OPSET},
+    )
+    # skl2onnx can list the default domain twice; older runtimes reject duplicate opset imports.
+    seen: dict[str, int] = {}
+    for imp in proto.opset_import:
+        seen[imp.domain] = max(seen.get(imp.domain, 0), imp.version)
+    del proto.opset_import[:]
+    for domain, version in sorted(seen.items()):
+        proto.opset_import.append(onnx.helper.make_opsetid(domain, version))
+    proto.ir_version = min(proto.ir_version, MAX_IR_VERSION)
+    onnx.checker.check_model(proto)
+    check_redisai_compatible(proto)
+    return proto.SerializeToString()
+
+
+def check_redisai_compatible(proto: onnx.ModelProto) -> None:
+    if proto.ir_version > MAX_IR_VERSION:
+        raise ValueError(f"ONNX IR version {proto.ir_version} > {MAX_IR_VERSION}")
+    limits = {"": MAX_OPSET, "ai.onnx": MAX_OPSET, "ai.onnx.ml": MAX_ML_OPSET}
+    for imp in proto.opset_import:
+        limit = limits.get(imp.domain)
+        if limit is not None and imp.version > limit:
+            raise ValueError(f"ONNX opset {imp.domain or 'ai.onnx'} {imp.version} > {limit}")
+
+
+def opsets(onnx_bytes: bytes) -> dict[str, int]:
+    proto = onnx.load_from_string(onnx_bytes)
+    return {(imp.domain or "ai.onnx"): imp.version for imp in proto.opset_import} | {"ir_version": proto.ir_version}

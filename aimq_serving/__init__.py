@@ -1,0 +1,1 @@
+"""AIMQ serving: the model store, the shared predictor and the FastAPI app."""

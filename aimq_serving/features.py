@@ -1,0 +1,188 @@
+"""Feature encoding from a versioned spec: the same code for training, the API and the batch job.
+
+The spec is data (JSON in the model store), not code, so a served model is always encoded the way it
+was trained, even after the schema module grows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from aimq_serving import schema
+
+SPEC_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class RowError:
+    row: int  # 0-based position in the input
+    field: str
+    message: str
+    allowed: tuple[Any, ...] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"row": self.row, "field": self.field, "message": self.message}
+        if self.allowed is not None:
+            out["allowed"] = list(self.allowed)
+        return out
+
+
+class EncodingError(ValueError):
+    def __init__(self, errors: Sequence[RowError]):
+        self.errors = list(errors)
+        super().__init__("; ".join(f"row {e.row} {e.field}: {e.message}" for e in self.errors[:5]))
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Column order, category vocabularies and numeric ranges of one model's input."""
+
+    columns: tuple[str, ...]
+    categorical: Mapping[str, tuple[Any, ...]]
+    numeric: Mapping[str, tuple[float, float]]
+    format: int = SPEC_FORMAT
+    _index: dict[str, dict[Any, float]] = field(default=None, init=False, repr=False, compare=False)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        index = {name: {v: float(i) for i, v in enumerate(values)} for name, values in self.categorical.items()}
+        object.__setattr__(self, "_index", index)
+
+    @classmethod
+    def from_schema(cls) -> "FeatureSpec":
+        return cls(
+            columns=schema.FEATURE_FIELDS,
+            categorical={f.name: tuple(f.values) for f in schema.CATEGORICAL},
+            numeric={f.name: (float(f.minimum), float(f.maximum)) for f in schema.NUMERIC},
+        )
+
+    # -- serialisation -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": self.format,
+            "columns": list(self.columns),
+            "categorical": {k: list(v) for k, v in self.categorical.items()},
+            "numeric": {k: list(v) for k, v in self.numeric.items()},
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @property
+    def version(self) -> str:
+        """Content hash: two specs with the same encoding have the same version."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:12]
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> "FeatureSpec":
+        data = json.loads(raw)
+        if data.get("format") != SPEC_FORMAT:
+            raise ValueError(f"unsupported feature spec format {data.get('format')!r}")
+        return cls(
+            columns=tuple(data["columns"]),
+            categorical={k: tuple(v) for k, v in data["categorical"].items()},
+            numeric={k: (float(v[0]), float(v[1])) for k, v in data["numeric"].items()},
+        )
+
+    # -- encoding ------------------------------------------------------------------------------
+    def encode_record(self, record: Mapping[str, Any]) -> list[float]:
+        """Encode one already type-checked record (the API's hot path): dict look-ups only."""
+        row: list[float] = []
+        errors: list[RowError] = []
+        for col in self.columns:
+            value = record[col]
+            codes = self._index.get(col)
+            if codes is not None:
+                code = codes.get(value)
+                if code is None:
+                    errors.append(RowError(0, col, f"unknown value {value!r}", self.categorical[col]))
+                    continue
+                row.append(code)
+            else:
+                lo, hi = self.numeric[col]
+                if not lo <= value <= hi:
+                    errors.append(RowError(0, col, f"{value!r} is outside [{lo:.0f}, {hi:.0f}]"))
+                    continue
+                row.append(float(value))
+        if errors:
+            raise EncodingError(errors)
+        return row
+
+    def encode_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        out = np.empty((len(records), len(self.columns)), dtype=np.float32)
+        errors: list[RowError] = []
+        for i, rec in enumerate(records):
+            try:
+                out[i] = self.encode_record(rec)
+            except EncodingError as exc:
+                errors.extend(RowError(i, e.field, e.message, e.allowed) for e in exc.errors)
+        if errors:
+            raise EncodingError(errors)
+        return out
+
+    def encode_frame(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, list[RowError]]:
+        """Vectorised encoding of a whole table.
+
+        Returns the feature matrix of the valid rows, the boolean mask of valid rows over the input,
+        and one error per bad cell (row = 0-based position in ``frame``). Bad rows are reported,
+        never guessed at.
+        """
+        n = len(frame)
+        missing = [c for c in self.columns if c not in frame.columns]
+        if missing:
+            raise EncodingError([RowError(-1, c, "column is missing") for c in missing])
+        matrix = np.empty((n, len(self.columns)), dtype=np.float32)
+        valid = np.ones(n, dtype=bool)
+        errors: list[RowError] = []
+        for j, col in enumerate(self.columns):
+            series = frame[col]
+            if col in self.categorical:
+                vocab = self.categorical[col]
+                values = _normalise_categorical(series, vocab)
+                codes = pd.Categorical(values, categories=list(vocab)).codes
+                bad = codes < 0
+                matrix[:, j] = codes
+                for i in np.flatnonzero(bad)[:_MAX_ERRORS_PER_COLUMN]:
+                    raw = series.iloc[i]
+                    msg = "value is missing" if _is_missing(raw) else f"unknown value {raw!r}"
+                    errors.append(RowError(int(i), col, msg, vocab))
+            else:
+                lo, hi = self.numeric[col]
+                numbers = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+                not_number = np.isnan(numbers)
+                whole = np.equal(np.floor(numbers), numbers)
+                out_of_range = ~not_number & ((numbers < lo) | (numbers > hi) | ~whole)
+                bad = not_number | out_of_range
+                matrix[:, j] = np.where(bad, 0, numbers)
+                for i in np.flatnonzero(bad)[:_MAX_ERRORS_PER_COLUMN]:
+                    raw = series.iloc[i]
+                    if not_number[i]:
+                        msg = "value is missing" if _is_missing(raw) else f"{raw!r} is not a number"
+                    else:
+                        msg = f"{raw!r} must be a whole number in [{lo:.0f}, {hi:.0f}]"
+                    errors.append(RowError(int(i), col, msg))
+            valid &= ~bad
+        errors.sort(key=lambda e: (e.row, self.columns.index(e.field)))
+        return matrix[valid], valid, errors
+
+
+# A million-row file with one bad column must not build a million error objects per column.
+_MAX_ERRORS_PER_COLUMN = 10_000
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA or value == ""
+
+
+def _normalise_categorical(series: pd.Series, vocab: Sequence[Any]) -> pd.Series:
+    """Integer vocabularies (engine model) accept 180, 180.0 and "180"; strings are stripped."""
+    if vocab and isinstance(vocab[0], int):
+        numbers = pd.to_numeric(series, errors="coerce")
+        whole = numbers.where(numbers == numbers.round())
+        return whole.astype("Int64")
+    return series.astype("string").str.strip()
