@@ -85,6 +85,8 @@ def generate_listings(group: str, rows: int, seed: int = 0) -> pd.DataFrame:
         BASE_PRICE[group] * engine_factor * depreciation * mileage * f_fuel * f_gear * f_body * f_color
         * f_line * f_climate * f_seats * f_doors * gear_age * electric_age * noise
     )
+    # Even a worn-out car sells for its parts and scrap.
+    price = np.maximum(price, BASE_PRICE[group] * 0.04 * noise)
     frame = pd.DataFrame(
         {
             "model_group": group,

@@ -27,6 +27,13 @@ class AimqSettings(BaseSettings):
 
     keep_versions: int = Field(default=5, ge=1)
 
+    # Model pipeline
+    training_rows_per_group: int = Field(default=100_000, ge=100)
+    # A folder holding A.csv, B.csv and C.csv (the sample files' columns plus the price) to train on
+    # instead of the generated data set.
+    training_csv_dir: Path | None = None
+    retrain_cron: str = "0 3 * * *"
+
     def resolved_signing_key(self) -> bytes:
         if self.signing_key is not None:
             return self.signing_key.get_secret_value().encode()

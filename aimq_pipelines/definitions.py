@@ -1,0 +1,31 @@
+"""The AIMQ code location."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from aimq_pipelines.assets import MODEL_CHAINS
+from aimq_pipelines.jobs import train_models_job
+from aimq_pipelines.resources import ModelStoreResource, TrainingDataSource
+from aimq_pipelines.schedules import retrain_schedule
+from aimq_serving.settings import get_settings
+
+
+def build_resources() -> dict[str, dg.ConfigurableResource]:
+    settings = get_settings()
+    return {
+        "model_store": ModelStoreResource(),
+        "training_source": TrainingDataSource(
+            rows_per_group=settings.training_rows_per_group,
+            csv_dir=str(settings.training_csv_dir) if settings.training_csv_dir else None,
+        ),
+    }
+
+
+defs = dg.Definitions(
+    assets=[a for a in MODEL_CHAINS if not isinstance(a, dg.AssetChecksDefinition)],
+    asset_checks=[a for a in MODEL_CHAINS if isinstance(a, dg.AssetChecksDefinition)],
+    jobs=[train_models_job],
+    schedules=[retrain_schedule],
+    resources=build_resources(),
+)
