@@ -1,0 +1,1 @@
+"""The FastAPI app: online predictions, model listing, uploads for batch scoring."""

@@ -1,0 +1,92 @@
+"""Shared fixtures: every test run gets its own Redis key prefix, data dir and DAGSTER_HOME."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import redis
+
+from aimq_serving.model_store import ModelStore
+from aimq_serving.settings import AimqSettings
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = Path(os.environ.get("AIMQ_SAMPLES_DIR", REPO.parent / "shared" / "samples"))
+REDIS_URL = os.environ.get("AIMQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+# Small enough to train in a second, large enough for the quality checks to mean something.
+TEST_ROWS_PER_GROUP = 5_000
+
+
+@pytest.fixture(scope="session")
+def run_id() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(scope="session")
+def session_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("aimq")
+
+
+@pytest.fixture(scope="session")
+def settings(run_id: str, session_dir: Path) -> AimqSettings:
+    """Settings of this test session; exported as AIMQ_* so subprocesses (daemon, API) agree."""
+    values = {
+        "AIMQ_REDIS_URL": REDIS_URL,
+        "AIMQ_REDIS_PREFIX": f"aimqtest-{run_id}",
+        "AIMQ_DATA_DIR": str(session_dir / "data"),
+        "AIMQ_SIGNING_KEY": f"test-signing-key-{run_id}",
+        "AIMQ_TRAINING_ROWS_PER_GROUP": str(TEST_ROWS_PER_GROUP),
+    }
+    os.environ.update(values)
+    return AimqSettings()
+
+
+@pytest.fixture(scope="session")
+def redis_client() -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(REDIS_URL)
+    client.ping()
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def dagster_home(session_dir: Path) -> Path:
+    home = session_dir / "dagster_home"
+    home.mkdir(exist_ok=True)
+    (home / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+@pytest.fixture(scope="session")
+def instance(dagster_home: Path) -> Iterator[dg.DagsterInstance]:
+    with dg.DagsterInstance.from_config(str(dagster_home)) as inst:
+        yield inst
+
+
+@pytest.fixture(scope="session")
+def store(settings: AimqSettings, redis_client: redis.Redis) -> Iterator[ModelStore]:
+    model_store = ModelStore.from_settings(settings)
+    yield model_store
+    model_store.clear()
+
+
+@pytest.fixture(scope="session")
+def trained_store(store: ModelStore, settings: AimqSettings, instance: dg.DagsterInstance) -> ModelStore:
+    """The model store after one real materialization of the whole model chain (all groups)."""
+    from aimq_pipelines.definitions import defs
+    from aimq_pipelines.resources import ModelStoreResource, TrainingDataSource
+
+    result = defs.resolve_job_def("train_models").execute_in_process(
+        instance=instance,
+        resources={
+            "model_store": ModelStoreResource(),
+            "training_source": TrainingDataSource(rows_per_group=TEST_ROWS_PER_GROUP),
+        },
+    )
+    assert result.success
+    return store
