@@ -1,0 +1,193 @@
+"""The ``aimq`` command line.
+
+Expected failures (a service down, an unknown group, no model yet) print one readable line and exit
+non-zero; only bugs print a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from aimq_serving import schema
+from aimq_serving.model_store import ModelStore, ModelStoreError
+from aimq_serving.settings import AimqSettings
+
+REPO_DAGSTER_YAML = Path(__file__).resolve().parents[1] / "dagster.yaml"
+
+
+class CliError(Exception):
+    """An expected failure: printed as one line, exit code 1."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="aimq", description="AIMQ: train, serve and score price models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="run Dagster (webserver + daemon) and the API locally; Ctrl-C stops all")
+    up.add_argument("--api-port", type=int, default=8000)
+    up.add_argument("--dagster-port", type=int, default=3000)
+    up.add_argument("--host", default="127.0.0.1", help="address to bind (default: localhost only)")
+    up.add_argument("--skip-training", action="store_true", help="do not train models on first start")
+
+    train = sub.add_parser("train", help="materialize the model chain (all groups, or one)")
+    train.add_argument("--group", choices=schema.MODEL_GROUPS, action="append", help="repeatable; default: all")
+
+    sub.add_parser("models", help="list model versions per group")
+
+    rollback = sub.add_parser("rollback", help="make an earlier model version current")
+    rollback.add_argument("group", choices=schema.MODEL_GROUPS)
+    rollback.add_argument("version", type=int, nargs="?", help="default: the version before the current one")
+
+    args = parser.parse_args(argv)
+    settings = AimqSettings()
+    try:
+        if args.command == "up":
+            return cmd_up(settings, args)
+        if args.command == "train":
+            return cmd_train(settings, args.group or list(schema.MODEL_GROUPS))
+        if args.command == "models":
+            return cmd_models(settings)
+        if args.command == "rollback":
+            store = ModelStore.from_settings(settings)
+            version = store.rollback(args.group, args.version)
+            print(f"group {args.group}: version {version} is current")
+            return 0
+    except (CliError, ModelStoreError) as exc:
+        print(f"aimq: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 2
+
+
+# -- dagster instance ----------------------------------------------------------------------------
+def dagster_home(settings: AimqSettings) -> Path:
+    """DAGSTER_HOME from the environment, else data_dir/dagster_home seeded with the repo's dagster.yaml."""
+    if os.environ.get("DAGSTER_HOME"):
+        return Path(os.environ["DAGSTER_HOME"])
+    home = settings.data_dir / "dagster_home"
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists():
+        shutil.copyfile(REPO_DAGSTER_YAML, home / "dagster.yaml")
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def cmd_train(settings: AimqSettings, groups: Sequence[str]) -> int:
+    import dagster as dg
+
+    from aimq_pipelines.assets import MODEL_CHAINS, group_name
+    from aimq_pipelines.definitions import build_resources
+
+    ModelStore.from_settings(settings).current_versions()  # fail fast, in one line, when Redis is down
+    dagster_home(settings)
+    started = time.perf_counter()
+    # Recorded in the local instance, so the run and its materializations show in the Dagster UI.
+    with dg.DagsterInstance.get() as instance:
+        result = dg.materialize(
+            MODEL_CHAINS,
+            selection=dg.AssetSelection.groups(*(group_name(g) for g in groups)),
+            instance=instance,
+            resources=build_resources(),
+            raise_on_error=False,
+            tags={"aimq/trigger": "cli"},
+        )
+    if not result.success:
+        failed = [e.step_key for e in result.all_events if e.is_step_failure]
+        raise CliError(f"training failed in {', '.join(failed) or 'the run'} (run {result.run_id}); see the Dagster UI")
+    store = ModelStore.from_settings(settings)
+    for group in groups:
+        info = store.info(group, store.current_version(group))
+        m = info.metrics
+        print(f"group {group}: version {info.version} is current  R2 {m['r2']:.4f}  MAPE {m['mape']:.2%}")
+    print(f"trained {len(groups)} group(s) in {time.perf_counter() - started:.1f} s (run {result.run_id})")
+    return 0
+
+
+def cmd_models(settings: AimqSettings) -> int:
+    store = ModelStore.from_settings(settings)
+    listing = {group: store.list_versions(group) for group in schema.MODEL_GROUPS}
+    print(f"{'group':5} {'version':>7} {'current':7} {'created (UTC)':19} {'R2':>7} {'MAPE':>7} {'ONNX kB':>8}")
+    for group in schema.MODEL_GROUPS:
+        versions = listing[group]
+        if not versions:
+            print(f"{group:5} {'-':>7} no model yet (run: aimq train)")
+        for v in versions:
+            created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(v.created_at))
+            print(
+                f"{group:5} {v.version:>7} {'*' if v.current else '':7} {created:19} "
+                f"{v.metrics.get('r2', float('nan')):>7.4f} {v.metrics.get('mape', float('nan')):>7.2%} {v.onnx_bytes / 1000:>8.0f}"
+            )
+    return 0
+
+
+# -- up ------------------------------------------------------------------------------------------
+def cmd_up(settings: AimqSettings, args: argparse.Namespace) -> int:
+    store = ModelStore.from_settings(settings)
+    try:
+        current = store.current_versions()
+    except ModelStoreError as exc:
+        raise CliError(f"{exc}. Start Redis (./dev up starts it) or set AIMQ_REDIS_URL.") from exc
+    home = dagster_home(settings)
+    missing = [g for g, v in current.items() if v is None]
+    if missing and not args.skip_training:
+        print(f"no model yet for group(s) {', '.join(missing)}: training them first")
+        cmd_train(settings, missing)
+
+    bin_dir = Path(sys.executable).parent
+    module = ["-m", "aimq_pipelines.definitions"]
+    commands = {
+        "dagster-webserver": [str(bin_dir / "dagster-webserver"), *module, "-h", args.host, "-p", str(args.dagster_port)],
+        "dagster-daemon": [str(bin_dir / "dagster-daemon"), "run", *module],
+        "api": [
+            str(bin_dir / "uvicorn"), "--factory", "aimq_serving.api.app:create_app",
+            "--host", args.host, "--port", str(args.api_port),
+        ],
+    }
+    procs: dict[str, subprocess.Popen] = {}
+    try:
+        for name, command in commands.items():
+            # Own process group each, so Ctrl-C here stops them (and their run subprocesses) cleanly.
+            procs[name] = subprocess.Popen(command, start_new_session=True)
+        print(
+            f"\nAIMQ is up (DAGSTER_HOME={home})\n"
+            f"  Dagster UI  http://{args.host}:{args.dagster_port}\n"
+            f"  API         http://{args.host}:{args.api_port}   docs: http://{args.host}:{args.api_port}/docs\n"
+            "Ctrl-C stops everything started here.\n",
+            flush=True,
+        )
+        while True:
+            for name, proc in procs.items():
+                if proc.poll() is not None:
+                    raise CliError(f"{name} exited with code {proc.returncode}; stopping the rest")
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        print("\nstopping ...")
+        return 0
+    finally:
+        _stop_all(procs)
+
+
+def _stop_all(procs: dict[str, subprocess.Popen]) -> None:
+    for proc in procs.values():
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    for proc in procs.values():
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
