@@ -11,9 +11,12 @@ from aimq_pipelines.schedules import retrain_schedule
 from aimq_serving.settings import get_settings
 
 
-def build_resources() -> dict[str, dg.ConfigurableResource]:
+def build_resources() -> dict[str, dg.ConfigurableResource | dg.ConfigurableIOManager]:
     settings = get_settings()
     return {
+        # On disk under DAGSTER_HOME even for in-process runs (CLI, tests), so one stage can be
+        # re-materialized later from the UI with its upstream loaded from the last run.
+        "io_manager": dg.FilesystemIOManager(),
         "model_store": ModelStoreResource(),
         "training_source": TrainingDataSource(
             rows_per_group=settings.training_rows_per_group,

@@ -76,8 +76,8 @@ def store(settings: AimqSettings, redis_client: redis.Redis) -> Iterator[ModelSt
 
 
 @pytest.fixture(scope="session")
-def trained_store(store: ModelStore, settings: AimqSettings, instance: dg.DagsterInstance) -> ModelStore:
-    """The model store after one real materialization of the whole model chain (all groups)."""
+def training_run(store: ModelStore, settings: AimqSettings, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+    """One real materialization of the whole model chain (all groups) into the test prefix."""
     from aimq_pipelines.definitions import defs
     from aimq_pipelines.resources import ModelStoreResource, TrainingDataSource
 
@@ -89,4 +89,10 @@ def trained_store(store: ModelStore, settings: AimqSettings, instance: dg.Dagste
         },
     )
     assert result.success
+    return result
+
+
+@pytest.fixture(scope="session")
+def trained_store(store: ModelStore, training_run: dg.ExecuteInProcessResult) -> ModelStore:
+    """The model store holding a current version of every group, made by the pipeline."""
     return store
