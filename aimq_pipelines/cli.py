@@ -157,6 +157,10 @@ def cmd_up(settings: AimqSettings, args: argparse.Namespace) -> int:
         for name, command in commands.items():
             # Own process group each, so Ctrl-C here stops them (and their run subprocesses) cleanly.
             procs[name] = subprocess.Popen(command, start_new_session=True)
+        _wait_until_serving(procs, {
+            "api": f"http://{args.host}:{args.api_port}/health",
+            "dagster-webserver": f"http://{args.host}:{args.dagster_port}/server_info",
+        })
         print(
             f"\nAIMQ is up (DAGSTER_HOME={home})\n"
             f"  Dagster UI  http://{args.host}:{args.dagster_port}\n"
@@ -174,6 +178,25 @@ def cmd_up(settings: AimqSettings, args: argparse.Namespace) -> int:
         return 0
     finally:
         _stop_all(procs)
+
+
+def _wait_until_serving(procs: dict[str, subprocess.Popen], urls: dict[str, str], timeout_s: float = 120) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    pending = dict(urls)
+    while pending:
+        for name, url in list(pending.items()):
+            if procs[name].poll() is not None:
+                raise CliError(f"{name} exited with code {procs[name].returncode} while starting")
+            try:
+                if httpx.get(url, timeout=1).status_code == 200:
+                    del pending[name]
+            except httpx.TransportError:
+                pass
+        if pending and time.monotonic() > deadline:
+            raise CliError(f"{', '.join(pending)} did not answer within {timeout_s:.0f} s")
+        time.sleep(0.5)
 
 
 def _stop_all(procs: dict[str, subprocess.Popen]) -> None:
