@@ -121,6 +121,7 @@ def predicted_vs_actual_png(actual: np.ndarray, predicted: np.ndarray, title: st
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     take = np.random.default_rng(0).permutation(len(actual))[:max_points]
     fig, ax = plt.subplots(figsize=(5.5, 5), dpi=90)
@@ -131,7 +132,10 @@ def predicted_vs_actual_png(actual: np.ndarray, predicted: np.ndarray, title: st
     ax.set_ylabel("predicted price")
     ax.set_title(title)
     ax.legend(loc="upper left")
-    ax.ticklabel_format(style="plain")
+    thousands = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v / 1000:,.0f}k")
+    ax.xaxis.set_major_formatter(thousands)
+    ax.yaxis.set_major_formatter(thousands)
+    ax.grid(alpha=0.25)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
