@@ -86,17 +86,28 @@ def cmd_train(settings: AimqSettings, groups: Sequence[str]) -> int:
 
     from aimq_pipelines.assets import MODEL_CHAINS, group_name
     from aimq_pipelines.definitions import build_resources
+    from aimq_pipelines.progress import progress_logger
 
     ModelStore.from_settings(settings).current_versions()  # fail fast, in one line, when Redis is down
     dagster_home(settings)
     started = time.perf_counter()
-    # Recorded in the local instance, so the run and its materializations show in the Dagster UI.
-    with dg.DagsterInstance.get() as instance:
-        result = dg.materialize(
-            MODEL_CHAINS,
+    # Recorded in the local instance, so the run and its materializations show in the Dagster UI;
+    # the progress logger replaces Dagster's console logger with one line per step.
+    cli_defs = dg.Definitions(
+        assets=[a for a in MODEL_CHAINS if not isinstance(a, dg.AssetChecksDefinition)],
+        asset_checks=[a for a in MODEL_CHAINS if isinstance(a, dg.AssetChecksDefinition)],
+        jobs=[dg.define_asset_job(
+            "train_models",
             selection=dg.AssetSelection.groups(*(group_name(g) for g in groups)),
+            executor_def=dg.in_process_executor,
+        )],
+        resources=build_resources(),
+    )
+    job = cli_defs.resolve_job_def("train_models").with_logger_defs({"progress": progress_logger})
+    with dg.DagsterInstance.get() as instance:
+        result = job.execute_in_process(
+            run_config={"loggers": {"progress": {}}},
             instance=instance,
-            resources=build_resources(),
             raise_on_error=False,
             tags={"aimq/trigger": "cli"},
         )
