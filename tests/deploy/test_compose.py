@@ -1,0 +1,169 @@
+"""docker-compose.yml: parses as a Compose file, and everything it names is defined.
+
+The parse uses the compose-spec package (a typed, validating Compose parser) after interpolating the
+file the way compose does with a filled-in copy of .env.example. When a real `docker compose` (or
+`docker-compose`) binary is on PATH, `config` is run as well.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+from compose_spec import PyCompose
+
+from tests.deploy.support import (
+    COMPOSE_FILE,
+    ENV_EXAMPLE,
+    REPO,
+    InterpolationError,
+    compose_variables,
+    filled,
+    load_compose,
+    read_env_file,
+)
+
+APP_SERVICES = ("code-server", "webserver", "daemon", "api")
+SECRETS = ("AIMQ_SIGNING_KEY", "DAGSTER_POSTGRES_PASSWORD", "RABBITMQ_PASSWORD")
+
+
+@pytest.fixture(scope="module")
+def env() -> dict[str, str]:
+    return filled(read_env_file(ENV_EXAMPLE))
+
+
+@pytest.fixture(scope="module")
+def compose(env: dict[str, str]) -> dict[str, Any]:
+    return load_compose(env)
+
+
+def test_parses_as_a_compose_file(compose: dict[str, Any]) -> None:
+    parsed = PyCompose.from_json(json.dumps(compose))
+    assert set(parsed.service_names()) == {"postgres", "rabbitmq", "redis", *APP_SERVICES}
+
+
+def test_the_validating_parser_rejects_an_unknown_key(compose: dict[str, Any]) -> None:
+    broken = {**compose, "services": {**compose["services"], "api": {**compose["services"]["api"], "helthcheck": {}}}}
+    with pytest.raises(ValueError, match="helthcheck"):
+        PyCompose.from_json(json.dumps(broken))
+
+
+def test_every_variable_is_documented_in_env_example_and_every_example_variable_is_used() -> None:
+    used = compose_variables(COMPOSE_FILE.read_text())
+    documented = read_env_file(ENV_EXAMPLE)
+    assert set(used) == set(documented)
+
+
+def test_secrets_have_no_default_and_stop_compose_when_unset() -> None:
+    used = compose_variables(COMPOSE_FILE.read_text())
+    for name in SECRETS:
+        assert used[name] == {":?"}, f"{name} must be used as ${{{name}:?...}} everywhere"
+        assert read_env_file(ENV_EXAMPLE)[name] == "", f"{name} must be empty in .env.example"
+    for name in SECRETS:
+        with pytest.raises(InterpolationError, match=name):
+            load_compose({**filled(read_env_file(ENV_EXAMPLE)), name: ""})
+
+
+def test_depends_on_names_defined_services_and_waits_for_health(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name, service in services.items():
+        for dependency, condition in service.get("depends_on", {}).items():
+            assert dependency in services, f"{name} depends on undefined service {dependency}"
+            assert "healthcheck" in services[dependency], f"{name} waits for {dependency}, which has no health check"
+            assert condition == {"condition": "service_healthy"}, f"{name} -> {dependency}"
+
+
+def test_every_service_has_a_health_check_and_a_restart_policy(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        assert service.get("healthcheck", {}).get("test"), name
+        assert service.get("restart") == "unless-stopped", name
+
+
+def test_named_volumes_are_declared_and_bind_mounts_exist(compose: dict[str, Any]) -> None:
+    declared = set(compose.get("volumes", {}))
+    for name, service in compose["services"].items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith((".", "/")):
+                if source.startswith("."):
+                    assert (REPO / source).is_file(), f"{name}: {source} does not exist"
+            else:
+                assert source in declared, f"{name}: volume {source} is not declared"
+    for stateful in ("postgres", "rabbitmq", "redis"):
+        assert any(v.split(":")[0] in declared for v in compose["services"][stateful]["volumes"]), stateful
+
+
+def test_service_addresses_point_at_compose_services(compose: dict[str, Any]) -> None:
+    services = set(compose["services"])
+    env = compose["services"]["daemon"]["environment"]
+    hosts = {
+        "AIMQ_REDIS_URL": urlsplit(env["AIMQ_REDIS_URL"]).hostname,
+        "AIMQ_RABBITMQ_URL": urlsplit(env["AIMQ_RABBITMQ_URL"]).hostname,
+        "DAGSTER_POSTGRES_HOSTNAME": env["DAGSTER_POSTGRES_HOSTNAME"],
+    }
+    for key, host in hosts.items():
+        assert host in services, f"{key} points at {host}, not a compose service"
+    workspace = yaml.safe_load((REPO / "deploy" / "compose" / "workspace.yaml").read_text())
+    [entry] = workspace["load_from"]
+    assert entry["grpc_server"]["host"] in services
+    assert str(entry["grpc_server"]["port"]) in compose["services"]["code-server"]["command"]
+
+
+def test_app_services_share_one_image_and_settings(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    images = {services[name]["image"] for name in APP_SERVICES}
+    assert len(images) == 1
+    assert services["code-server"]["environment"]["DAGSTER_CURRENT_IMAGE"] in images
+    environments = [
+        {k: v for k, v in services[n]["environment"].items() if k != "DAGSTER_CURRENT_IMAGE"} for n in APP_SERVICES
+    ]
+    assert all(e == environments[0] for e in environments)
+
+
+def test_run_containers_get_every_setting_and_the_fixed_network_and_volume(compose: dict[str, Any]) -> None:
+    launcher = yaml.safe_load((REPO / "deploy" / "compose" / "dagster.yaml").read_text())["run_launcher"]["config"]
+    assert set(launcher["env_vars"]) == set(compose["services"]["daemon"]["environment"])
+    assert launcher["network"] == compose["networks"]["default"]["name"]
+    volume_names = {v.get("name") for v in compose["volumes"].values() if v}
+    for bind in launcher["container_kwargs"]["volumes"]:
+        assert bind.split(":")[0] in volume_names
+
+
+def test_only_the_daemon_and_webserver_get_the_docker_socket(compose: dict[str, Any]) -> None:
+    with_socket = {
+        name
+        for name, service in compose["services"].items()
+        if any(v.endswith(":/var/run/docker.sock") for v in service.get("volumes", []))
+    }
+    assert with_socket == {"daemon", "webserver"}
+
+
+def test_published_ports_bind_to_localhost_by_default(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        for port in service.get("ports", []):
+            assert re.match(r"127\.0\.0\.1:\d+:\d+$", port), f"{name}: {port}"
+
+
+def _compose_binary() -> list[str] | None:
+    if shutil.which("docker"):
+        probe = subprocess.run(["docker", "compose", "version"], capture_output=True, check=False)
+        if probe.returncode == 0:
+            return ["docker", "compose"]
+    found = shutil.which("docker-compose")
+    return [found] if found else None
+
+
+@pytest.mark.skipif(_compose_binary() is None, reason="no docker compose binary on PATH (Docker is not installed here)")
+def test_docker_compose_config_accepts_the_file(tmp_path: Path, env: dict[str, str]) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("".join(f'{k}="{v}"\n' for k, v in env.items()))
+    command = [*(_compose_binary() or []), "-f", str(COMPOSE_FILE), "--env-file", str(env_file), "config", "-q"]
+    proc = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
