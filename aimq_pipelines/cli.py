@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from aimq_serving import schema
 from aimq_serving.model_store import ModelStore, ModelStoreError
@@ -27,9 +27,19 @@ class CliError(Exception):
     """An expected failure: printed as one line, exit code 1."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes (an unknown group, a missing argument) in one line, like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"aimq: error: {message} (see: {self.prog} --help)\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="aimq", description="AIMQ: train, serve and score price models.")
+    parser = _Parser(prog="aimq", description="AIMQ: train, serve and score price models.")
     sub = parser.add_subparsers(dest="command", required=True)
+    # Options of the commands that talk to the API over HTTP.
+    http = argparse.ArgumentParser(add_help=False)
+    http.add_argument("--api-url", help="the AIMQ API (default: AIMQ_API_URL, else http://127.0.0.1:8000)")
 
     up = sub.add_parser("up", help="run Dagster (webserver + daemon) and the API locally; Ctrl-C stops all")
     up.add_argument("--api-port", type=int, default=8000)
@@ -46,9 +56,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     rollback.add_argument("group", choices=schema.MODEL_GROUPS)
     rollback.add_argument("version", type=int, nargs="?", help="default: the version before the current one")
 
+    score = sub.add_parser(
+        "score", parents=[http], help="score an xlsx or CSV file through the API and download the result",
+        description="Upload FILE, follow its scoring run with a progress bar, download the scored file "
+        "and print a summary (rows scored and rejected with reasons, model versions).",
+    )
+    score.add_argument("file", type=Path, metavar="FILE", help="an xlsx workbook or a UTF-8 CSV file")
+    score.add_argument("--out", type=Path, help="where to write the result (default: FILE's folder, <stem>.scored.<ext>)")
+    score.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    score.add_argument("--timeout", type=float, metavar="SECONDS",
+                       help="stop waiting after this long (the upload goes on on the server); default: wait until done")
+
+    predict = sub.add_parser(
+        "predict", parents=[http], help="price one record or a batch (JSON) with the current models",
+        description="JSON from the argument, or from stdin when RECORD is '-' or left out: one object "
+        "(one record with the 12 fields of the sample files) or an array of them.",
+    )
+    predict.add_argument("record", nargs="?", metavar="RECORD", help="JSON object or array; '-' reads stdin")
+    predict.add_argument("--engine", choices=("onnx", "pickle"), default="onnx", help="default: onnx")
+    predict.add_argument("--json", action="store_true", help="print the API's JSON answer instead of a table")
+
     args = parser.parse_args(argv)
     settings = AimqSettings()
     try:
+        if args.command in ("score", "predict"):
+            return _http_command(settings, args)
         if args.command == "up":
             return cmd_up(settings, args)
         if args.command == "train":
@@ -66,6 +98,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 2
+
+
+def _http_command(settings: AimqSettings, args: argparse.Namespace) -> int:
+    from aimq_pipelines import cli_http
+
+    api_url = args.api_url or settings.api_url
+    if args.command == "predict":
+        return cli_http.cmd_predict(api_url, args.record, args.engine, args.json)
+    return cli_http.cmd_score(cli_http.ScoreOptions(args.file, args.out, args.force, api_url, args.timeout))
 
 
 # -- dagster instance ----------------------------------------------------------------------------
@@ -163,11 +204,15 @@ def cmd_up(settings: AimqSettings, args: argparse.Namespace) -> int:
             "--host", args.host, "--port", str(args.api_port),
         ],
     }
+    env = dict(os.environ)
+    if "AIMQ_DAGSTER_UI_URL" not in env and args.host not in ("0.0.0.0", "::"):
+        # Upload statuses link their run in the Dagster UI: the one started here.
+        env["AIMQ_DAGSTER_UI_URL"] = f"http://{args.host}:{args.dagster_port}"
     procs: dict[str, subprocess.Popen] = {}
     try:
         for name, command in commands.items():
             # Own process group each, so Ctrl-C here stops them (and their run subprocesses) cleanly.
-            procs[name] = subprocess.Popen(command, start_new_session=True)
+            procs[name] = subprocess.Popen(command, start_new_session=True, env=env)
         _wait_until_serving(procs, {
             "api": f"http://{args.host}:{args.api_port}/health",
             "dagster-webserver": f"http://{args.host}:{args.dagster_port}/server_info",
@@ -175,6 +220,7 @@ def cmd_up(settings: AimqSettings, args: argparse.Namespace) -> int:
         print(
             f"\nAIMQ is up (DAGSTER_HOME={home})\n"
             f"  Dagster UI  http://{args.host}:{args.dagster_port}\n"
+            f"  Upload page http://{args.host}:{args.api_port}/\n"
             f"  API         http://{args.host}:{args.api_port}   docs: http://{args.host}:{args.api_port}/docs\n"
             "Ctrl-C stops everything started here.\n",
             flush=True,

@@ -1,0 +1,151 @@
+"""The platform as real processes for end-to-end tests: dagster-daemon, the API under uvicorn and,
+on demand, dagster-webserver, all with the test session's settings and a queue of their own."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+START_TIMEOUT_S = 120.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def settings_env(settings: object) -> dict[str, str]:
+    """AIMQ_* variables for every field that differs from what the environment already says."""
+    from pydantic import SecretStr
+
+    env: dict[str, str] = {}
+    for name in type(settings).model_fields:  # type: ignore[attr-defined]
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        env[f"AIMQ_{name.upper()}"] = str(value)
+    return env
+
+
+@dataclass
+class Service:
+    name: str
+    proc: subprocess.Popen
+    log: Path
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+@dataclass
+class Platform:
+    env: dict[str, str]
+    log_dir: Path
+    api_url: str
+    dagster_url: str
+    services: dict[str, Service] = field(default_factory=dict)
+
+    def start(self, name: str, command: list[str]) -> Service:
+        log = self.log_dir / f"{name}.log"
+        with open(log, "wb") as out:
+            # Own process group: stopping it stops the run subprocesses the daemon launched too.
+            proc = subprocess.Popen(
+                command, cwd=REPO, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        service = Service(name, proc, log)
+        self.services[name] = service
+        return service
+
+    def wait_http(self, service: Service, url: str, timeout_s: float = START_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if service.proc.poll() is not None:
+                raise RuntimeError(f"{service.name} exited with {service.proc.returncode}:\n{service.tail()}")
+            try:
+                if httpx.get(url, timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"{service.name} did not answer {url} within {timeout_s:.0f} s:\n{service.tail()}")
+
+    def start_api(self) -> None:
+        port = int(self.api_url.rsplit(":", 1)[1])
+        api = self.start("api", [
+            str(BIN / "uvicorn"), "--factory", "aimq_serving.api.app:create_app",
+            "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+        ])
+        self.wait_http(api, f"{self.api_url}/health")
+
+    def start_daemon(self) -> None:
+        self.start("dagster-daemon", [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"])
+
+    def start_webserver(self) -> None:
+        port = int(self.dagster_url.rsplit(":", 1)[1])
+        web = self.start("dagster-webserver", [
+            str(BIN / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port),
+        ])
+        self.wait_http(web, f"{self.dagster_url}/server_info")
+
+    def check_alive(self) -> None:
+        for service in self.services.values():
+            if service.proc.poll() is not None:
+                raise RuntimeError(f"{service.name} exited with {service.proc.returncode}:\n{service.tail()}")
+
+    def stop(self) -> None:
+        for service in self.services.values():
+            if service.proc.poll() is None:
+                os.killpg(service.proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        for service in self.services.values():
+            try:
+                service.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(service.proc.pid, signal.SIGKILL)
+                service.proc.wait()
+
+
+def make_platform(settings: object, overrides: Mapping[str, str], log_dir: Path) -> Platform:
+    api_url = f"http://127.0.0.1:{free_port()}"
+    dagster_url = f"http://127.0.0.1:{free_port()}"
+    env = {
+        **os.environ,
+        **settings_env(settings),
+        "AIMQ_DAGSTER_UI_URL": dagster_url,
+        **overrides,
+    }
+    log_dir.mkdir(parents=True, exist_ok=True)
+    return Platform(env=env, log_dir=log_dir, api_url=api_url, dagster_url=dagster_url)
+
+
+def wait_for_upload(api_url: str, upload_id: str, timeout_s: float = 240.0, platform: Platform | None = None) -> dict:
+    """The upload's status once it is finished (succeeded or failed)."""
+    deadline = time.monotonic() + timeout_s
+    record: dict = {}
+    while time.monotonic() < deadline:
+        if platform is not None:
+            platform.check_alive()
+        response = httpx.get(f"{api_url}/uploads/{upload_id}", timeout=5)
+        if response.status_code == 200:
+            record = response.json()
+            if record["state"] in ("succeeded", "failed"):
+                return record
+        time.sleep(0.5)
+    raise AssertionError(f"upload {upload_id} not finished within {timeout_s:.0f} s: {record}")

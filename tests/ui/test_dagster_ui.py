@@ -1,0 +1,50 @@
+"""The Dagster UI as a person sees it: each group's model chain with its checks, and the trained
+model's metrics and predicted-vs-actual plot."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+from aimq_pipelines.assets import group_name
+from aimq_serving import schema
+from aimq_serving.model_store import ModelStore
+from tests.ui.conftest import screenshot
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
+CHAIN = ("training_data", "feature_spec", "trained_model", "onnx_model", "served_model")
+
+
+@pytest.mark.slow
+def test_asset_graph_shows_each_groups_chain(trained_store: ModelStore, dagster_ui: str, page: Page) -> None:
+    page.goto(f"{dagster_ui}/asset-groups")
+    for group in schema.MODEL_GROUPS:
+        page.get_by_text(group_name(group), exact=True).first.wait_for()
+    page.goto(f"{dagster_ui}/locations/aimq/asset-groups/{group_name('A')}")
+    for asset in CHAIN:
+        page.get_by_text(asset, exact=True).first.wait_for()
+    screenshot(page, "dagster-asset-graph")
+
+
+@pytest.mark.slow
+def test_trained_model_shows_its_metrics_plot_and_check(trained_store: ModelStore, dagster_ui: str, page: Page) -> None:
+    info = trained_store.info("B", trained_store.current_version("B"))
+    page.goto(f"{dagster_ui}/assets/B/trained_model")
+    for key in ("r2", "mae", "mape", "predicted_vs_actual"):
+        page.get_by_text(key, exact=True).first.wait_for()
+    page.get_by_text("[Show Markdown]").first.click()
+    plot = page.get_by_role("dialog").locator("img")
+    plot.wait_for()
+    assert (plot.get_attribute("src") or "").startswith("data:image/png;base64,")
+    assert plot.evaluate("img => img.naturalWidth") > 300
+    screenshot(page, "dagster-trained-model-plot")
+
+    page.goto(f"{dagster_ui}/assets/B/trained_model?view=checks")
+    page.get_by_text("holdout_quality", exact=True).first.wait_for()
+    page.get_by_text("Passed", exact=True).first.wait_for()
+    # the check's recorded r2 is the model store's, to the digits shown
+    page.get_by_text(f"{info.metrics['r2']:.6f}"[:8], exact=False).first.wait_for()
+    screenshot(page, "dagster-trained-model-check")
