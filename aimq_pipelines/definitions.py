@@ -8,6 +8,9 @@ from aimq_pipelines.assets import MODEL_CHAINS
 from aimq_pipelines.jobs import train_models_job
 from aimq_pipelines.resources import ModelStoreResource, TrainingDataSource
 from aimq_pipelines.schedules import retrain_schedule
+from aimq_pipelines.scoring.job import score_upload_job
+from aimq_pipelines.scoring.resources import UploadsResource
+from aimq_pipelines.sensors import upload_run_failure, upload_sensor
 from aimq_serving.settings import get_settings
 
 
@@ -18,6 +21,7 @@ def build_resources() -> dict[str, dg.ConfigurableResource | dg.ConfigurableIOMa
         # re-materialized later from the UI with its upstream loaded from the last run.
         "io_manager": dg.FilesystemIOManager(),
         "model_store": ModelStoreResource(),
+        "uploads": UploadsResource(),
         "training_source": TrainingDataSource(
             rows_per_group=settings.training_rows_per_group,
             csv_dir=str(settings.training_csv_dir) if settings.training_csv_dir else None,
@@ -28,7 +32,8 @@ def build_resources() -> dict[str, dg.ConfigurableResource | dg.ConfigurableIOMa
 defs = dg.Definitions(
     assets=[a for a in MODEL_CHAINS if not isinstance(a, dg.AssetChecksDefinition)],
     asset_checks=[a for a in MODEL_CHAINS if isinstance(a, dg.AssetChecksDefinition)],
-    jobs=[train_models_job],
+    jobs=[train_models_job, score_upload_job],
+    sensors=[upload_sensor, upload_run_failure],
     schedules=[retrain_schedule],
     resources=build_resources(),
 )

@@ -5,8 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import onnx
-from skl2onnx import convert_sklearn
-from skl2onnx.common.data_types import FloatTensorType
 
 MAX_OPSET = 17
 MAX_ML_OPSET = 3
@@ -15,6 +13,10 @@ INPUT_NAME = "features"
 
 
 def export_onnx(model: Any, n_features: int) -> bytes:
+    # Imported here: skl2onnx pulls in scikit-learn, which scoring runs of this code location never need.
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+
     proto = convert_sklearn(
         model,
         initial_types=[(INPUT_NAME, FloatTensorType([None, n_features]))],

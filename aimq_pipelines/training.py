@@ -7,16 +7,19 @@ import hashlib
 import io
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from sklearn.ensemble import HistGradientBoostingRegressor
-from sklearn.metrics import mean_absolute_error, mean_absolute_percentage_error, r2_score
-from threadpoolctl import threadpool_limits
 
 from aimq_serving import schema
 from aimq_serving.features import FeatureSpec, RowError
+
+if TYPE_CHECKING:
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+# scikit-learn is imported inside the functions that train: every run process (a scoring run too)
+# imports this code location, and sklearn (with scipy) is ~1.5 s of that import on 2 cores.
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,7 @@ def spec_from_data(frame: pd.DataFrame) -> FeatureSpec:
 
 @dataclass
 class TrainedModel:
-    model: HistGradientBoostingRegressor
+    model: "HistGradientBoostingRegressor"
     spec: FeatureSpec
     holdout_x: np.ndarray
     holdout_y: np.ndarray
@@ -87,6 +90,9 @@ def train(
     holdout_fraction: float = 0.2,
     seed: int = 0,
 ) -> TrainedModel:
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from threadpoolctl import threadpool_limits
+
     features, valid, errors = spec.encode_frame(frame)
     if errors:
         raise ValueError(f"training data does not match its feature spec: {errors[0].as_dict()}")
@@ -109,6 +115,8 @@ def train(
 
 
 def holdout_metrics(actual: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    from sklearn.metrics import mean_absolute_error, mean_absolute_percentage_error, r2_score
+
     return {
         "r2": float(r2_score(actual, predicted)),
         "mae": float(mean_absolute_error(actual, predicted)),

@@ -148,7 +148,7 @@ class FeatureSpec:
                 bad = codes < 0
                 matrix[:, j] = codes
                 for i in np.flatnonzero(bad)[:_MAX_ERRORS_PER_COLUMN]:
-                    raw = series.iloc[i]
+                    raw = _plain(series.iloc[i])
                     msg = "value is missing" if _is_missing(raw) else f"unknown value {raw!r}"
                     errors.append(RowError(int(i), col, msg, vocab))
             else:
@@ -160,7 +160,7 @@ class FeatureSpec:
                 bad = not_number | out_of_range
                 matrix[:, j] = np.where(bad, 0, numbers)
                 for i in np.flatnonzero(bad)[:_MAX_ERRORS_PER_COLUMN]:
-                    raw = series.iloc[i]
+                    raw = _plain(series.iloc[i])
                     if not_number[i]:
                         msg = "value is missing" if _is_missing(raw) else f"{raw!r} is not a number"
                     else:
@@ -173,6 +173,15 @@ class FeatureSpec:
 
 # A million-row file with one bad column must not build a million error objects per column.
 _MAX_ERRORS_PER_COLUMN = 10_000
+
+
+def _plain(value: Any) -> Any:
+    """A cell as the user wrote it: numpy scalars as Python values (``-5``, not ``np.float64(-5.0)``)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def _is_missing(value: Any) -> bool:

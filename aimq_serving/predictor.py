@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 import onnxruntime as ort
+from threadpoolctl import ThreadpoolController
 
 from aimq_serving import redisai, schema
 from aimq_serving.features import FeatureSpec
@@ -31,6 +33,20 @@ def onnx_session(onnx_bytes: bytes) -> ort.InferenceSession:
     return ort.InferenceSession(onnx_bytes, sess_options=options, providers=["CPUExecutionProvider"])
 
 
+_threadpools: ThreadpoolController | None = None
+
+
+def predict_with_sklearn(estimator: Any, features: np.ndarray) -> np.ndarray:
+    """``estimator.predict`` on one OpenMP thread. HistGradientBoosting otherwise starts a thread per
+    core for every call; next to other busy processes on 2 cores that made one row take 60-400 ms
+    instead of 3-5 ms (measured). The limit is per calling thread (OpenMP ICVs), hence per call."""
+    global _threadpools
+    if _threadpools is None:
+        _threadpools = ThreadpoolController()  # scans the loaded libraries once (~ms)
+    with _threadpools.limit(limits=1, user_api="openmp"):
+        return np.asarray(estimator.predict(features), dtype=np.float64).reshape(-1)
+
+
 @dataclass
 class LoadedModel:
     info: VersionInfo
@@ -39,6 +55,11 @@ class LoadedModel:
     _stored: StoredModel = field(repr=False)
     _sklearn: Any = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _input_name: str = field(default="", init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # Asking the session for its input name costs about as much as running one row.
+        self._input_name = self.session.get_inputs()[0].name
 
     @classmethod
     def from_stored(cls, stored: StoredModel) -> "LoadedModel":
@@ -53,7 +74,7 @@ class LoadedModel:
         return self.info.version
 
     def predict_onnx(self, features: np.ndarray) -> np.ndarray:
-        out = self.session.run(None, {self.session.get_inputs()[0].name: features})[0]
+        out = self.session.run(None, {self._input_name: features})[0]
         return np.asarray(out, dtype=np.float64).reshape(-1)
 
     def sklearn_model(self) -> Any:
@@ -64,7 +85,11 @@ class LoadedModel:
         return self._sklearn
 
     def predict_sklearn(self, features: np.ndarray) -> np.ndarray:
-        return np.asarray(self.sklearn_model().predict(features), dtype=np.float64).reshape(-1)
+        return predict_with_sklearn(self.sklearn_model(), features)
+
+    def warm(self) -> None:
+        """Run one row, so the first request after a load does not pay ONNX Runtime's first-run setup."""
+        self.predict_onnx(np.zeros((1, len(self.spec.columns)), dtype=np.float32))
 
     def predict_redisai(self, store: ModelStore, features: np.ndarray) -> np.ndarray:
         if not self.info.redisai:
@@ -79,10 +104,24 @@ class ModelCache:
     the new model, never a half-loaded one, and never waits for a load.
     """
 
-    def __init__(self, store: ModelStore, on_load: Callable[[LoadedModel], None] | None = None):
+    def __init__(
+        self,
+        store: ModelStore,
+        on_load: Callable[[LoadedModel], None] | None = None,
+        *,
+        load_sklearn: bool = False,
+        retry_after_s: float = 1.0,
+    ):
+        """``load_sklearn`` also unpickles each version before it goes live, so the first pickle
+        request after a promotion does not pay for it. A failed load is remembered for
+        ``retry_after_s``: while the store is down, callers get the error at once instead of each
+        waiting out a Redis timeout in turn."""
         self.store = store
         self._models: dict[str, LoadedModel] = {}
         self._on_load = on_load
+        self._load_sklearn = load_sklearn
+        self._retry_after_s = retry_after_s
+        self._failures: dict[str, tuple[float, ModelStoreError]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._load_lock = threading.Lock()
@@ -93,20 +132,47 @@ class ModelCache:
             if group not in schema.MODEL_GROUPS:
                 raise UnknownGroup(f"unknown model group {group!r}; known groups: {', '.join(schema.MODEL_GROUPS)}")
             # Not loaded yet (no model at start-up, or Redis was down): try once, synchronously.
-            model = self.refresh_group(group)
+            model = self.refresh_group(group, on_demand=True)
         return model
+
+    def peek(self, group: str) -> LoadedModel | None:
+        """The loaded model of ``group`` or None; never touches Redis (for event-loop callers)."""
+        return self._models.get(group)
 
     def loaded(self) -> dict[str, LoadedModel]:
         return dict(self._models)
 
-    def refresh_group(self, group: str) -> LoadedModel:
-        """Load the group's current version unless it is already the one loaded."""
+    def last_error(self, group: str) -> str | None:
+        """Why the group's last load failed, if it did and nothing loaded since."""
+        failed = self._failures.get(group)
+        return str(failed[1]) if failed is not None else None
+
+    def refresh_group(self, group: str, *, on_demand: bool = False) -> LoadedModel:
+        """Load the group's current version unless it is already the one loaded.
+
+        ``on_demand`` (a request found no model): take whatever another thread loaded meanwhile,
+        and re-raise a load failure younger than ``retry_after_s`` instead of retrying it."""
         with self._load_lock:
-            version = self.store.current_version(group)
-            model = self._models.get(group)
-            if model is not None and model.version == version:
-                return model
-            model = LoadedModel.from_stored(self.store.get(group, version))
+            if on_demand:
+                model = self._models.get(group)
+                if model is not None:
+                    return model
+                failed = self._failures.get(group)
+                if failed is not None and time.monotonic() - failed[0] < self._retry_after_s:
+                    raise failed[1]
+            try:
+                version = self.store.current_version(group)
+                model = self._models.get(group)
+                if model is not None and model.version == version:
+                    return model
+                model = LoadedModel.from_stored(self.store.get(group, version))
+                model.warm()
+                if self._load_sklearn:
+                    model.sklearn_model()
+            except ModelStoreError as exc:
+                self._failures[group] = (time.monotonic(), exc)
+                raise
+            self._failures.pop(group, None)
             self._models[group] = model
         log.info("loaded model group=%s version=%s", group, version)
         if self._on_load is not None:

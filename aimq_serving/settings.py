@@ -6,6 +6,7 @@ import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -33,6 +34,54 @@ class AimqSettings(BaseSettings):
     # instead of the generated data set.
     training_csv_dir: Path | None = None
     retrain_cron: str = "0 3 * * *"
+
+    # Online prediction API
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=1, le=65535)
+    max_batch_size: int = Field(default=1000, ge=1)
+    # Bounds what one request can make the server buffer; a full batch of records is ~300 KB.
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    # Shared by all workers through Redis; per client key (the header below, else the client address).
+    rate_limit_enabled: bool = True
+    rate_limit_requests: int = Field(default=6000, ge=1)
+    rate_limit_window_s: float = Field(default=60.0, gt=0)
+    # e.g. "X-API-Key" when an authenticating gateway sets it; unset: the client IP (see --proxy-headers).
+    rate_limit_key_header: str | None = None
+    # Where /predict/onnx executes: in-process ONNX Runtime, or RedisAI (needs the server's ai module).
+    predict_backend: Literal["onnxruntime", "redisai"] = "onnxruntime"
+    # per_request reloads the signed pickle from Redis on every request: the original demo's slow
+    # baseline, for the benchmark only. Never use it to serve.
+    pickle_mode: Literal["cached", "per_request"] = "cached"
+
+    # Batch scoring: uploads -> RabbitMQ -> Dagster sensor -> one scoring run per upload
+    rabbitmq_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/%2F")
+    uploads_exchange: str = "aimq.uploads"
+    uploads_queue: str = "aimq.uploads"
+    uploads_dead_letter_exchange: str = "aimq.uploads.dlx"
+    uploads_dead_letter_queue: str = "aimq.uploads.dlq"
+    # Uploaded files and results; default: data_dir/uploads. Shared by the API and the run workers.
+    upload_dir: Path | None = None
+    max_upload_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
+    # Data rows per file; the default is what one Excel sheet holds below its header row.
+    max_upload_rows: int = Field(default=1_048_575, ge=1)
+    # How long the API waits for the broker to confirm a message before answering 503.
+    broker_confirm_timeout_s: float = Field(default=5.0, gt=0)
+    # The sensor takes at most this many messages per tick and stops taking them after the budget,
+    # well inside Dagster's 60 s sensor evaluation timeout.
+    sensor_batch_size: int = Field(default=50, ge=1, le=1000)
+    sensor_tick_budget_s: float = Field(default=10.0, gt=0, le=45)
+    sensor_interval_s: int = Field(default=5, ge=1)
+    # Rows read, scored and written per step of a scoring run (bounds its memory).
+    scoring_chunk_rows: int = Field(default=100_000, ge=1000)
+    # Where people open the Dagster UI; upload statuses link their run there.
+    dagster_ui_url: str = "http://127.0.0.1:3000"
+
+    # Command line: where `aimq score` and `aimq predict` reach the API (--api-url overrides it).
+    api_url: str = "http://127.0.0.1:8000"
+
+    @property
+    def resolved_upload_dir(self) -> Path:
+        return self.upload_dir if self.upload_dir is not None else self.data_dir / "uploads"
 
     def resolved_signing_key(self) -> bytes:
         if self.signing_key is not None:

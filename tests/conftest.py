@@ -6,6 +6,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import pytest
@@ -13,6 +14,9 @@ import redis
 
 from aimq_serving.model_store import ModelStore
 from aimq_serving.settings import AimqSettings
+
+if TYPE_CHECKING:
+    from tests.platform import Platform
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = Path(os.environ.get("AIMQ_SAMPLES_DIR", REPO.parent / "shared" / "samples"))
@@ -96,3 +100,77 @@ def training_run(store: ModelStore, settings: AimqSettings, instance: dg.Dagster
 def trained_store(store: ModelStore, training_run: dg.ExecuteInProcessResult) -> ModelStore:
     """The model store holding a current version of every group, made by the pipeline."""
     return store
+
+
+# --- Batch scoring (uploads): queue names and an upload folder of their own per test ------------
+RABBITMQ_URL = os.environ.get("AIMQ_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+
+
+def unique_topology_settings(settings: AimqSettings, run_id: str, upload_dir: Path) -> AimqSettings:
+    from pydantic import SecretStr
+
+    name = f"aimqtest-{run_id}-{uuid.uuid4().hex[:8]}"
+    return settings.model_copy(
+        update={
+            "rabbitmq_url": SecretStr(RABBITMQ_URL),
+            "uploads_exchange": name,
+            "uploads_queue": name,
+            "uploads_dead_letter_exchange": f"{name}.dlx",
+            "uploads_dead_letter_queue": f"{name}.dlq",
+            "upload_dir": upload_dir,
+        }
+    )
+
+
+def delete_topology(settings: AimqSettings) -> None:
+    from aimq_serving.uploads.broker import Topology, connect
+
+    connection = connect(settings.rabbitmq_url.get_secret_value())
+    try:
+        Topology.from_settings(settings).delete(connection.channel())
+    finally:
+        connection.close()
+
+
+@pytest.fixture(scope="session")
+def upload_records(settings: AimqSettings, redis_client: redis.Redis) -> Iterator[None]:
+    """Upload status records of the session live under its prefix; removed at the end."""
+    yield
+    for key in redis_client.scan_iter(match=f"{settings.redis_prefix}:uploads:*", count=500):
+        redis_client.delete(key)
+
+
+@pytest.fixture
+def uploads_settings(settings: AimqSettings, run_id: str, tmp_path: Path, upload_records: None) -> Iterator[AimqSettings]:
+    """Session settings with this test's own exchange/queue names (deleted after) and upload dir."""
+    own = unique_topology_settings(settings, run_id, tmp_path / "uploads")
+    yield own
+    delete_topology(own)
+
+
+# --- End to end: the platform as real processes (dagster-daemon, API; dagster-webserver on demand) ---
+@pytest.fixture(scope="session")
+def platform(
+    trained_store: ModelStore, settings: AimqSettings, run_id: str, session_dir: Path, dagster_home: Path,
+    upload_records: None,
+) -> Iterator["Platform"]:
+    """One daemon and one API for the whole session, over the trained models, with a queue of their own."""
+    from tests.platform import make_platform
+
+    own = unique_topology_settings(settings, run_id, session_dir / "e2e-uploads")
+    own = own.model_copy(update={"sensor_interval_s": 1})
+    running = make_platform(own, {"DAGSTER_HOME": str(dagster_home)}, session_dir / "e2e-logs")
+    try:
+        running.start_daemon()
+        running.start_api()
+        yield running
+    finally:
+        running.stop()
+        delete_topology(own)
+
+
+@pytest.fixture(scope="session")
+def dagster_ui(platform: "Platform") -> str:
+    """dagster-webserver over the same instance and code; its URL (the API links runs there)."""
+    platform.start_webserver()
+    return platform.dagster_url

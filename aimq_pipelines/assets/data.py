@@ -1,6 +1,5 @@
 """Stage 1: training data, generated or read, validated against the schema."""
 
-
 from collections.abc import Iterator
 
 import dagster as dg

@@ -1,6 +1,5 @@
 """Stage 4: the ONNX export, checked against the sklearn model on the holdout."""
 
-
 import dagster as dg
 import numpy as np
 

@@ -1,6 +1,5 @@
 """Stage 2: the versioned feature spec that training and serving both encode with."""
 
-
 import dagster as dg
 import pandas as pd
 

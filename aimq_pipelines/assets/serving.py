@@ -1,7 +1,7 @@
 """Stage 5: the served model: a new signed version in the model store, promoted atomically."""
 
+from importlib.metadata import version as package_version
 
-import sklearn
 import dagster as dg
 
 from aimq_pipelines.resources import ModelStoreResource
@@ -32,7 +32,7 @@ def build_served_model(group: str) -> dg.AssetsDefinition:
             "data_hash": data_meta["data_hash"].value if "data_hash" in data_meta else None,
             "data_source": data_meta["source"].value if "source" in data_meta else None,
             "spec_version": trained_model.spec.version,
-            "sklearn_version": sklearn.__version__,
+            "sklearn_version": package_version("scikit-learn"),
             "estimator": type(trained_model.model).__name__,
         }
         version = store.put(group, onnx_model, trained_model.model, trained_model.spec, trained_model.metrics, lineage)

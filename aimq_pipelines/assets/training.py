@@ -1,6 +1,5 @@
 """Stage 3: the scikit-learn model, with holdout metrics and a predicted-vs-actual plot."""
 
-
 from collections.abc import Iterator
 
 import dagster as dg

@@ -1,4 +1,7 @@
-"""App factory: ``create_app()``; run with ``uvicorn --factory aimq_serving.api.app:create_app``."""
+"""App factory: ``create_app()``; run with ``python -m aimq_serving.api [--workers N]`` or
+``uvicorn --factory aimq_serving.api.app:create_app`` (with ``--workers N``, set
+``PROMETHEUS_MULTIPROC_DIR``: see aimq_serving/api/metrics.py).
+"""
 
 from __future__ import annotations
 
@@ -7,22 +10,59 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from aimq_serving.api.routers import health
+from aimq_serving.api import errors
+from aimq_serving.api.metrics import ApiMetrics
+from aimq_serving.api.middleware import BodySizeLimitMiddleware, MetricsMiddleware, RateLimitMiddleware
+from aimq_serving.api.ratelimit import RateLimiter
+from aimq_serving.api.routers import health, metrics, models, predict, ui, uploads
 from aimq_serving.api.services import Services
 from aimq_serving.settings import AimqSettings
+from aimq_serving.uploads.service import UploadServices
+
+DESCRIPTION = """Price predictions from the models the AIMQ pipeline trains and promotes.
+
+Every error is JSON: `{"detail": ..., "errors": [{"field", "message", "row", "allowed"}]}`.
+"""
 
 
 def create_app(settings: AimqSettings | None = None) -> FastAPI:
     settings = settings or AimqSettings()
+    api_metrics = ApiMetrics()
+    limiter = (
+        RateLimiter(
+            settings.redis_url, settings.redis_prefix, settings.rate_limit_requests,
+            settings.rate_limit_window_s, settings.redis_timeout_s,
+        )
+        if settings.rate_limit_enabled
+        else None
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.services = Services.start(settings)
+        if limiter is not None:
+            await limiter.start()
+        app.state.services = Services.start(settings, api_metrics, limiter)
+        app.openapi()  # built once now, not by the first /docs visitor or rejected request
         try:
             yield
         finally:
-            app.state.services.close()
+            await app.state.services.aclose()
 
-    app = FastAPI(title="AIMQ", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="AIMQ", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    errors.install(app)
+    # Routes are matched in order, so the hot path comes first.
+    app.include_router(predict.build_router(settings.max_batch_size))
     app.include_router(health.router)
+    app.include_router(models.router)
+    app.include_router(metrics.router)
+    app.include_router(uploads.router)
+    app.include_router(ui.router)  # the upload page at /
+    # Added innermost first: metrics see every answer, including 413s and 429s.
+    app.add_middleware(
+        BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes,
+        path_limits={"/upload": UploadServices.body_limit(settings)},
+    )
+    if limiter is not None:
+        app.add_middleware(RateLimitMiddleware, limiter=limiter, key_header=settings.rate_limit_key_header)
+    app.add_middleware(MetricsMiddleware, metrics=api_metrics)
     return app

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from aimq_serving.api.inference import OnlinePredictor
+from aimq_serving.api.metrics import ApiMetrics
+from aimq_serving.api.ratelimit import RateLimiter
 from aimq_serving.model_store import ModelStore
 from aimq_serving.predictor import ModelCache
 from aimq_serving.settings import AimqSettings
+from aimq_serving.uploads.service import UploadServices
 
 
 @dataclass
@@ -14,15 +18,32 @@ class Services:
     settings: AimqSettings
     store: ModelStore
     models: ModelCache
+    metrics: ApiMetrics
+    predictor: OnlinePredictor
+    limiter: RateLimiter | None = None
+    uploads: UploadServices | None = None
 
     @classmethod
-    def start(cls, settings: AimqSettings) -> "Services":
+    def start(cls, settings: AimqSettings, metrics: ApiMetrics, limiter: RateLimiter | None = None) -> "Services":
         store = ModelStore.from_settings(settings)
-        models = ModelCache(store)
+        models = ModelCache(
+            store,
+            on_load=metrics.model_loaded,
+            load_sklearn=settings.pickle_mode == "cached",
+        )
         models.refresh_all()  # warm: a missing model or a Redis outage is not fatal, /ready says so
         models.start()
-        return cls(settings=settings, store=store, models=models)
+        predictor = OnlinePredictor(settings, store, models, metrics)
+        return cls(settings=settings, store=store, models=models, metrics=metrics, predictor=predictor, limiter=limiter,
+                   uploads=UploadServices.from_settings(settings))
 
     def close(self) -> None:
+        if self.uploads is not None:
+            self.uploads.close()
         self.models.stop()
         self.store.client.close()
+
+    async def aclose(self) -> None:
+        if self.limiter is not None:
+            await self.limiter.aclose()
+        self.close()

@@ -1,12 +1,75 @@
-"""Liveness and readiness."""
+"""Liveness, readiness and a no-op round trip."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Any
+
+import redis
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from aimq_serving import schema
+from aimq_serving.api import deps
+from aimq_serving.api.services import Services
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health")
-def health() -> dict[str, str]:
+class Status(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    ready: bool
+    redis: str
+    models: dict[str, int | None]
+    problems: dict[str, str]
+
+
+@router.get("/health", response_model=Status, summary="Liveness: the process answers")
+async def health() -> dict[str, str]:
     return {"status": "ok"}
+
+
+_PING_DOC = (
+    "Does nothing, through the same middleware as a prediction (rate limit, metrics, body-size "
+    "limit): the floor a client measures its round trip against. Counts against the rate limit. "
+    "POST accepts and ignores a body, so a client can send the very request it sends to /predict."
+)
+
+
+@router.get("/ping", response_model=Status, summary="No-op round trip", description=_PING_DOC)
+async def ping() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.post("/ping", response_model=Status, summary="No-op round trip with a body", description=_PING_DOC)
+async def ping_with_body() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get(
+    "/ready",
+    response_model=Readiness,
+    summary="Readiness: Redis answers and every group's current model is loaded",
+    responses={503: {"model": Readiness, "description": "not ready; `problems` says why"}},
+)
+def ready(services: Services = Depends(deps.services)) -> JSONResponse:
+    # A plain def: the Redis ping may wait for its timeout, and must not stall the event loop.
+    problems: dict[str, str] = {}
+    try:
+        services.store.client.ping()
+        redis_state = "ok"
+    except (redis.RedisError, OSError) as exc:
+        redis_state = "unavailable"
+        problems["redis"] = f"model store unavailable (Redis): {exc}"
+    loaded = services.models.loaded()
+    versions: dict[str, Any] = {}
+    for group in schema.MODEL_GROUPS:
+        model = loaded.get(group)
+        versions[group] = model.version if model is not None else None
+        if model is None:
+            problems[group] = services.models.last_error(group) or "no model loaded yet"
+    body = Readiness(ready=not problems, redis=redis_state, models=versions, problems=problems)
+    return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)

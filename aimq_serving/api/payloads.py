@@ -1,0 +1,109 @@
+"""Request and response bodies, generated from the feature schema so the API cannot drift from it.
+
+A record is a pydantic model whose categorical fields are ``Literal`` types and whose numbers carry
+the schema's ranges, so a 422 names the field and, for a category, the values it accepts. Stricter
+per-group vocabularies (a group's model only knows the categories of its training data) are checked
+afterwards against the stored feature spec; the group itself against the groups the server knows.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, create_model
+
+from aimq_serving import schema
+
+
+def _record_model() -> type[BaseModel]:
+    groups = ", ".join(schema.MODEL_GROUPS)
+    fields: dict[str, Any] = {
+        # A plain string: a group the server has no model for is a 404 (issue #3), not a schema error.
+        schema.GROUP_FIELD: (
+            str,
+            Field(
+                min_length=1, max_length=64, description=f"model group ({groups}): which model prices the car",
+                json_schema_extra={"enum": list(schema.MODEL_GROUPS)},
+            ),
+        ),
+    }
+    for name in schema.FEATURE_FIELDS:
+        if name in schema.CATEGORICAL_BY_NAME:
+            spec = schema.CATEGORICAL_BY_NAME[name]
+            fields[name] = (Literal[spec.values], Field(description=spec.description))
+        else:
+            num = schema.NUMERIC_BY_NAME[name]
+            fields[name] = (int, Field(ge=num.minimum, le=num.maximum, description=num.description))
+    # strict: "1000" is not a number and 1000.5 km is not a whole one; extra="forbid": a misspelt
+    # field is an error, not silently ignored.
+    config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [SAMPLE_ROWS[0]]})
+    return create_model("Record", __config__=config, **fields)
+
+
+# The first rows of the original demo's sample files (1_row.xlsx is the first of 100_rows.xlsx);
+# tests/serving/test_payloads.py checks they still match the files.
+SAMPLE_ROWS: list[dict[str, Any]] = [
+    {"model_group": "A", "model": 180, "kilometers": 1000, "fuel_type": "Diesel", "gear_type": "Manual",
+     "vehicle_type": "Sedan Car", "age_in_months": 10, "color": "Black", "line": "Sportline",
+     "doors": "4 to 5", "seats": "1 to 3", "climate": "Air Conditioning"},
+    {"model_group": "B", "model": 180, "kilometers": 2000, "fuel_type": "Petrol", "gear_type": "Automatic",
+     "vehicle_type": "Sedan Car", "age_in_months": 11, "color": "Black", "line": "Sportline",
+     "doors": "4 to 5", "seats": "1 to 3", "climate": "Air Conditioning"},
+    {"model_group": "C", "model": 220, "kilometers": 3000, "fuel_type": "Petrol", "gear_type": "Automatic",
+     "vehicle_type": "Sedan Car", "age_in_months": 12, "color": "Black", "line": "Sportline",
+     "doors": "4 to 5", "seats": "1 to 3", "climate": "Air Conditioning"},
+]
+
+Record = _record_model()
+
+
+def _shape(value: Any) -> str:
+    return "batch" if isinstance(value, list) else "record"
+
+
+# A JSON object is one record, a JSON array a batch. The callable discriminator keeps a bad record's
+# errors about the record, instead of also listing why it is not an array.
+PredictBody = Annotated[
+    Union[Annotated[Record, Tag("record")], Annotated[list[Record], Tag("batch"), Field(min_length=1)]],  # type: ignore[valid-type]
+    Discriminator(_shape),
+]
+predict_body = TypeAdapter(PredictBody)
+
+
+class Prediction(BaseModel):
+    predicted_price: float = Field(description="predicted price in local currency")
+    model_group: str
+    model_version: int = Field(description="the model version that priced this record")
+
+
+class FieldError(BaseModel):
+    field: str | None = Field(None, description="the offending field; null when the body as a whole is wrong")
+    message: str
+    row: int | None = Field(None, description="0-based position in a batch; absent for a single record")
+    allowed: list[Any] | None = Field(None, description="the values the field accepts (categories)")
+
+
+class ErrorBody(BaseModel):
+    detail: str
+    errors: list[FieldError] | None = None
+
+
+def request_body_openapi(max_batch_size: int) -> dict[str, Any]:
+    """The request-body part of the predict operations' OpenAPI (their handlers parse the body
+    themselves, so FastAPI cannot derive it)."""
+    record = Record.model_json_schema()
+    batch = {"type": "array", "items": record, "minItems": 1, "maxItems": max_batch_size, "title": "Batch"}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {"oneOf": [record, batch]},
+                    "examples": {
+                        "record": {"summary": "one record (1_row.xlsx)", "value": SAMPLE_ROWS[0]},
+                        "batch": {"summary": "a batch (first rows of 100_rows.xlsx)", "value": SAMPLE_ROWS},
+                    },
+                }
+            },
+        }
+    }

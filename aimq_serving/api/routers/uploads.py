@@ -1,0 +1,191 @@
+"""Batch scoring: upload an xlsx or CSV file, follow its scoring run, download the result."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import FileResponse, JSONResponse
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from aimq_serving.api.errors import RETRY_AFTER_UNAVAILABLE_S, BodyTooLarge, error_response
+from aimq_serving.uploads.receive import FIELD, UploadRejected
+from aimq_serving.uploads.service import UploadNotQueued, UploadServices
+from aimq_serving.uploads.status import State, StatusUnavailable, UploadRecord
+
+router = APIRouter(tags=["uploads"])
+
+UploadId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="the id returned by POST /upload")]
+
+
+class UploadAccepted(BaseModel):
+    upload_id: str
+    state: Literal["queued"] = "queued"
+    status_url: str
+    result_url: str
+
+
+class UploadStatus(UploadRecord):
+    run_url: str | None = None
+    result_url: str | None = None
+    rejected_url: str | None = None
+
+
+class UploadList(BaseModel):
+    uploads: list[UploadStatus]
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+_UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
+    413: {"model": Problem, "description": "the file is larger than AIMQ_MAX_UPLOAD_BYTES"},
+    415: {"model": Problem, "description": "not multipart/form-data, or the file is not an xlsx workbook or UTF-8 CSV"},
+    422: {"model": Problem, "description": "no file field, several files, an empty or damaged file"},
+    503: {"model": Problem, "description": "the message broker did not confirm; nothing was kept, retry later"},
+}
+
+
+async def _uploads(request: Request) -> UploadServices:
+    return request.app.state.services.uploads
+
+
+def _status(services: UploadServices, record: UploadRecord) -> UploadStatus:
+    base = f"/uploads/{record.upload_id}"
+    done = record.state == "succeeded"
+    return UploadStatus(
+        **record.model_dump(),
+        run_url=services.run_url(record.run_id),
+        result_url=f"{base}/result" if done else None,
+        rejected_url=f"{base}/rejected" if done else None,
+    )
+
+
+def _unavailable(exc: Exception) -> JSONResponse:
+    return error_response(503, str(exc), headers={"Retry-After": str(RETRY_AFTER_UNAVAILABLE_S)})
+
+
+@router.post(
+    "/upload",
+    status_code=202,
+    response_model=UploadAccepted,
+    responses=_UPLOAD_ERRORS,
+    summary="Upload an xlsx or CSV file of listings to be scored",
+    description=(
+        f"multipart/form-data with the file in a field named `{FIELD}`. The file needs the 12 columns of the "
+        "sample files (other columns are kept). Answers 202 once the upload is stored and queued; follow "
+        "`status_url` until `state` is `succeeded`, then download `result_url`."
+    ),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {"type": "object", "required": [FIELD],
+                               "properties": {FIELD: {"type": "string", "format": "binary"}}}
+                }
+            },
+        }
+    },
+)
+async def upload(request: Request) -> JSONResponse:
+    services = await _uploads(request)
+    try:
+        message = await services.accept(request.stream(), request.headers.get("content-type"))
+    except UploadRejected as exc:
+        return JSONResponse(exc.body(), status_code=exc.status)
+    except BodyTooLarge:
+        # The body-size middleware counts the multipart framing too; the limit people set is the file's.
+        limit = services.max_bytes
+        return error_response(413, f"the file is larger than the limit of {limit:,} bytes (AIMQ_MAX_UPLOAD_BYTES)")
+    except UploadNotQueued as exc:
+        return _unavailable(Exception(f"the upload could not be queued and was not kept: {exc}"))
+    status_url = f"/uploads/{message.upload_id}"
+    body = UploadAccepted(upload_id=message.upload_id, status_url=status_url, result_url=f"{status_url}/result")
+    return JSONResponse(body.model_dump(), status_code=202, headers={"Location": status_url})
+
+
+@router.get("/uploads", response_model=UploadList, summary="Recent uploads, newest first")
+async def list_uploads(
+    request: Request,
+    limit: int = Query(50, ge=1, le=500),
+    state: State | None = Query(None, description="only uploads in this state"),
+) -> Any:
+    services = await _uploads(request)
+    try:
+        records = await run_in_threadpool(services.status.recent, limit, state)
+    except StatusUnavailable as exc:
+        return _unavailable(exc)
+    return UploadList(uploads=[_status(services, r) for r in records])
+
+
+@router.get(
+    "/uploads/{upload_id}",
+    response_model=UploadStatus,
+    responses={404: {"model": Problem}, 503: {"model": Problem}},
+    summary="State, progress, model versions and Dagster run of an upload",
+)
+async def get_upload(request: Request, upload_id: UploadId) -> Any:
+    services = await _uploads(request)
+    try:
+        record = await run_in_threadpool(services.status.get, upload_id)
+    except StatusUnavailable as exc:
+        return _unavailable(exc)
+    if record is None:
+        return error_response(404, f"no upload with id {upload_id}")
+    return _status(services, record)
+
+
+async def _finished(request: Request, upload_id: str) -> tuple[UploadServices, UploadRecord] | JSONResponse:
+    services = await _uploads(request)
+    try:
+        record = await run_in_threadpool(services.status.get, upload_id)
+    except StatusUnavailable as exc:
+        return _unavailable(exc)
+    if record is None:
+        return error_response(404, f"no upload with id {upload_id}")
+    if record.state != "succeeded":
+        why = f": {record.error}" if record.error else f" ({record.rows_done:,} rows done)"
+        return error_response(409, f"upload {upload_id} is {record.state}, there is no result{why}")
+    return services, record
+
+
+@router.get(
+    "/uploads/{upload_id}/result",
+    response_class=FileResponse,
+    responses={404: {"model": Problem}, 409: {"model": Problem, "description": "not scored (yet)"}},
+    summary="Download the scored file (same format as the upload)",
+)
+async def get_result(request: Request, upload_id: UploadId) -> Any:
+    found = await _finished(request, upload_id)
+    if isinstance(found, JSONResponse):
+        return found
+    services, record = found
+    path = services.storage.result_path(upload_id, record.format)
+    if not path.is_file():
+        return error_response(404, f"the result of upload {upload_id} is no longer stored")
+    stem = record.original_name.rsplit(".", 1)[0] or "upload"
+    media = (
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet" if record.format == "xlsx" else "text/csv"
+    )
+    return FileResponse(path, media_type=media, filename=f"{stem}_scored.{record.format}")
+
+
+@router.get(
+    "/uploads/{upload_id}/rejected",
+    response_class=FileResponse,
+    responses={404: {"model": Problem}, 409: {"model": Problem, "description": "not scored (yet)"}},
+    summary="Download the rejected rows with their reasons (CSV)",
+)
+async def get_rejected(request: Request, upload_id: UploadId) -> Any:
+    found = await _finished(request, upload_id)
+    if isinstance(found, JSONResponse):
+        return found
+    services, record = found
+    path = services.storage.rejected_path(upload_id)
+    if not path.is_file():
+        return error_response(404, f"the rejected rows of upload {upload_id} are no longer stored")
+    stem = record.original_name.rsplit(".", 1)[0] or "upload"
+    return FileResponse(path, media_type="text/csv", filename=f"{stem}_rejected.csv")

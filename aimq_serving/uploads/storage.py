@@ -1,0 +1,99 @@
+"""Where uploads and their results live on disk.
+
+Layout under the root (``AIMQ_UPLOAD_DIR``, default ``data_dir/uploads``)::
+
+    incoming/<id>.part              while the API receives the body
+    <id[:2]>/<id>/input.<xlsx|csv>  the upload, as received (never changed afterwards)
+    <id[:2]>/<id>/result.<xlsx|csv> the scored file (written to a temporary name, then renamed)
+    <id[:2]>/<id>/rejected.csv      rejected rows with their reasons
+    <id[:2]>/<id>/work/             scratch space of a scoring run
+
+Paths are built from the upload id only (32 hex characters, checked): the client's file name is
+metadata and never part of a path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import uuid
+from pathlib import Path
+from typing import Literal
+
+Format = Literal["xlsx", "csv"]
+FORMATS: tuple[Format, ...] = ("xlsx", "csv")
+_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+class InvalidUploadId(ValueError):
+    pass
+
+
+def new_upload_id() -> str:
+    return uuid.uuid4().hex
+
+
+def check_upload_id(upload_id: str) -> str:
+    if not isinstance(upload_id, str) or not _ID.match(upload_id):
+        raise InvalidUploadId(f"invalid upload id {upload_id!r}: expected 32 lowercase hex characters")
+    return upload_id
+
+
+class UploadStorage:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def directory(self, upload_id: str) -> Path:
+        check_upload_id(upload_id)
+        return self.root / upload_id[:2] / upload_id
+
+    def relative_input(self, upload_id: str, fmt: Format) -> str:
+        """The input's path relative to the root: what the queue message carries."""
+        check_upload_id(upload_id)
+        if fmt not in FORMATS:
+            raise ValueError(f"unknown format {fmt!r}")
+        return f"{upload_id[:2]}/{upload_id}/input.{fmt}"
+
+    def input_path(self, upload_id: str, fmt: Format) -> Path:
+        return self.root / self.relative_input(upload_id, fmt)
+
+    def result_path(self, upload_id: str, fmt: Format) -> Path:
+        return self.directory(upload_id) / f"result.{fmt}"
+
+    def rejected_path(self, upload_id: str) -> Path:
+        return self.directory(upload_id) / "rejected.csv"
+
+    def work_dir(self, upload_id: str) -> Path:
+        path = self.directory(upload_id) / "work"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def incoming_path(self, upload_id: str) -> Path:
+        check_upload_id(upload_id)
+        path = self.root / "incoming"
+        path.mkdir(parents=True, exist_ok=True)
+        return path / f"{upload_id}.part"
+
+    def commit_incoming(self, upload_id: str, fmt: Format) -> Path:
+        """Move a completely received body into place (atomic: same file system)."""
+        target = self.input_path(upload_id, fmt)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self.incoming_path(upload_id), target)
+        return target
+
+    def delete(self, upload_id: str) -> None:
+        self.incoming_path(upload_id).unlink(missing_ok=True)
+        shutil.rmtree(self.directory(upload_id), ignore_errors=True)
+
+    def clear_work(self, upload_id: str) -> None:
+        shutil.rmtree(self.directory(upload_id) / "work", ignore_errors=True)
+
+
+def sha256_file(path: Path, block: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,211 @@
+"""The upload sensor's acknowledgement protocol and the run-failure sensor, against the real
+RabbitMQ, Redis and a Dagster instance (each test with queue names of its own)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+
+import dagster as dg
+import pika
+import pytest
+
+from aimq_pipelines.scoring.job import UPLOAD_ID_TAG, run_config, score_upload_job
+from aimq_pipelines.scoring.resources import UploadsResource
+from aimq_pipelines.sensors import (
+    RUN_KEY_TAG,
+    SENSOR_NAME_TAG,
+    UPLOAD_SENSOR,
+    WILL_RETRY_TAG,
+    upload_run_failure,
+    upload_sensor,
+)
+from aimq_serving.settings import AimqSettings
+from aimq_serving.uploads.broker import ERROR_HEADER, Topology, UploadPublisher, connect
+from aimq_serving.uploads.messages import UploadMessage
+from aimq_serving.uploads.status import UploadStatusStore
+from aimq_serving.uploads.storage import new_upload_id
+
+
+def message() -> UploadMessage:
+    upload_id = new_upload_id()
+    return UploadMessage(
+        upload_id=upload_id, stored_path=f"{upload_id[:2]}/{upload_id}/input.xlsx", format="xlsx",
+        sha256="c" * 64, size=5, original_name="cars.xlsx", created_at=datetime.now(timezone.utc),
+    )
+
+
+class Broker:
+    """Publishes like the API, publishes raw bodies like a stranger, and counts queues."""
+
+    def __init__(self, settings: AimqSettings):
+        self.settings = settings
+        self.topology = Topology.from_settings(settings)
+        self.publisher = UploadPublisher.from_settings(settings)
+        self.connection = connect(settings.rabbitmq_url.get_secret_value())
+        self.channel = self.connection.channel()
+        self.channel.confirm_delivery()
+        self.topology.declare(self.channel)
+
+    def publish_raw(self, body: bytes) -> None:
+        self.channel.basic_publish(
+            self.topology.exchange, self.topology.queue, body, properties=pika.BasicProperties(delivery_mode=2)
+        )
+
+    def count(self, queue: str) -> int:
+        return self.channel.queue_declare(queue, passive=True).method.message_count
+
+    def ready(self) -> int:
+        # A closed consumer channel's messages come back asynchronously: wait a moment for them.
+        for _ in range(40):
+            count = self.count(self.topology.queue)
+            if count:
+                return count
+            time.sleep(0.05)
+        return 0
+
+    def close(self) -> None:
+        self.publisher.close()
+        self.connection.close()
+
+
+@pytest.fixture
+def broker(uploads_settings: AimqSettings) -> Iterator[Broker]:
+    b = Broker(uploads_settings)
+    yield b
+    b.close()
+
+
+def resource(settings: AimqSettings, **overrides: object) -> UploadsResource:
+    return UploadsResource(
+        uploads_exchange=settings.uploads_exchange,
+        uploads_queue=settings.uploads_queue,
+        uploads_dead_letter_exchange=settings.uploads_dead_letter_exchange,
+        uploads_dead_letter_queue=settings.uploads_dead_letter_queue,
+        upload_dir=str(settings.resolved_upload_dir),
+        **overrides,
+    )
+
+
+def tick(instance: dg.DagsterInstance, uploads: UploadsResource) -> dg.SensorResult:
+    context = dg.build_sensor_context(instance=instance, sensor_name=UPLOAD_SENSOR, resources={"uploads": uploads})
+    return upload_sensor(context)
+
+
+def sensor_run(instance: dg.DagsterInstance, msg: UploadMessage, *, launched: bool) -> dg.DagsterRun:
+    """The run the daemon would create for this sensor's request (with Dagster's own tags)."""
+    run = instance.create_run_for_job(
+        score_upload_job,
+        run_config=run_config(msg).to_config_dict(),
+        tags={RUN_KEY_TAG: msg.upload_id, SENSOR_NAME_TAG: UPLOAD_SENSOR, UPLOAD_ID_TAG: msg.upload_id},
+    )
+    if launched:
+        instance.report_run_canceled(run)  # any state past NOT_STARTED means "launched"
+    return run
+
+
+def test_requests_runs_without_acknowledging_and_dead_letters_invalid(
+    broker: Broker, uploads_settings: AimqSettings, instance: dg.DagsterInstance
+) -> None:
+    good = [message() for _ in range(3)]
+    broker.publish_raw(b"{this is not json")
+    for msg in good[:2]:
+        broker.publisher.publish(msg)
+    broker.publish_raw(json.dumps({"upload_id": new_upload_id()}).encode())
+    broker.publisher.publish(good[2])
+    uploads = resource(uploads_settings)
+
+    first = tick(instance, uploads)
+    assert [r.run_key for r in first.run_requests] == [m.upload_id for m in good]
+    request = first.run_requests[0]
+    assert request.tags[UPLOAD_ID_TAG] == good[0].upload_id
+    assert request.run_config["ops"]["score_file"]["config"]["sha256"] == good[0].sha256
+    # Not acknowledged: all three are back in the queue; the invalid two are dead-lettered.
+    assert broker.ready() == 3
+    assert broker.count(broker.topology.dead_letter_queue) == 2
+    reasons = []
+    for _ in range(2):
+        _, props, _ = broker.channel.basic_get(broker.topology.dead_letter_queue, auto_ack=True)
+        reasons.append(props.headers[ERROR_HEADER])
+    assert any("not valid JSON" in r for r in reasons)
+    assert any("sha256: Field required" in r for r in reasons)
+
+    # The daemon died before submitting: nothing exists, the next tick asks again.
+    again = tick(instance, uploads)
+    assert [r.run_key for r in again.run_requests] == [m.upload_id for m in good]
+    assert broker.ready() == 3
+
+
+def test_messages_are_acknowledged_once_their_run_exists(
+    broker: Broker, uploads_settings: AimqSettings, instance: dg.DagsterInstance, settings: AimqSettings
+) -> None:
+    launched, created, fresh = message(), message(), message()
+    status = UploadStatusStore.from_settings(settings)
+    for msg in (launched, created, fresh):
+        broker.publisher.publish(msg)
+        status.register(msg)
+    run = sensor_run(instance, launched, launched=True)
+    sensor_run(instance, created, launched=False)  # created, never launched: the daemon died
+
+    outcome = tick(instance, resource(uploads_settings))
+    # Re-requested: Dagster launches the existing NOT_STARTED run for that key.
+    assert sorted(r.run_key for r in outcome.run_requests) == sorted([created.upload_id, fresh.upload_id])
+    assert broker.ready() == 2  # the launched one is acknowledged, gone for good
+    assert status.get(launched.upload_id).run_id == run.run_id  # linked while waiting in Dagster
+    assert status.get(fresh.upload_id).run_id is None
+
+
+def test_batch_bound_and_duplicates(broker: Broker, uploads_settings: AimqSettings, instance: dg.DagsterInstance) -> None:
+    msgs = [message() for _ in range(4)]
+    broker.publisher.publish(msgs[0])
+    broker.publisher.publish(msgs[0])  # a publisher retry after a lost confirm
+    for msg in msgs[1:]:
+        broker.publisher.publish(msg)
+    outcome = tick(instance, resource(uploads_settings, sensor_batch_size=2))
+    assert [r.run_key for r in outcome.run_requests] == [msgs[0].upload_id, msgs[1].upload_id]
+    assert broker.ready() == 5  # nothing acknowledged
+
+    for msg in msgs[:2]:
+        sensor_run(instance, msg, launched=True)
+    outcome = tick(instance, resource(uploads_settings, sensor_batch_size=2))
+    # Both copies of the first and the second are acknowledged; the next two are requested.
+    assert [r.run_key for r in outcome.run_requests] == [msgs[2].upload_id, msgs[3].upload_id]
+    assert broker.ready() == 2
+
+
+def test_empty_queue_skips_with_a_reason(broker: Broker, uploads_settings: AimqSettings, instance) -> None:
+    outcome = tick(instance, resource(uploads_settings))
+    assert outcome.run_requests == [] and "0 run(s) requested" in outcome.skip_reason.skip_message
+
+
+@pytest.mark.parametrize("will_retry", [False, True])
+def test_run_failure_sensor_marks_the_upload_unless_a_retry_follows(
+    instance: dg.DagsterInstance, settings: AimqSettings, uploads_settings: AimqSettings, will_retry: bool
+) -> None:
+    msg = message()
+    status = UploadStatusStore.from_settings(settings)
+    status.register(msg)
+    # A run that died without recording anything (its file does not even exist).
+    result = score_upload_job.execute_in_process(
+        run_config=run_config(msg), tags={UPLOAD_ID_TAG: msg.upload_id}, instance=instance,
+        resources={"uploads": resource(uploads_settings), "model_store": dg.ResourceDefinition.none_resource()},
+        raise_on_error=False,
+    )
+    assert not result.success
+    status.start(msg, result.run_id)  # as if it crashed right after starting
+    instance.add_run_tags(result.run_id, {WILL_RETRY_TAG: str(will_retry).lower()})
+    context = dg.build_run_status_sensor_context(
+        sensor_name="upload_run_failure",
+        dagster_event=result.get_run_failure_event(),
+        dagster_instance=instance,
+        dagster_run=instance.get_run_by_id(result.run_id),
+        resources={"uploads": resource(uploads_settings)},
+    )
+    upload_run_failure(context)
+    record = status.get(msg.upload_id)
+    if will_retry:
+        assert record.state == "running"
+    else:
+        assert record.state == "failed" and f"scoring run {result.run_id} failed" in record.error

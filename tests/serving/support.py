@@ -1,0 +1,113 @@
+"""Support for API tests and the API benchmark: copy models to a private prefix, run a real uvicorn,
+make distinct records."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+from pydantic import SecretStr
+
+from aimq_serving.settings import AimqSettings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def copy_models(client: redis.Redis, source_prefix: str, target_prefix: str) -> None:
+    """Copy every model-store key to another prefix. Signatures cover group, version and artifacts,
+    not the prefix, so the copies verify: a test can promote or break them without touching the
+    session's store."""
+    for key in client.scan_iter(match=f"{source_prefix}:models:*", count=500):
+        suffix = key.decode()[len(source_prefix):]
+        client.restore(target_prefix + suffix, 0, client.dump(key), replace=True)
+
+
+def clear_prefix(client: redis.Redis, prefix: str) -> None:
+    for key in client.scan_iter(match=f"{prefix}:*", count=500):
+        client.delete(key)
+
+
+def server_env(settings: AimqSettings) -> dict[str, str]:
+    """``settings`` as the AIMQ_* environment of a server process."""
+    env = {}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        env[f"AIMQ_{name.upper()}"] = str(value)
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def uvicorn_server(env: Mapping[str, str], workers: int = 2, ready_timeout_s: float = 90.0) -> Iterator[str]:
+    """A real server (``python -m aimq_serving.api --workers N``: uvicorn, and with several workers
+    Prometheus' multiprocess directory) on a free port; yields its URL once /ready answers 200, stops
+    it and its workers afterwards."""
+    port = free_port()
+    with tempfile.TemporaryFile() as log:
+        full_env = {**os.environ, **env, "AIMQ_API_HOST": "127.0.0.1", "AIMQ_API_PORT": str(port)}
+        full_env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        cmd = [sys.executable, "-m", "aimq_serving.api", "--workers", str(workers)]
+        proc = subprocess.Popen(cmd, env=full_env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            _wait_ready(proc, url, ready_timeout_s, log)
+            yield url
+        finally:
+            _stop(proc)
+
+
+def _wait_ready(proc: subprocess.Popen, url: str, timeout_s: float, log) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    last = ""
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            log.seek(0)
+            raise RuntimeError(f"uvicorn exited with {proc.returncode}:\n{log.read().decode(errors='replace')}")
+        try:
+            response = httpx.get(f"{url}/ready", timeout=2)
+            if response.status_code == 200:
+                return
+            last = response.text
+        except httpx.HTTPError as exc:
+            last = str(exc)
+        time.sleep(0.2)
+    log.seek(0)
+    raise RuntimeError(f"uvicorn at {url} not ready after {timeout_s} s ({last}):\n{log.read().decode(errors='replace')}")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def distinct_records(sample_records: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+    """``n`` different records: the sample rows with mileage and age varied."""
+    out = []
+    for i in range(n):
+        base = sample_records[i % len(sample_records)]
+        out.append({**base, "kilometers": base["kilometers"] + 997 * i, "age_in_months": (base["age_in_months"] + 7 * i) % 240})
+    return out
