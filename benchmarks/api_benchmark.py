@@ -1,13 +1,14 @@
 """The online prediction API against its own no-op endpoint, on a real uvicorn with 2 workers.
 
     .venv/bin/python -m benchmarks.api_benchmark [--rows 100000] [--requests 1000] [--rounds 5]
-        [--duration 5] [--wrk-rounds 3] [--redisai-url redis://host:port/0]
+        [--duration 5] [--wrk-rounds 4] [--redisai-url redis://host:port/0]
 
 1. The original demo's table: 1000 sequential requests with a keep-alive httpx client to POST /ping
    (the no-op: same middleware, same request body, no model), /predict/onnx, /predict/pickle (cached),
    /predict/pickle with the model loaded per request (the original demo's baseline), and the RedisAI
    path when --redisai-url names a server with the ai module.
-2. Throughput and p50/p99 latency at concurrency 1, 8 and 64 with wrk, each endpoint next to the no-op.
+2. Throughput and p50/p99 latency at concurrency 1, 8 and 64 with wrk, each endpoint next to the no-op,
+   and the no-op on a second server with rate limiting off (what the shared limiter costs).
 
 Needs wrk, a low-overhead C load generator: `apt-get install -y wrk` (Debian/Ubuntu).
 Models are trained by the pipeline itself (the train_models job) into a throw-away key prefix, which
@@ -44,6 +45,7 @@ from tests.serving.support import clear_prefix, uvicorn_server
 
 SAMPLES = Path(os.environ.get("AIMQ_SAMPLES_DIR", Path(__file__).resolve().parents[2] / "shared" / "samples"))
 NOOP = "/ping"
+UNLIMITED = "POST /ping (no-op, rate limit off)"
 ORIGINAL = "the original demo on this machine with the same client: 5.3 s for /predict/onnx, 644 s for /predict/pickle"
 
 
@@ -146,7 +148,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000, help="sequential requests per round")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the sequential table")
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
-    parser.add_argument("--wrk-rounds", type=int, default=3, help="interleaved rounds per concurrency level")
+    parser.add_argument("--wrk-rounds", type=int, default=4, help="interleaved rounds per concurrency level")
     parser.add_argument("--workers", type=int, default=2, help="uvicorn workers (2 cores here)")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--redisai-url", help="a Redis server with the RedisAI module, for the RedisAI row")
@@ -195,18 +197,25 @@ def measure(args: argparse.Namespace, env: dict[str, str], bodies: list[bytes], 
             seq.append({"endpoint": labels[path], "path": path, "rounds": len(runs), **median_run(runs),
                         "vs_noop": statistics.median(ratios)})
 
-        print("wrk at concurrency 1, 8, 64 ...", flush=True)
-        scripts = {p: wrk_script(p, bodies, home) for p in paths}
-        for connections in (1, 8, 64):
-            wrk_runs: dict[str, list[dict[str, float]]] = {p: [] for p in paths}
-            for _ in range(args.wrk_rounds):
-                for path in paths:
-                    run_wrk(url, scripts[path], connections, 1)  # warm-up
-                    wrk_runs[path].append(run_wrk(url, scripts[path], connections, args.duration))
-            for path, runs in wrk_runs.items():
-                ratios = [r["rps"] / n["rps"] for r, n in zip(runs, wrk_runs[NOOP])]
-                conc.append({"endpoint": labels[path], "path": path, "concurrency": connections, **median_run(runs),
-                             "vs_noop": statistics.median(ratios)})
+        # What the shared rate limiter costs: the no-op again on a server with the limit off.
+        unlimited = {**env, "AIMQ_RATE_LIMIT_ENABLED": "false"}
+        with uvicorn_server(unlimited, workers=args.workers) as unlimited_url:
+            print("wrk at concurrency 1, 8, 64 ...", flush=True)
+            scripts = {p: wrk_script(p, bodies, home) for p in paths}
+            targets = [(NOOP, url), ("/predict/onnx", url), ("/predict/pickle", url), (UNLIMITED, unlimited_url)]
+            for connections in (1, 8, 64):
+                wrk_runs: dict[str, list[dict[str, float]]] = {name: [] for name, _ in targets}
+                for round_ in range(args.wrk_rounds):
+                    # Each round starts with a different endpoint, so no endpoint always runs first.
+                    shift = round_ % len(targets)
+                    for name, target in targets[shift:] + targets[:shift]:
+                        script = scripts[NOOP if name == UNLIMITED else name]
+                        run_wrk(target, script, connections, 1)  # warm-up
+                        wrk_runs[name].append(run_wrk(target, script, connections, args.duration))
+                for name, runs in wrk_runs.items():
+                    ratios = [r["rps"] / n["rps"] for r, n in zip(runs, wrk_runs[NOOP])]
+                    conc.append({"endpoint": labels.get(name, name), "path": name, "concurrency": connections,
+                                 **median_run(runs), "vs_noop": statistics.median(ratios)})
 
     per_request = {**env, "AIMQ_PICKLE_MODE": "per_request"}
     with uvicorn_server(per_request, workers=args.workers) as url:
