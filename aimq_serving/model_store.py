@@ -97,13 +97,7 @@ class ModelStore:
 
     @classmethod
     def from_settings(cls, settings: Any) -> "ModelStore":
-        client = redis.Redis.from_url(
-            settings.redis_url,
-            socket_timeout=settings.redis_timeout_s,
-            socket_connect_timeout=settings.redis_timeout_s,
-            health_check_interval=30,
-        )
-        return cls(client, settings.redis_prefix, settings.resolved_signing_key(), settings.keep_versions)
+        return cls(settings.redis_client(), settings.redis_prefix, settings.resolved_signing_key(), settings.keep_versions)
 
     # -- keys ----------------------------------------------------------------------------------
     def _k(self, group: str, *parts: str) -> str:

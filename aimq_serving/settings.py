@@ -6,10 +6,13 @@ import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    import redis
 
 
 class AimqSettings(BaseSettings):
@@ -82,6 +85,17 @@ class AimqSettings(BaseSettings):
     @property
     def resolved_upload_dir(self) -> Path:
         return self.upload_dir if self.upload_dir is not None else self.data_dir / "uploads"
+
+    def redis_client(self) -> "redis.Redis":
+        """A client whose every call fails within the configured timeout (Redis down -> a clear error)."""
+        import redis
+
+        return redis.Redis.from_url(
+            self.redis_url,
+            socket_timeout=self.redis_timeout_s,
+            socket_connect_timeout=self.redis_timeout_s,
+            health_check_interval=30,
+        )
 
     def resolved_signing_key(self) -> bytes:
         if self.signing_key is not None:

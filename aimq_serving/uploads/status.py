@@ -83,13 +83,7 @@ class UploadStatusStore:
 
     @classmethod
     def from_settings(cls, settings: Any) -> "UploadStatusStore":
-        client = redis.Redis.from_url(
-            settings.redis_url,
-            socket_timeout=settings.redis_timeout_s,
-            socket_connect_timeout=settings.redis_timeout_s,
-            health_check_interval=30,
-        )
-        return cls(client, settings.redis_prefix)
+        return cls(settings.redis_client(), settings.redis_prefix)
 
     def key(self, upload_id: str) -> str:
         return f"{self.prefix}:uploads:{upload_id}"

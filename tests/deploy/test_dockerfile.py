@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import sys
 from functools import lru_cache
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
 import dockerfile
 import pytest

@@ -17,9 +17,9 @@ from typing import Any
 
 import httpx
 import redis
-from pydantic import SecretStr
 
 from aimq_serving.settings import AimqSettings
+from tests.platform import settings_env
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -40,14 +40,7 @@ def clear_prefix(client: redis.Redis, prefix: str) -> None:
 
 def server_env(settings: AimqSettings) -> dict[str, str]:
     """``settings`` as the AIMQ_* environment of a server process."""
-    env = {}
-    for name, value in settings.model_dump().items():
-        if value is None:
-            continue
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
-        env[f"AIMQ_{name.upper()}"] = str(value)
-    return env
+    return settings_env(settings)
 
 
 def free_port() -> int:

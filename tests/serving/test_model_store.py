@@ -22,7 +22,6 @@ from aimq_serving.model_store import (
     TamperedModel,
     UnknownGroup,
 )
-from tests.conftest import REDIS_URL
 
 SPEC = FeatureSpec.from_schema()
 
