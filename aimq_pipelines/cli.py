@@ -62,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "and print a summary (rows scored and rejected with reasons, model versions).",
     )
     score.add_argument("file", type=Path, metavar="FILE", help="an xlsx workbook or a UTF-8 CSV file")
-    score.add_argument("--out", type=Path, help="where to write the result (default: FILE's folder, <stem>.scored.<ext>)")
+    score.add_argument("--out", type=Path, help="where to write the result (default: FILE's folder, <stem>_scored.<ext>)")
     score.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     score.add_argument("--timeout", type=float, metavar="SECONDS",
                        help="stop waiting after this long (the upload goes on on the server); default: wait until done")

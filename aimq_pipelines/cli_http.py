@@ -151,7 +151,7 @@ def cmd_predict(api_url: str, argument: str | None, engine: str, raw_json: bool,
 
 # -- score ---------------------------------------------------------------------------------------
 def default_out(source: Path, fmt: str) -> Path:
-    return source.with_name(f"{source.stem}.scored.{fmt}")
+    return source.with_name(f"{source.stem}_scored.{fmt}")  # the name the API gives its download
 
 
 def _format_of_name(path: Path) -> str | None:

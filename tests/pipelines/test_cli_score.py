@@ -45,7 +45,7 @@ def test_score_the_sample_file_end_to_end(platform: Platform, tmp_path: Path) ->
     shutil.copyfile(SAMPLES / "100_rows.xlsx", source)
     proc = _aimq("score", str(source), api_url=platform.api_url)
     assert proc.returncode == 0, proc.stderr
-    out = tmp_path / "100_rows.scored.xlsx"
+    out = tmp_path / "100_rows_scored.xlsx"
     scored = pd.read_excel(out, sheet_name="predictions")
     assert len(scored) == 100 and scored["predicted_price"].notna().all()
     assert list(scored.columns[:12]) == list(pd.read_excel(source).columns)
@@ -92,7 +92,7 @@ def test_score_refused_file_is_one_line(platform: Platform, tmp_path: Path) -> N
     source.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200))
     line = _one_error_line(_aimq("score", str(source), api_url=platform.api_url))
     assert line.startswith("aimq: error: the API refused photo.csv: unsupported file type: ")
-    assert not (tmp_path / "photo.scored.csv").exists()
+    assert not (tmp_path / "photo_scored.csv").exists()
 
 
 @pytest.mark.slow
@@ -102,7 +102,7 @@ def test_score_a_file_without_the_columns_fails_in_one_line(platform: Platform, 
     line = _one_error_line(_aimq("score", str(source), api_url=platform.api_url))
     assert line.startswith("aimq: error: scoring prices.csv failed: missing column(s): model_group, model, ")
     assert line.endswith(")") and f"(run: {platform.dagster_url}/runs/" in line
-    assert not (tmp_path / "prices.scored.csv").exists()
+    assert not (tmp_path / "prices_scored.csv").exists()
 
 
 def test_score_missing_file_and_api_down_are_one_line(tmp_path: Path) -> None:
