@@ -159,18 +159,7 @@ async def _finished(request: Request, upload_id: str) -> tuple[UploadServices, U
     summary="Download the scored file (same format as the upload)",
 )
 async def get_result(request: Request, upload_id: UploadId) -> Any:
-    found = await _finished(request, upload_id)
-    if isinstance(found, JSONResponse):
-        return found
-    services, record = found
-    path = services.storage.result_path(upload_id, record.format)
-    if not path.is_file():
-        return error_response(404, f"the result of upload {upload_id} is no longer stored")
-    stem = record.original_name.rsplit(".", 1)[0] or "upload"
-    media = (
-        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet" if record.format == "xlsx" else "text/csv"
-    )
-    return FileResponse(path, media_type=media, filename=f"{stem}_scored.{record.format}")
+    return await _download(request, upload_id, "result")
 
 
 @router.get(
@@ -180,12 +169,24 @@ async def get_result(request: Request, upload_id: UploadId) -> Any:
     summary="Download the rejected rows with their reasons (CSV)",
 )
 async def get_rejected(request: Request, upload_id: UploadId) -> Any:
+    return await _download(request, upload_id, "rejected")
+
+
+_XLSX_MEDIA = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
+async def _download(request: Request, upload_id: str, kind: str) -> Any:
+    """A finished upload's ``result`` (in the upload's format) or ``rejected`` rows (CSV)."""
     found = await _finished(request, upload_id)
     if isinstance(found, JSONResponse):
         return found
     services, record = found
-    path = services.storage.rejected_path(upload_id)
+    if kind == "result":
+        path, fmt, what = services.storage.result_path(upload_id, record.format), record.format, "result"
+    else:
+        path, fmt, what = services.storage.rejected_path(upload_id), "csv", "rejected rows"
     if not path.is_file():
-        return error_response(404, f"the rejected rows of upload {upload_id} are no longer stored")
+        return error_response(404, f"the {what} of upload {upload_id} {'are' if kind == 'rejected' else 'is'} no longer stored")
     stem = record.original_name.rsplit(".", 1)[0] or "upload"
-    return FileResponse(path, media_type="text/csv", filename=f"{stem}_rejected.csv")
+    media = _XLSX_MEDIA if fmt == "xlsx" else "text/csv"
+    return FileResponse(path, media_type=media, filename=f"{stem}_{'scored' if kind == 'result' else 'rejected'}.{fmt}")
