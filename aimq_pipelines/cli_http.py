@@ -303,9 +303,7 @@ def _wait(api: Api, upload_id: str, options: ScoreOptions, progress: ProgressLin
                     f"still queued after {elapsed:.0f} s: is the Dagster daemon running? ('aimq up' starts it)"
                 )
         else:
-            total = record.get("rows_total")
-            fraction = min(record["rows_done"] / total, 1.0) if total else None
-            progress.update("scoring", fraction, _rows_text(record))
+            progress.update("scoring", _running_fraction(record), _rows_text(record))
         if options.timeout_s is not None and elapsed > options.timeout_s:
             progress.clear()
             raise CliError(
@@ -320,9 +318,18 @@ class _Transient(Exception):
         self.error = error
 
 
+def _running_fraction(record: Mapping[str, Any]) -> float | None:
+    """Rows done against the file's expected rows; None (no percentage) when the file did not say,
+    or when it said too few (an estimate is never shown as more than 100 %)."""
+    expected = record.get("rows_expected")
+    if not expected or record["rows_done"] > expected:
+        return None
+    return record["rows_done"] / expected
+
+
 def _rows_text(record: Mapping[str, Any]) -> str:
-    total = record.get("rows_total")
-    done = f"{record['rows_done']:,}/{total:,} rows" if total else f"{record['rows_done']:,} rows"
+    total = record.get("rows_total") or record.get("rows_expected")
+    done = f"{record['rows_done']:,}/{total:,} rows" if total and record["rows_done"] <= total else f"{record['rows_done']:,} rows"
     return done + (f", {record['rows_rejected']:,} rejected" if record.get("rows_rejected") else "")
 
 

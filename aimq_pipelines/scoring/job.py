@@ -23,7 +23,7 @@ from aimq_pipelines.scoring.resources import UploadsResource
 from aimq_serving.model_store import TamperedModel
 from aimq_serving.predictor import ModelCache
 from aimq_serving.uploads.messages import UploadMessage
-from aimq_serving.uploads.scoring import BadInput, PinnedModels, score_file
+from aimq_serving.uploads.scoring import BadInput, PinnedModels, estimate_data_rows, score_file
 from aimq_serving.uploads.status import StatusUnavailable, UploadStatusStore
 from aimq_serving.uploads.storage import sha256_file
 
@@ -83,6 +83,13 @@ def score_file_op(
             raise BadInput("the uploaded file is no longer stored (it was removed, or its upload was refused)")
         if sha256_file(source) != message.sha256:
             raise BadInput("the stored file does not match the checksum taken at upload; upload it again")
+        rows_expected = estimate_data_rows(source, message.format)
+        if rows_expected is not None:
+            context.log.info(f"upload {upload_id}: about {rows_expected:,} data rows")
+            try:
+                status.expect(upload_id, rows_expected)
+            except StatusUnavailable as exc:
+                context.log.warning(f"could not record the expected row count: {exc}")
         models = PinnedModels.from_cache(ModelCache(model_store.store()))
         context.log.info(
             "models: " + ", ".join(f"{g} v{m.version}" for g, m in models.models.items())

@@ -140,8 +140,16 @@ async function pollStatus(url, delay) {
   pollTimer = setTimeout(() => pollStatus(url, next), next);
 }
 
+// The row count a run's progress is measured against: the final count once finished, else the
+// file's own estimate, which is dropped once the rows done pass it (never more than 100 %).
+function rowsOf(record) {
+  const total = record.rows_total || record.rows_expected;
+  return total && record.rows_done <= total ? total : null;
+}
+
 function rowsText(record) {
-  if (record.rows_total) return `${fmtInt(record.rows_done)} / ${fmtInt(record.rows_total)} rows`;
+  const total = rowsOf(record);
+  if (total) return `${fmtInt(record.rows_done)} / ${fmtInt(total)} rows`;
   return `${fmtInt(record.rows_done)} rows`;
 }
 
@@ -149,7 +157,7 @@ function renderRecord(record) {
   const phases = { queued: "Queued: waiting for its scoring run", running: "Scoring", succeeded: "Done", failed: "Failed" };
   setState(record.state, phases[record.state] || record.state);
   if (record.state === "queued") setProgress(null, "");
-  else if (record.state === "running") setProgress(record.rows_total ? record.rows_done / record.rows_total : null, rowsText(record));
+  else if (record.state === "running") setProgress(rowsOf(record) ? record.rows_done / rowsOf(record) : null, rowsText(record));
   else if (record.state === "succeeded") setProgress(1, rowsText(record));
   else setProgress(0, rowsText(record));
 

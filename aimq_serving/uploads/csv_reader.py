@@ -78,3 +78,17 @@ def _unique(names: list[str]) -> list[str]:
 
 def write_options(delimiter: str) -> pcsv.WriteOptions:
     return pcsv.WriteOptions(delimiter=delimiter, quoting_style="needed")
+
+
+def counted_data_rows(path: Path) -> int:
+    """Lines below the header: what progress is measured against. An estimate: a quoted value may
+    hold a line break, and blank lines are counted."""
+    lines = 0
+    last = b"\n"
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            lines += block.count(b"\n")
+            last = block[-1:]
+    if last != b"\n":
+        lines += 1
+    return max(lines - 1, 0)

@@ -176,6 +176,14 @@ def score_file(
 _Scored = tuple[pa.RecordBatch, "pa.Table | None", int]
 
 
+def estimate_data_rows(source: Path, fmt: Format) -> int | None:
+    """How many data rows the file looks like it has, before reading it: what a run's progress is
+    measured against. None when the file does not say (an xlsx without a sheet dimension)."""
+    if fmt == "xlsx":
+        return xlsx_reader.declared_data_rows(source)
+    return csv_reader.counted_data_rows(source)
+
+
 def _read(source: Path, fmt: Format, chunk_rows: int, work_dir: Path | None) -> Iterator[pa.RecordBatch]:
     if fmt == "xlsx":
         return xlsx_reader.iter_xlsx_batches(source, rows_per_part=chunk_rows, work_dir=work_dir)

@@ -29,7 +29,7 @@ from aimq_serving.uploads.messages import UploadMessage
 State = Literal["queued", "running", "succeeded", "failed"]
 STATES: tuple[State, ...] = ("queued", "running", "succeeded", "failed")
 _JSON_FIELDS = ("model_versions", "stats")
-_INT_FIELDS = ("size", "rows_total", "rows_done", "rows_rejected")
+_INT_FIELDS = ("size", "rows_total", "rows_expected", "rows_done", "rows_rejected")
 _FLOAT_FIELDS = ("created_at", "started_at", "finished_at", "updated_at")
 
 
@@ -60,8 +60,12 @@ class UploadRecord(BaseModel):
     size: int
     sha256: str
     created_at: float
-    # Rows read so far while running; all data rows of the file once finished.
+    # All data rows of the file, once finished.
     rows_total: int | None = None
+    # While running: the data rows the file declares (xlsx sheet dimension) or its line count (CSV),
+    # taken when the run starts, for a progress percentage; an estimate, null when the file says nothing.
+    rows_expected: int | None = None
+    # Rows read so far while running.
     rows_done: int = 0
     rows_rejected: int = 0
     # Model version per model group used for this file's rows.
@@ -117,7 +121,7 @@ class UploadStatusStore:
         with _available():
             pipe = self.client.pipeline(transaction=True)
             pipe.hset(key, mapping=_identity(message))
-            pipe.hdel(key, "error", "finished_at", "rows_total", "model_versions", "stats")
+            pipe.hdel(key, "error", "finished_at", "rows_total", "rows_expected", "model_versions", "stats")
             pipe.hset(
                 key,
                 mapping={"state": "running", "run_id": run_id, "started_at": now, "updated_at": now,
@@ -125,6 +129,10 @@ class UploadStatusStore:
             )
             pipe.zadd(self.recent_key, {message.upload_id: message.created_at.timestamp()})
             pipe.execute()
+
+    def expect(self, upload_id: str, rows_expected: int) -> None:
+        with _available():
+            self.client.hset(self.key(upload_id), mapping={"rows_expected": rows_expected, "updated_at": repr(time.time())})
 
     def progress(self, upload_id: str, rows_done: int, rows_rejected: int) -> None:
         with _available():

@@ -335,3 +335,24 @@ class _Blocks:
             return self._stream.read(self._size)
         except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
             raise XlsxFormatError(f"the xlsx file is damaged ({self._name}: {exc})") from exc
+
+
+_DIMENSION_REF = re.compile(rb'<(?:\w+:)?dimension\b[^>]*?\sref="[A-Z]*\d+(?::[A-Z]*(\d+))?"')
+_DIMENSION_SCAN_BYTES = 64 << 10
+
+
+def declared_data_rows(path: Path) -> int | None:
+    """Data rows below the header as the first sheet's ``<dimension>`` declares them, read from the
+    first bytes of the sheet; None when the sheet declares none. Only an estimate for progress
+    (a writer may omit the element or count trailing blank rows): the reader never trusts it."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            layout = _layout(archive)
+            with archive.open(layout.sheet_part) as sheet:
+                head = sheet.read(_DIMENSION_SCAN_BYTES)
+    except (XlsxFormatError, zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, KeyError, RuntimeError):
+        return None
+    match = _DIMENSION_REF.search(head)
+    if match is None or match.group(1) is None:
+        return None
+    return max(int(match.group(1)) - 1, 0)

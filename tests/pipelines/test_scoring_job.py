@@ -64,6 +64,7 @@ def test_scores_and_records_the_upload(resources, storage, status, instance, tra
     record = status.get(message.upload_id)
     assert record.state == "succeeded" and record.run_id == result.run_id
     assert (record.rows_total, record.rows_done, record.rows_rejected) == (100, 100, 0)
+    assert record.rows_expected == 100  # from the sheet's dimension, before reading it
     assert record.model_versions == trained_store.current_versions()
     assert record.stats["peak_rss_mb"] > 0
     scored = fastexcel.read_excel(str(storage.result_path(message.upload_id, "xlsx"))).load_sheet(0).to_pandas()

@@ -34,9 +34,14 @@ def test_lifecycle(status: UploadStatusStore) -> None:
 
     status.attach_run(msg.upload_id, "run-1")
     status.start(msg, "run-1")
+    assert status.get(msg.upload_id).rows_expected is None
+    status.expect(msg.upload_id, 98)
     status.progress(msg.upload_id, 50, 2)
     record = status.get(msg.upload_id)
     assert (record.state, record.run_id, record.rows_done, record.rows_rejected) == ("running", "run-1", 50, 2)
+    assert (record.rows_expected, record.rows_total) == (98, None)
+    status.start(msg, "run-2")  # a rerun measures the file again
+    assert status.get(msg.upload_id).rows_expected is None
 
     status.succeed(msg.upload_id, rows_total=100, rows_rejected=3, model_versions={"A": 2}, stats={"total_s": 1.5})
     record = status.get(msg.upload_id)
