@@ -13,7 +13,8 @@ from typing import Any
 import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.requests import ClientDisconnect
 
 from aimq_serving import schema
 from aimq_serving.features import EncodingError
@@ -21,6 +22,7 @@ from aimq_serving.model_store import ModelStoreError, NoModel, StoreUnavailable,
 
 log = logging.getLogger(__name__)
 
+CLIENT_CLOSED_REQUEST = 499
 # Seconds a client should wait before retrying a 503 caused by the server's state.
 RETRY_AFTER_UNAVAILABLE_S = 1
 _LOC_SOURCES = {"body", "query", "path", "header", "cookie"}
@@ -119,10 +121,11 @@ def install(app: FastAPI) -> None:
     last_logged: list[str] = [""]
 
     async def store_error(request: Request, exc: ModelStoreError) -> JSONResponse:
-        # Logged once per distinct problem, not once per request that runs into it.
-        if not isinstance(exc, (NoModel, StoreUnavailable)) and str(exc) != last_logged[0]:
+        # Logged once per distinct problem, not once per request that runs into it; the store logs
+        # a refused (tampered) version itself, wherever it is read.
+        if not isinstance(exc, (NoModel, StoreUnavailable, TamperedModel)) and str(exc) != last_logged[0]:
             last_logged[0] = str(exc)
-            log.error("%s: %s", "refusing a model version" if isinstance(exc, TamperedModel) else "model store error", exc)
+            log.error("model store error: %s", exc)
         return error_response(503, str(exc), headers={"Retry-After": str(RETRY_AFTER_UNAVAILABLE_S)})
 
     async def redis_error(request: Request, exc: redis.RedisError) -> JSONResponse:
@@ -131,6 +134,12 @@ def install(app: FastAPI) -> None:
         return error_response(
             503, f"model execution in Redis failed: {exc}", headers={"Retry-After": str(RETRY_AFTER_UNAVAILABLE_S)}
         )
+
+    async def client_gone(request: Request, exc: ClientDisconnect) -> Response:
+        # The client closed the connection before sending its whole body (a timeout, a load
+        # generator stopping): nothing to answer and nothing wrong with the server. 499 is what
+        # the metrics record ("client closed request"); the response goes nowhere.
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
 
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         # Starlette re-raises after this answer, so the server logs the traceback once.
@@ -142,4 +151,37 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(UnknownGroup, unknown_group)  # type: ignore[arg-type]
     app.add_exception_handler(ModelStoreError, store_error)  # type: ignore[arg-type]
     app.add_exception_handler(redis.RedisError, redis_error)  # type: ignore[arg-type]
+    app.add_exception_handler(ClientDisconnect, client_gone)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, unexpected)
+    _document_validation_errors(app)
+
+
+def _document_validation_errors(app: FastAPI) -> None:
+    """FastAPI documents its own 422 body (``detail`` as a list) on every operation with parameters;
+    the handler above answers ``ErrorBody`` instead, so the schema says that."""
+    from aimq_serving.api.payloads import ErrorBody
+
+    build = app.openapi
+    default_ref = "#/components/schemas/HTTPValidationError"
+
+    def openapi() -> dict[str, Any]:
+        spec = build()
+        components = spec.setdefault("components", {}).setdefault("schemas", {})
+        if "HTTPValidationError" not in components:
+            return spec  # already rewritten
+        body = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(body.pop("$defs", {}))
+        components.setdefault("ErrorBody", body)
+        for operations in spec.get("paths", {}).values():
+            for operation in operations.values():
+                response = operation.get("responses", {}).get("422", {})
+                if response.get("content", {}).get("application/json", {}).get("schema", {}).get("$ref") == default_ref:
+                    operation["responses"]["422"] = {
+                        "description": "a parameter is missing, of the wrong type or out of range (`errors` says which)",
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+                    }
+        del components["HTTPValidationError"]
+        components.pop("ValidationError", None)
+        return spec
+
+    app.openapi = openapi  # type: ignore[method-assign]

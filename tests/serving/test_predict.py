@@ -152,19 +152,29 @@ def test_no_model_yet_is_503_and_not_ready(make_client, api_settings: AimqSettin
     assert set(ready.json()["problems"]) == set(schema.MODEL_GROUPS)
 
 
+@pytest.mark.parametrize("artifact", ["pickle", "onnx"])
 def test_tampered_model_is_503_never_loaded(make_client, api_settings: AimqSettings, redis_client,
-                                            sample_records: list[dict[str, Any]]) -> None:
+                                            sample_records: list[dict[str, Any]], artifact: str,
+                                            caplog: pytest.LogCaptureFixture) -> None:
     from tests.serving.support import copy_models
 
-    tampered = api_settings.model_copy(update={"redis_prefix": api_settings.redis_prefix + "-tampered"})
+    tampered = api_settings.model_copy(update={"redis_prefix": f"{api_settings.redis_prefix}-tampered-{artifact}"})
     copy_models(redis_client, api_settings.redis_prefix, tampered.redis_prefix)
     store = ModelStore.from_settings(tampered)
     version = store.current_version("A")
-    redis_client.hset(f"{tampered.redis_prefix}:models:A:v:{version}", "pickle", b"not the signed pickle")
-    client = make_client(tampered, owns_prefix=True)
-    response = client.post("/predict/onnx", json=sample_records[0])
+    key = f"{tampered.redis_prefix}:models:A:v:{version}"
+    redis_client.hset(key, artifact, redis_client.hget(key, artifact)[:-1] + b"!")  # one byte changed
+    with caplog.at_level("ERROR", logger="aimq_serving.model_store"):
+        client = make_client(tampered, owns_prefix=True)
+        response = client.post("/predict/onnx", json=sample_records[0])
+        assert client.post("/predict/pickle", json=sample_records[0]).status_code == 503
     assert response.status_code == 503
     assert "signature does not match" in response.json()["detail"]
+    # Logged once (at start-up, not per request), naming the group, the version and the artifact.
+    [record] = [r for r in caplog.records if r.name == "aimq_serving.model_store"]
+    assert record.getMessage() == (
+        f"refusing model group=A version={version}: signature check failed: changed after signing: {artifact}"
+    )
     # The other groups are unaffected.
     assert client.post("/predict/onnx", json=sample_records[1]).status_code == 200
 
@@ -177,3 +187,32 @@ def test_redisai_backend_without_the_module_is_503_saying_so(make_client, api_se
     assert "not stored in RedisAI" in response.json()["detail"]
     # The pickle route does not depend on the ONNX backend.
     assert client.post("/predict/pickle", json=sample_records[0]).status_code == 200
+
+
+def test_a_client_gone_before_its_body_arrived_is_no_server_error(client: TestClient) -> None:
+    """A load generator stopping mid-request, or a timed-out client: answered 499 into the void,
+    counted in the metrics, never an exception for the server's log."""
+    sent: list[dict[str, Any]] = []
+
+    async def call() -> None:
+        messages = iter([{"type": "http.request", "body": b'{"model_group": "A", ', "more_body": True},
+                         {"type": "http.disconnect"}])
+
+        async def receive() -> dict[str, Any]:
+            return next(messages)
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+            "path": "/predict/onnx", "raw_path": b"/predict/onnx", "root_path": "", "query_string": b"",
+            "headers": [(b"content-type", b"application/json"), (b"content-length", b"400")],
+            "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000),
+        }
+        await client.app(scope, receive, send)
+
+    client.portal.call(call)  # type: ignore[union-attr]
+    assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [499]
+    metrics = client.get("/metrics").text
+    assert 'aimq_http_request_duration_seconds_count{endpoint="/predict/onnx",method="POST",status="499"} 1.0' in metrics
