@@ -8,8 +8,10 @@ unchanged. The delimiter is the one of ``,`` ``;`` and tab that the header line 
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +20,9 @@ import pyarrow.csv as pcsv
 
 _HEAD_BYTES = 1 << 16
 _DELIMITERS = (",", ";", "\t")
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+_BOM = b"\xef\xbb\xbf"
+_WRONG_FIELDS = re.compile(r"(?:Row #(\d+): )?Expected (\d+) columns, got (\d+): (.*)", re.DOTALL)
 
 
 class CsvFormatError(ValueError):
@@ -26,40 +31,105 @@ class CsvFormatError(ValueError):
 
 def sniff_header(head: bytes) -> tuple[list[str], str]:
     """Column names and delimiter from the start of the file."""
-    if head.startswith(b"\xef\xbb\xbf"):
-        head = head[3:]
-    line_end = head.find(b"\n")
-    line = head if line_end < 0 else head[:line_end]
+    line = _header_line(head)
     try:
-        text = line.decode("utf-8").rstrip("\r")
+        text = line.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise CsvFormatError(f"the CSV file is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     if not text.strip():
         raise CsvFormatError("the CSV file is empty (no header line)")
     delimiter = max(_DELIMITERS, key=text.count)
+    if delimiter not in text:
+        shown = text if len(text) <= 80 else text[:80] + "…"
+        raise CsvFormatError(
+            f"the header line has no column separator (a comma, semicolon or tab): {shown!r}; "
+            "save the file as CSV with one of those"
+        )
     names = next(csv.reader(io.StringIO(text), delimiter=delimiter))
     return [n.strip() for n in names], delimiter
 
 
+def _header_line(head: bytes) -> bytes:
+    if head.startswith(_BOM):
+        head = head[len(_BOM) :]
+    end = _LINE_END.search(head)
+    return head if end is None else head[: end.start()]
+
+
 def iter_csv_batches(path: Path, *, block_bytes: int = 8 << 20) -> Iterator[pa.RecordBatch]:
+    """The file's rows as batches of text columns; a file with only a header yields one empty batch."""
     with open(path, "rb") as fh:
         head = fh.read(_HEAD_BYTES)
     names, delimiter = sniff_header(head)
     unique = _unique(names)
+    empty = pa.RecordBatch.from_pylist([], schema=pa.schema([(n, pa.string()) for n in unique]))
+    after_header = head.removeprefix(_BOM)[len(_header_line(head)) :]
+    if len(head) < _HEAD_BYTES and not after_header.strip(b"\r\n"):
+        yield empty  # the header and nothing else (pyarrow refuses a header without a line break)
+        return
+    options = {
+        "read_options": pcsv.ReadOptions(column_names=unique, skip_rows=1, block_size=block_bytes),
+        # Quoted values may hold line breaks (a spreadsheet's multi-line cell). Empty lines stay
+        # rows (of nulls, skipped as blank later) so row numbers stay those of the file.
+        "parse_options": pcsv.ParseOptions(delimiter=delimiter, newlines_in_values=True, ignore_empty_lines=False),
+        "convert_options": pcsv.ConvertOptions(
+            column_types={n: pa.string() for n in unique}, strings_can_be_null=True, quoted_strings_can_be_null=False
+        ),
+    }
+    rows = 0
     try:
-        reader = pcsv.open_csv(
-            path,
-            read_options=pcsv.ReadOptions(column_names=unique, skip_rows=1, block_size=block_bytes),
-            # Quoted values may hold line breaks (a spreadsheet's multi-line cell).
-            parse_options=pcsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
-            convert_options=pcsv.ConvertOptions(
-                column_types={n: pa.string() for n in unique}, strings_can_be_null=True, quoted_strings_can_be_null=False
-            ),
-        )
-        for batch in reader:
+        for batch in pcsv.open_csv(path, **options):
+            rows += batch.num_rows
             yield batch
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-        raise CsvFormatError(f"the CSV file cannot be read: {exc}") from exc
+        raise CsvFormatError(_explain(path, exc, rows, block_bytes, options)) from exc
+    if rows == 0:
+        yield empty
+
+
+def _explain(path: Path, exc: Exception, rows_read: int, block_bytes: int, options: dict) -> str:
+    """pyarrow's error as the user can act on it: with the row (or line) where it happened."""
+    text = str(exc)
+    if "straddling object" in text:
+        return (
+            f"row {rows_read + 2} is longer than {block_bytes:,} bytes, far longer than a spreadsheet row "
+            "(a cell holds at most 32,767 characters), or a quote opened there is never closed"
+        )
+    if "invalid UTF8" in text:
+        line = _first_invalid_utf8_line(path)
+        where = f"line {line}" if line is not None else "a line"
+        return f"the CSV file is not UTF-8 text: {where} has a byte that is not UTF-8; save the file as UTF-8 (\"CSV UTF-8\" in Excel)"
+    if "Expected" in text and "columns" in text:
+        # The threaded reader does not know row numbers; a single-threaded pass up to the bad row does.
+        try:
+            serial = {**options, "read_options": pcsv.ReadOptions(
+                column_names=options["read_options"].column_names, skip_rows=1, block_size=block_bytes, use_threads=False
+            )}
+            for _ in pcsv.open_csv(path, **serial):
+                pass
+        except pa.ArrowInvalid as again:
+            text = str(again)
+        found = _WRONG_FIELDS.search(text)
+        if found is None:
+            return f"a row has the wrong number of fields: {text[:300]}"
+        row, expected, got, content = found.groups()
+        shown = content if len(content) <= 100 else content[:100] + "…"
+        where = f"row {row}" if row else "a row"
+        return f"{where} has {got} fields where the header has {expected}: {shown!r}"
+    return f"the CSV file cannot be read: {text}"
+
+
+def _first_invalid_utf8_line(path: Path) -> int | None:
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    line = 1
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as exc:
+                return line + block.count(b"\n", 0, exc.start)
+            line += block.count(b"\n")
+    return None
 
 
 def _unique(names: list[str]) -> list[str]:

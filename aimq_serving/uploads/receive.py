@@ -63,7 +63,9 @@ def clean_name(raw: str) -> str:
     """The client's file name as metadata: no directories, no control characters, bounded length."""
     name = re.split(r"[\\/]", raw)[-1]
     name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C").strip()
-    return name[:_NAME_MAX] or "upload"
+    if not name.strip("."):  # "." and ".." name directories, not files
+        return "upload"
+    return name[:_NAME_MAX]
 
 
 async def receive(
@@ -175,9 +177,7 @@ class _Receiver:
             self.discard()
             raise UploadRejected(422, "the file is empty")
         try:
-            fmt = sniff.detect(bytes(self._head))
-            if fmt == "xlsx":
-                sniff.check_xlsx(self.target)
+            fmt = sniff.identify(self.target, bytes(self._head))
         except sniff.UnsupportedType as exc:
             self.discard()
             raise UploadRejected(415, f"unsupported file type: {exc}. Upload an xlsx workbook or a UTF-8 CSV file") from exc

@@ -41,6 +41,12 @@ from aimq_serving.uploads.xlsx_writer import XlsxWriteError
 
 # Rows of the upload are numbered as a spreadsheet shows them: the header is row 1.
 _FIRST_DATA_ROW = 2
+# The most characters a spreadsheet cell holds (Excel's limit). A longer text (possible in a CSV or
+# a hand-made xlsx) rejects its row and is cut to this length where it is written back, so one
+# cell can neither make the result unreadable in Excel nor repeat megabytes in error messages.
+MAX_CELL_CHARS = 32_767
+# Error messages quote the user's values: past twice this length, the middle is cut out.
+_MAX_QUOTED_CHARS = 200
 
 Progress = Callable[[int, int], None]
 
@@ -98,8 +104,11 @@ def score_file(
     started = time.perf_counter()
     result = ScoreResult()
     timer = _Timer()
-    tmp_result = result_path.with_name(f".{result_path.name}.{os.getpid()}.tmp")
-    tmp_rejected = rejected_path.with_name(f".{rejected_path.name}.{os.getpid()}.tmp")
+    # In the work dir when there is one (same file system, so the rename stays atomic): a run killed
+    # mid-file leaves its partial files there, and the upload's next run clears them with it.
+    tmp_dir = work_dir if work_dir is not None else result_path.parent
+    tmp_result = tmp_dir / f".{result_path.name}.{os.getpid()}.tmp"
+    tmp_rejected = tmp_dir / f".{rejected_path.name}.{os.getpid()}.tmp"
     writer: ResultWriter | None = None
     rejected_tables: list[pa.Table] = []
     scoring: deque[Future[_Scored]] = deque()
@@ -212,7 +221,7 @@ class _Columns:
             by_key.setdefault(name.strip().lower(), name)
         missing = [c for c in schema.INPUT_COLUMNS if c not in by_key]
         if missing:
-            shown = ", ".join(repr(n) for n in names[:30]) or "none"
+            shown = ", ".join(repr(n if len(n) <= 60 else n[:60] + "…") for n in names[:30]) or "none"
             raise BadInput(
                 f"missing column(s): {', '.join(missing)}. Required: {', '.join(schema.INPUT_COLUMNS)}; "
                 f"the file has: {shown}"
@@ -228,12 +237,13 @@ def _score_batch(
     """Predictions for one batch; returns (result rows, rejected rows or None, non-blank rows)."""
     n = batch.num_rows
     blank = _blank_rows(batch)
+    errors: dict[int, list[RowError]] = defaultdict(list)
+    batch = _bound_text(batch, errors)
     frame = pd.DataFrame(
-        {c: batch.column(columns.source[c]).to_pandas() for c in schema.INPUT_COLUMNS}
+        {c: _cell_values(batch.column(columns.source[c])) for c in schema.INPUT_COLUMNS}
     )
     price = np.full(n, np.nan)
     version = np.zeros(n, dtype=np.int64)
-    errors: dict[int, list[RowError]] = defaultdict(list)
 
     groups = frame[schema.GROUP_FIELD].astype("string").str.strip()
     assigned = np.zeros(n, dtype=bool)
@@ -254,6 +264,8 @@ def _score_batch(
         message = "value is missing" if pd.isna(raw) or str(raw).strip() == "" else f"unknown value {raw!r}"
         errors[int(i)].append(RowError(int(i), schema.GROUP_FIELD, message, schema.MODEL_GROUPS))
 
+    if errors:  # a row rejected for a cell outside the features is not scored either
+        price[np.fromiter(errors, dtype=np.int64)] = np.nan
     keep = np.flatnonzero(~blank)
     scored = np.isfinite(price)
     out = batch.select(columns.kept)
@@ -297,8 +309,43 @@ def _score_group(
             errors[int(part[err.row])].append(err)
 
 
+def _bound_text(batch: pa.RecordBatch, errors: dict[int, list[RowError]]) -> pa.RecordBatch:
+    """Reject rows with a text cell longer than MAX_CELL_CHARS and cut those cells."""
+    columns = list(batch.columns)
+    for j, column in enumerate(columns):
+        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+            continue
+        # Bytes bound characters from above: the character count is only needed past the limit.
+        if (pc.max(pc.binary_length(column)).as_py() or 0) <= MAX_CELL_CHARS:
+            continue
+        lengths = pc.utf8_length(column).to_numpy(zero_copy_only=False)
+        too_long = np.flatnonzero(np.nan_to_num(lengths.astype(np.float64)) > MAX_CELL_CHARS)
+        if len(too_long) == 0:
+            continue
+        name = batch.schema.names[j]
+        for i in too_long:
+            message = f"text of {int(lengths[i]):,} characters; a cell holds at most {MAX_CELL_CHARS:,} (cut to that length)"
+            errors[int(i)].append(RowError(int(i), name, message))
+        columns[j] = pc.utf8_slice_codeunits(column, 0, MAX_CELL_CHARS)
+    return pa.RecordBatch.from_arrays(columns, schema=batch.schema)
+
+
+def _cell_values(column: pa.Array) -> pd.Series:
+    """A column as validation sees it. A column of dates or durations becomes its text (as pandas
+    numbers they would pass as counts of nanoseconds): the row is rejected with the value as the
+    sheet shows it. (Booleans already arrive as text: see xlsx_reader._booleans_as_text.)"""
+    kind = column.type
+    if pa.types.is_temporal(kind):
+        return pd.Series([None if v is None else str(v) for v in column.to_pylist()], dtype=object)
+    return column.to_pandas()
+
+
 def _describe(error: RowError) -> str:
-    text = f"{error.field}: {error.message}"
+    message = error.message
+    if len(message) > 2 * _MAX_QUOTED_CHARS:
+        # The middle goes: the start names the value, the end says what is wrong with it.
+        message = message[:_MAX_QUOTED_CHARS] + "…" + message[-_MAX_QUOTED_CHARS // 2 :]
+    text = f"{error.field}: {message}"
     if error.allowed is not None:
         text += f" (allowed: {', '.join(str(a) for a in error.allowed)})"
     return text

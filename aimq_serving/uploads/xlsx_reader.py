@@ -28,6 +28,8 @@ from xml.etree import ElementTree
 import fastexcel
 import pyarrow as pa
 
+from aimq_serving.uploads import xlsx_guard
+
 _MAIN_NS = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
 _REL_NS = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
 _PKG_REL_NS = "http://schemas.openxmlformats.org/package/2006/relationships"
@@ -38,6 +40,8 @@ _ROW_NUMBER = re.compile(rb'(<(?:\w+:)?row\b[^>]*?\sr=")(\d+)"')
 _CELL_REF = re.compile(rb'(<(?:\w+:)?c\b[^>]*?\sr=")([A-Z]+)\d+"')
 _HAS_VALUE = re.compile(rb"<(?:\w+:)?(?:v|t)\b[^>]*>[^<]")
 _DIMENSION = re.compile(rb"<(?:\w+:)?dimension\b[^>]*/>")
+# A boolean cell: ``t="b"`` and a value of 0 or 1, possibly after a formula.
+_BOOL_CELL = re.compile(rb'(<(?:\w+:)?c\b[^>]*?\s)t="b"([^>]*>(?:(?!</(?:\w+:)?c>).)*?<((?:\w+:)?v)>)([01])(</\3>)', re.S)
 _EMPTY_SHEET = (
     b'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
     b'<worksheet xmlns="' + _MAIN_NS.encode() + b'"><sheetData/></worksheet>'
@@ -143,15 +147,34 @@ class _PartPipeline:
 
 def _read_member(archive: zipfile.ZipFile, name: str) -> bytes:
     try:
-        return archive.read(name)
+        # Read in steps: zipfile's read() of a whole member inflates everything its compressed
+        # bytes hold before cutting to the declared size, so a member that lies about its size
+        # would take gigabytes; in steps it takes the declared size (checked) and one step.
+        with archive.open(name) as member:
+            data = b"".join(iter(lambda: member.read(1 << 20), b""))
+        xlsx_guard.refuse_dtd(data, name)
+        return data
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as exc:
         raise XlsxFormatError(f"the xlsx file is damaged ({name}: {exc})") from exc
+    except xlsx_guard.UnsafeWorkbook as exc:
+        raise XlsxFormatError(str(exc)) from exc
+
+
+def _check_archive(archive: zipfile.ZipFile, in_memory: tuple[str, ...] | None = None) -> None:
+    try:
+        if in_memory is None:
+            xlsx_guard.check_archive(archive)
+        else:
+            xlsx_guard.check_in_memory(archive, in_memory)
+    except (xlsx_guard.EncryptedWorkbook, xlsx_guard.UnsafeWorkbook) as exc:
+        raise XlsxFormatError(str(exc)) from exc
 
 
 def _layout(archive: zipfile.ZipFile) -> _Layout:
     names = set(archive.namelist())
     if "xl/workbook.xml" not in names:
         raise XlsxFormatError("not an xlsx workbook (xl/workbook.xml is missing)")
+    _check_archive(archive)  # before anything is inflated
     try:
         workbook = ElementTree.fromstring(_read_member(archive, "xl/workbook.xml"))
         rels = ElementTree.fromstring(_read_member(archive, "xl/_rels/workbook.xml.rels"))
@@ -173,6 +196,7 @@ def _layout(archive: zipfile.ZipFile) -> _Layout:
         for n in names
         if (n.endswith(".xml") or n.endswith(".rels")) and n != sheet_parts[0] and n not in others
     )
+    _check_archive(archive, keep)
     return _Layout(sheet_part=sheet_parts[0], other_sheets=others, keep=keep)
 
 
@@ -205,16 +229,25 @@ def _split_sheet(
         reader = _Blocks(stream, layout.sheet_part, block)
         buf = bytearray()
         while (match := _SHEET_DATA_OPEN.search(buf)) is None:
+            if len(buf) > xlsx_guard.MAX_PROLOG_BYTES:
+                raise XlsxFormatError(
+                    f"the first worksheet has no sheetData element in its first {xlsx_guard.MAX_PROLOG_BYTES >> 20} MiB"
+                )
             block = reader.read()
             if not block:
                 raise XlsxFormatError("the first worksheet has no sheetData element")
             buf += block
+        try:
+            xlsx_guard.refuse_dtd(bytes(buf[: match.start()]), layout.sheet_part)
+        except xlsx_guard.UnsafeWorkbook as exc:
+            raise XlsxFormatError(str(exc)) from exc
         prefix = match.group(1) + b":" if match.group(1) else b""
         if match.group(2) == b"/":  # <sheetData/>: not even a header row
             return
         header = _DIMENSION.sub(b"", bytes(buf[: match.start()])) + b"<" + prefix + b"sheetData>"
         footer = b"</" + prefix + b"sheetData></" + prefix + b"worksheet>"
         row_end = b"</" + prefix + b"row>"
+        data_end = b"</" + prefix + b"sheetData>"
         del buf[: match.end()]
 
         header_row = b""
@@ -235,14 +268,23 @@ def _split_sheet(
                     if part is None:
                         part = _Part(tmp / f"part-{count}.xlsx", layout, metadata, header, footer)
                         part.write(_place_header(header_row, last_row))
-                    part.write(complete)
+                    part.write(_booleans_as_text(complete))
                     part.rows += complete.count(row_end)
                     last_row = _last_row_number(complete, prefix) or last_row
-            if part is not None and (part.rows >= rows_per_part or not block):
+            # What follows the rows (merged ranges, page setup...) is never needed: stop reading
+            # there rather than inflate whatever a file puts after its data.
+            finished = not block or data_end in buf
+            if not finished and len(buf) > xlsx_guard.MAX_ROW_BYTES:
+                after = f"sheet row {last_row}" if last_row else "the header"
+                raise XlsxFormatError(
+                    f"the row after {after} is larger than {xlsx_guard.MAX_ROW_BYTES >> 20} MiB of XML "
+                    "(far more than a spreadsheet row holds)"
+                )
+            if part is not None and (part.rows >= rows_per_part or finished):
                 yield part.finish()
                 part, count = None, count + 1
-            if not block:
-                if b"</" + prefix + b"sheetData>" not in buf:
+            if finished:
+                if data_end not in buf:
                     # What follows the last complete row must close the sheet data: anything else
                     # is a cut-off or damaged sheet, never silently shortened.
                     raise XlsxFormatError("the first worksheet is damaged: its XML ends in the middle of the data")
@@ -288,6 +330,14 @@ def _take_header_row(chunk: bytes) -> tuple[bytes, bytes]:
         if _HAS_VALUE.search(row):
             return row, chunk[pos:]
     return b"", b""
+
+
+def _booleans_as_text(rows: bytes) -> bytes:
+    """TRUE/FALSE cells as the text TRUE/FALSE. calamine turns a boolean in a column of numbers into
+    1 or 0, which would pass as a number (1 km); as text it is reported as not a number."""
+    if b't="b"' not in rows:
+        return rows
+    return _BOOL_CELL.sub(lambda m: m.group(1) + b't="str"' + m.group(2) + (b"TRUE" if m.group(4) == b"1" else b"FALSE") + m.group(5), rows)
 
 
 def _place_header(header_row: bytes, previous_last_row: int | None) -> bytes:

@@ -41,7 +41,7 @@ def test_bounded_batches(tmp_path: Path) -> None:
 def test_unreadable_csv(tmp_path: Path) -> None:
     path = tmp_path / "bad.csv"
     path.write_bytes(b"a,b\n1,2\n" + "é,3\n".encode("latin-1"))
-    with pytest.raises(CsvFormatError, match="cannot be read"):
+    with pytest.raises(CsvFormatError, match="line 3 has a byte that is not UTF-8"):
         read(path)
     with pytest.raises(CsvFormatError, match="not UTF-8"):
         sniff_header("prix,modèle\n".encode("latin-1"))

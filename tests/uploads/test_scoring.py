@@ -208,7 +208,7 @@ def test_files_that_cannot_be_scored(tmp_path: Path, pinned: PinnedModels) -> No
 
     ragged = tmp_path / "ragged.csv"
     ragged.write_text(",".join(schema.INPUT_COLUMNS) + "\nA,180\n")
-    with pytest.raises(BadInput, match="Expected 12 columns, got 2"):
+    with pytest.raises(BadInput, match="row 2 has 2 fields where the header has 12"):
         score(tmp_path, ragged, pinned)
     # Nothing half-written is left behind.
     assert not list(tmp_path.glob("result.*")) and not list(tmp_path.glob(".*tmp"))

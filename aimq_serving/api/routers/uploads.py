@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import FileResponse, JSONResponse
@@ -187,6 +188,18 @@ async def _download(request: Request, upload_id: str, kind: str) -> Any:
         path, fmt, what = services.storage.rejected_path(upload_id), "csv", "rejected rows"
     if not path.is_file():
         return error_response(404, f"the {what} of upload {upload_id} {'are' if kind == 'rejected' else 'is'} no longer stored")
-    stem = record.original_name.rsplit(".", 1)[0] or "upload"
+    stem = record.original_name.rsplit(".", 1)[0].strip(" .") or "upload"
     media = _XLSX_MEDIA if fmt == "xlsx" else "text/csv"
-    return FileResponse(path, media_type=media, filename=f"{stem}_{'scored' if kind == 'result' else 'rejected'}.{fmt}")
+    name = f"{stem}_{'scored' if kind == 'result' else 'rejected'}.{fmt}"
+    return FileResponse(path, media_type=media, headers={"Content-Disposition": content_disposition(name)})
+
+
+def content_disposition(filename: str) -> str:
+    """``attachment`` with an ASCII ``filename`` every client understands and, when the name is not
+    plain ASCII, the exact name as RFC 6266 ``filename*``. Neither can carry a quote, a line break
+    or a path separator, so a client's file name can never add a header or pick a directory."""
+    fallback = "".join(ch if " " <= ch <= "~" and ch not in '"\\/%;' else "_" for ch in filename)
+    value = f'attachment; filename="{fallback}"'
+    if fallback != filename:
+        value += f"; filename*=UTF-8''{quote(filename, safe='')}"
+    return value
