@@ -1,0 +1,61 @@
+"""Load (issue 6): 64 clients on /predict/onnx for 30 s while 20 files are uploaded and scored, against
+the real platform: zero errors other than the documented 429s, and every upload scored exactly once.
+
+The figures (throughput, p50/p99) go to test-output/load/summary.json; the benchmark
+(``python -m benchmarks.load_test``) runs the same loads on a platform of its own for the results
+table.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from aimq_pipelines.scoring.job import UPLOAD_ID_TAG
+from benchmarks.api_benchmark import sample_bodies
+from benchmarks.load_test import run_both, summarize, upload_files
+from tests.conftest import REPO
+from tests.platform import Platform
+from tests.serving.support import uvicorn_server
+
+OUTPUT = REPO / "test-output" / "load"
+ROWS_PER_FILE = 500
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk (apt-get install -y wrk; .ci/run installs it)")
+def test_predictions_and_uploads_under_load(platform: Platform, instance: dg.DagsterInstance, tmp_path: Path) -> None:
+    load_key, upload_key = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+    # A second API over the session's platform (same store, queue and upload folder, so the session's
+    # daemon scores the uploads), with two workers, API keys on, and a limit the load will pass.
+    env = {
+        **platform.env,
+        "AIMQ_API_KEYS": f"load:{load_key},uploads:{upload_key}",
+        "AIMQ_RATE_LIMIT_REQUESTS": "2000",
+        "AIMQ_RATE_LIMIT_WINDOW_S": "10",
+    }
+    bodies = sample_bodies()  # the 100 sample rows
+    files = upload_files(20, ROWS_PER_FILE)
+    with uvicorn_server(env, workers=2) as url:
+        load, uploads = run_both(url, bodies, files, load_key=load_key, upload_key=upload_key,
+                                 duration_s=30, connections=64, work_dir=tmp_path)
+    summary = summarize(load, uploads)
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    (OUTPUT / "summary.json").write_text(json.dumps(summary, indent=2))
+
+    # Predictions: every answer a 200 or a documented 429 (the load's key is over its limit), no
+    # connection dropped, none timed out.
+    assert load.unexpected == {} and not any(load.socket_errors.values()), summary["predict"]
+    assert load.statuses.get(200, 0) > 0 and load.statuses.get(429, 0) > 0, summary["predict"]
+    # Uploads, with a key of their own, are not limited by the load: each accepted, each scored once.
+    for outcome in uploads:
+        assert outcome.answers[-1] == 202, (outcome.name, outcome.answers)
+        assert outcome.record.get("state") == "succeeded", (outcome.name, outcome.record)
+        assert outcome.record["rows_total"] == ROWS_PER_FILE and outcome.record["rows_rejected"] == 0
+        runs = instance.get_runs(filters=dg.RunsFilter(tags={UPLOAD_ID_TAG: outcome.upload_id}))
+        assert [r.run_id for r in runs if r.status == dg.DagsterRunStatus.SUCCESS] == [outcome.record["run_id"]]
