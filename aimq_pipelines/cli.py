@@ -40,6 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Options of the commands that talk to the API over HTTP.
     http = argparse.ArgumentParser(add_help=False)
     http.add_argument("--api-url", help="the AIMQ API (default: AIMQ_API_URL, else http://127.0.0.1:8000)")
+    http.add_argument("--api-key", help="the API key, when the API requires one (default: AIMQ_API_KEY)")
 
     up = sub.add_parser("up", help="run Dagster (webserver + daemon) and the API locally; Ctrl-C stops all")
     up.add_argument("--api-port", type=int, default=8000)
@@ -104,9 +105,12 @@ def _http_command(settings: AimqSettings, args: argparse.Namespace) -> int:
     from aimq_pipelines import cli_http
 
     api_url = args.api_url or settings.api_url
+    api_key = args.api_key or (settings.api_key.get_secret_value() if settings.api_key is not None else None)
     if args.command == "predict":
-        return cli_http.cmd_predict(api_url, args.record, args.engine, args.json)
-    return cli_http.cmd_score(cli_http.ScoreOptions(args.file, args.out, args.force, api_url, args.timeout))
+        return cli_http.cmd_predict(api_url, args.record, args.engine, args.json, api_key=api_key)
+    return cli_http.cmd_score(
+        cli_http.ScoreOptions(args.file, args.out, args.force, api_url, args.timeout, api_key=api_key)
+    )
 
 
 # -- dagster instance ----------------------------------------------------------------------------

@@ -68,7 +68,7 @@ def api_error(response: httpx.Response, what: str, batch: bool = False) -> CliEr
 class Api:
     """A thin client whose failures are CliErrors saying what to do."""
 
-    def __init__(self, base_url: str, timeout_s: float = 30.0):
+    def __init__(self, base_url: str, timeout_s: float = 30.0, api_key: str | None = None):
         self.base_url = base_url.rstrip("/")
         try:
             url = httpx.URL(self.base_url)
@@ -76,7 +76,9 @@ class Api:
             raise CliError(f"invalid API URL {base_url!r}: {exc}") from exc
         if url.scheme not in ("http", "https") or not url.host:
             raise CliError(f"invalid API URL {base_url!r}: expected e.g. http://127.0.0.1:8000")
-        self.http = httpx.Client(base_url=self.base_url, timeout=timeout_s)
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+        self.http = httpx.Client(base_url=self.base_url, timeout=timeout_s, headers=headers)
+        self.sends_key = bool(api_key)
 
     def __enter__(self) -> "Api":
         return self
@@ -100,8 +102,15 @@ class Api:
         except httpx.TransportError as exc:
             raise self.unreachable(exc) from exc
         if response.is_error:
-            raise api_error(response, what, batch)
+            raise self.error(response, what, batch)
         return response
+
+    def error(self, response: httpx.Response, what: str, batch: bool = False) -> CliError:
+        if response.status_code == 401:
+            if self.sends_key:
+                return CliError(f"the API at {self.base_url} refused the API key (AIMQ_API_KEY / --api-key)")
+            return CliError(f"the API at {self.base_url} requires an API key: set AIMQ_API_KEY or pass --api-key")
+        return api_error(response, what, batch)
 
     @contextmanager
     def download(self, path: str, what: str) -> Iterator[httpx.Response]:
@@ -109,7 +118,7 @@ class Api:
             with self.http.stream("GET", path) as response:
                 if response.is_error:
                     response.read()
-                    raise api_error(response, what)
+                    raise self.error(response, what)
                 yield response
         except httpx.TransportError as exc:
             raise self.unreachable(exc) from exc
@@ -132,11 +141,12 @@ def read_records(argument: str | None, stdin: IO[str]) -> Any:
         raise CliError(f"the input is not valid JSON: {exc}") from exc
 
 
-def cmd_predict(api_url: str, argument: str | None, engine: str, raw_json: bool, stdin: IO[str] = sys.stdin) -> int:
+def cmd_predict(api_url: str, argument: str | None, engine: str, raw_json: bool, stdin: IO[str] = sys.stdin,
+                api_key: str | None = None) -> int:
     body = read_records(argument, stdin)
     batch = isinstance(body, list)
     path = {"onnx": "/predict/onnx", "pickle": "/predict/pickle"}[engine]
-    with Api(api_url) as api:
+    with Api(api_url, api_key=api_key) as api:
         response = api.request("POST", path, "prediction refused", batch=batch, json=body)
     answer = response.json()
     if raw_json:
@@ -207,6 +217,7 @@ class ScoreOptions:
     api_url: str
     timeout_s: float | None
     poll_s: float = 0.5
+    api_key: str | None = None
 
 
 def cmd_score(options: ScoreOptions, progress: ProgressLine | None = None) -> int:
@@ -221,7 +232,7 @@ def cmd_score(options: ScoreOptions, progress: ProgressLine | None = None) -> in
         _check_target(out, options.force)
     progress = progress or ProgressLine()
     try:
-        with Api(options.api_url) as api:
+        with Api(options.api_url, api_key=options.api_key) as api:
             upload_id = _upload(api, source, progress)
             try:
                 record = _wait(api, upload_id, options, progress)
@@ -273,7 +284,7 @@ def _wait(api: Api, upload_id: str, options: ScoreOptions, progress: ProgressLin
             if response.status_code in (429, 503):  # rate limited, or Redis briefly away: ask again
                 raise _Transient(api_error(response, "upload status unavailable"))
             if response.is_error:
-                raise api_error(response, f"upload {upload_id}")
+                raise api.error(response, f"upload {upload_id}")
             outage_since = None
             record = response.json()
         except (httpx.TransportError, _Transient) as exc:

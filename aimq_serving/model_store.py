@@ -4,7 +4,7 @@ Keys (prefix ``P``, group ``G``, version number ``N``):
 
 - ``P:models:G:seq``        counter that hands out version numbers
 - ``P:models:G:versions``   sorted set of version numbers (score = number)
-- ``P:models:G:v:N``        hash: onnx, pickle, spec, metrics, lineage, created_at, signature
+- ``P:models:G:v:N``        hash: onnx, pickle, spec, metrics, lineage, created_at, signature, manifest
 - ``P:models:G:current``    the current version number
 - ``P:models:G:ai:N``       the RedisAI model of version N (only where the server has the module)
 - channel ``P:models:events`` JSON ``{"event", "group", "version"}`` on every promote and delete
@@ -13,6 +13,7 @@ Keys (prefix ``P``, group ``G``, version number ``N``):
 from __future__ import annotations
 
 import json
+import logging
 import pickle
 import time
 from contextlib import contextmanager
@@ -23,6 +24,8 @@ import redis
 
 from aimq_serving import redisai, schema, signing
 from aimq_serving.features import FeatureSpec
+
+log = logging.getLogger(__name__)
 
 ARTIFACTS = ("onnx", "pickle", "spec")
 _META_FIELDS = ("metrics", "lineage", "created_at", "spec_version", "onnx_bytes", "pickle_bytes", "redisai")
@@ -53,7 +56,11 @@ class NoModel(ModelStoreError):
 
 
 class TamperedModel(ModelStoreError):
-    pass
+    def __init__(self, message: str, group: str, version: int, artifacts: list[str]):
+        super().__init__(message)
+        self.group = group
+        self.version = version
+        self.artifacts = artifacts  # the ones that changed, where the recorded digests can tell
 
 
 @dataclass(frozen=True)
@@ -94,6 +101,8 @@ class ModelStore:
         self._key = signing_key
         self.keep_versions = keep_versions
         self._promote = client.register_script(_PROMOTE)
+        # (group, version) -> the reason last logged for refusing it: logged once, not per request.
+        self._refused: dict[tuple[str, int], str] = {}
 
     @classmethod
     def from_settings(cls, settings: Any) -> "ModelStore":
@@ -134,6 +143,8 @@ class ModelStore:
             record = {
                 **artifacts,
                 "signature": signing.sign(self._key, group, version, artifacts),
+                # What was signed; lets a refusal say which artifact changed (see signing.diagnose).
+                "manifest": signing.manifest(group, version, artifacts),
                 "metrics": json.dumps(metrics),
                 "lineage": json.dumps(lineage),
                 "created_at": repr(time.time()),
@@ -247,22 +258,36 @@ class ModelStore:
         current = self.current_version(group)
         version = current if version is None else version
         with _available():
-            raw = self.client.hmget(self._k(group, "v", str(version)), (*ARTIFACTS, "signature"))
-        if raw[0] is None:
+            raw = self.client.hmget(self._k(group, "v", str(version)), (*ARTIFACTS, "signature", "manifest"))
+        if all(v is None for v in raw):
             raise NoModel(f"model group {group} has no version {version}")
         artifacts = dict(zip(ARTIFACTS, raw[:3]))
-        signature = (raw[3] or b"").decode()
+        signature = (raw[3] or b"").decode(errors="replace")
         if any(v is None for v in artifacts.values()) or not signing.verify(
             self._key, group, version, artifacts, signature
         ):
-            raise TamperedModel(
-                f"model group {group} version {version}: signature does not match its artifacts; refusing to load it"
-            )
+            raise self._refuse(group, version, artifacts, signature, raw[4])
+        self._refused.pop((group, version), None)
         return StoredModel(
             info=self.info(group, version, current),
             onnx=artifacts["onnx"],
             spec=FeatureSpec.from_json(artifacts["spec"]),
             _pickle=artifacts["pickle"],
+        )
+
+    def _refuse(self, group: str, version: int, artifacts: dict[str, bytes | None], signature: str,
+                recorded: bytes | None) -> TamperedModel:
+        reason, changed = signing.diagnose(self._key, group, version, artifacts, signature, recorded)
+        if self._refused.get((group, version)) != reason:
+            self._refused[(group, version)] = reason
+            log.error(
+                "refusing model group=%s version=%s: signature check failed: %s", group, version, reason,
+                extra={"model_group": group, "model_version": version, "changed_artifacts": changed},
+            )
+        return TamperedModel(
+            f"model group {group} version {version}: signature does not match its artifacts ({reason}); "
+            "refusing to load it",
+            group, version, changed,
         )
 
     def subscribe(self, timeout_s: float = 1.0) -> Iterator[dict[str, Any] | None]:

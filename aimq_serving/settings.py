@@ -49,7 +49,12 @@ class AimqSettings(BaseSettings):
     rate_limit_requests: int = Field(default=6000, ge=1)
     rate_limit_window_s: float = Field(default=60.0, gt=0)
     # e.g. "X-API-Key" when an authenticating gateway sets it; unset: the client IP (see --proxy-headers).
+    # With API keys on, an authenticated request is limited per key name instead.
     rate_limit_key_header: str | None = None
+    # API keys (aimq_serving/api/auth.py): off while neither is set. Entries "name:key" or "key",
+    # separated by commas or newlines; the file form suits a mounted Kubernetes or compose secret.
+    api_keys: SecretStr | None = None
+    api_keys_file: Path | None = None
     # Where /predict/onnx executes: in-process ONNX Runtime, or RedisAI (needs the server's ai module).
     predict_backend: Literal["onnxruntime", "redisai"] = "onnxruntime"
     # per_request reloads the signed pickle from Redis on every request: the original demo's slow
@@ -69,6 +74,9 @@ class AimqSettings(BaseSettings):
     max_upload_rows: int = Field(default=1_048_575, ge=1)
     # How long the API waits for the broker to confirm a message before answering 503.
     broker_confirm_timeout_s: float = Field(default=5.0, gt=0)
+    # An incoming body (incoming/<id>.part) not written to for this long belongs to a request the
+    # API never answered with 202 (it died, or the client went silent): the sensor removes it.
+    upload_abandoned_after_s: float = Field(default=3600.0, gt=0)
     # The sensor takes at most this many messages per tick and stops taking them after the budget,
     # well inside Dagster's 60 s sensor evaluation timeout.
     sensor_batch_size: int = Field(default=50, ge=1, le=1000)
@@ -81,6 +89,8 @@ class AimqSettings(BaseSettings):
 
     # Command line: where `aimq score` and `aimq predict` reach the API (--api-url overrides it).
     api_url: str = "http://127.0.0.1:8000"
+    # The key they send when the API requires one (--api-key overrides it); AIMQ_API_KEYS is the server's list.
+    api_key: SecretStr | None = None
 
     @property
     def resolved_upload_dir(self) -> Path:

@@ -27,3 +27,24 @@ def sign(key: bytes, group: str, version: int, artifacts: dict[str, bytes]) -> s
 
 def verify(key: bytes, group: str, version: int, artifacts: dict[str, bytes], signature: str) -> bool:
     return hmac.compare_digest(sign(key, group, version, artifacts), signature)
+
+
+def diagnose(key: bytes, group: str, version: int, artifacts: dict[str, bytes | None], signature: str,
+             recorded: bytes | None) -> tuple[str, list[str]]:
+    """Why a version fails verification, and which artifacts changed, for the log.
+
+    ``recorded`` is the manifest stored when the version was signed. Only when the signature
+    verifies it are its digests trusted; then comparing them with the artifacts' names the changed
+    ones. It never decides whether a version is loaded: ``verify`` alone does."""
+    missing = sorted(name for name, data in artifacts.items() if data is None)
+    if missing:
+        return f"artifacts missing: {', '.join(missing)}", missing
+    if recorded is None:
+        return "an artifact (onnx, pickle, spec) or the signature was changed (no recorded digests to say which)", []
+    if not hmac.compare_digest(hmac.new(key, recorded, hashlib.sha256).hexdigest(), signature):
+        return "the signature does not verify with this signing key: signed with another key, or the signature was changed", []
+    digests = dict(line.split("=", 1) for line in recorded.decode(errors="replace").splitlines() if "=" in line)
+    if (digests.get("group"), digests.get("version")) != (group, str(version)):
+        return f"signed as group {digests.get('group')} version {digests.get('version')}, stored under another", []
+    changed = [name for name in sorted(artifacts) if digests.get(name) != sha256_hex(artifacts[name] or b"")]
+    return f"changed after signing: {', '.join(changed)}", changed

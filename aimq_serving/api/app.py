@@ -5,12 +5,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from aimq_serving.api import errors
+from aimq_serving.api.auth import ApiKeyMiddleware, ApiKeys, document_security
 from aimq_serving.api.metrics import ApiMetrics
 from aimq_serving.api.middleware import BodySizeLimitMiddleware, MetricsMiddleware, RateLimitMiddleware
 from aimq_serving.api.ratelimit import RateLimiter
@@ -18,6 +20,8 @@ from aimq_serving.api.routers import health, metrics, models, predict, ui, uploa
 from aimq_serving.api.services import Services
 from aimq_serving.settings import AimqSettings
 from aimq_serving.uploads.service import UploadServices
+
+log = logging.getLogger(__name__)
 
 DESCRIPTION = """Price predictions from the models the AIMQ pipeline trains and promotes.
 
@@ -27,6 +31,7 @@ Every error is JSON: `{"detail": ..., "errors": [{"field", "message", "row", "al
 
 def create_app(settings: AimqSettings | None = None) -> FastAPI:
     settings = settings or AimqSettings()
+    api_keys = ApiKeys.from_settings(settings)  # a bad key configuration stops the start here
     api_metrics = ApiMetrics()
     limiter = (
         RateLimiter(
@@ -50,6 +55,9 @@ def create_app(settings: AimqSettings | None = None) -> FastAPI:
 
     app = FastAPI(title="AIMQ", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     errors.install(app)
+    if api_keys is not None:
+        document_security(app)
+        log.info("API keys required (%d configured: %s)", len(api_keys.names), ", ".join(api_keys.names))
     # Routes are matched in order, so the hot path comes first.
     app.include_router(predict.build_router(settings.max_batch_size))
     app.include_router(health.router)
@@ -64,5 +72,8 @@ def create_app(settings: AimqSettings | None = None) -> FastAPI:
     )
     if limiter is not None:
         app.add_middleware(RateLimitMiddleware, limiter=limiter, key_header=settings.rate_limit_key_header)
+    if api_keys is not None:
+        # Outside the rate limit, which keys an authenticated request by the key's name.
+        app.add_middleware(ApiKeyMiddleware, keys=api_keys, limiter=limiter)
     app.add_middleware(MetricsMiddleware, metrics=api_metrics)
     return app

@@ -21,6 +21,13 @@ from aimq_serving.api.ratelimit import LimiterUnavailable, RateLimiter
 
 # Probes and scrapes must keep working for a client that is being limited.
 RATE_LIMIT_EXEMPT = frozenset({"/health", "/ready", "/metrics"})
+# Set by the API-key middleware (aimq_serving/api/auth.py): the name of the request's key.
+SCOPE_API_KEY = "aimq.api_key"
+
+
+def address_key(scope: Scope) -> str:
+    client = scope.get("client")
+    return "ip:" + (client[0] if client else "unknown")
 
 
 async def send_json(send: Send, status: int, body: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> None:
@@ -84,12 +91,16 @@ class RateLimitMiddleware:
         self.key_header = key_header.lower().encode() if key_header else None
 
     def client_key(self, scope: Scope) -> str:
+        # An authenticated request counts against its key's budget, by name: all clients sharing
+        # a key share its budget, wherever they come from, and the key itself never reaches Redis.
+        api_key = scope.get(SCOPE_API_KEY)
+        if api_key is not None:
+            return "key:" + api_key
         if self.key_header is not None:
             for name, value in scope["headers"]:
                 if name == self.key_header:
                     return "h:" + value.decode("latin-1")
-        client = scope.get("client")
-        return "ip:" + (client[0] if client else "unknown")
+        return address_key(scope)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in RATE_LIMIT_EXEMPT:
@@ -102,9 +113,11 @@ class RateLimitMiddleware:
             return
         if wait_s is not None:
             retry = self.limiter.retry_after(wait_s)
+            api_key = scope.get(SCOPE_API_KEY)
+            who = f"API key {api_key!r}" if api_key is not None else "client"
             body = {
                 "detail": f"rate limit exceeded: at most {self.limiter.limit} requests per "
-                f"{self.limiter.window_s:g} s per client; retry in {retry} s",
+                f"{self.limiter.window_s:g} s per {who}; retry in {retry} s",
                 "retry_after_s": retry,
             }
             await send_json(send, 429, body, {"Retry-After": str(retry)})

@@ -93,13 +93,21 @@ class RateLimiter:
         self._next_sweep = 0.0
 
     async def start(self) -> None:
-        """Open the Redis client on the serving event loop (asyncio connections belong to one loop)."""
+        """Open the Redis client on the serving event loop (asyncio connections belong to one loop).
+
+        A restarted app starts clean: tokens and outages of its previous run say nothing about this one."""
+        self._local.clear()
+        self._pending.clear()
+        self._down_until = 0.0
         self._client = aioredis.Redis.from_url(
             self._redis_url, socket_timeout=self._timeout_s, socket_connect_timeout=self._timeout_s
         )
         self._script = self._client.register_script(_LEASE)
 
     async def aclose(self) -> None:
+        # A lease still in flight would fail on the closed client and count as a Redis outage.
+        for pending in list(self._pending.values()):
+            pending.cancel()
         if self._client is not None:
             await self._client.aclose()
             self._client = None

@@ -51,6 +51,58 @@ function hideError(box) {
   box.replaceChildren();
 }
 
+// -- API key: only when the server requires one (a 401); kept for this tab in sessionStorage ------
+const KEY_STORAGE = "aimq.apiKey";
+const apiKey = () => sessionStorage.getItem(KEY_STORAGE);
+const withKey = (headers = {}) => (apiKey() ? { ...headers, Authorization: `Bearer ${apiKey()}` } : headers);
+
+function askForKey(detail) {
+  const form = $("key-form");
+  if (apiKey()) sessionStorage.removeItem(KEY_STORAGE); // the stored key was refused
+  $("key-message").textContent = `${detail}. The key is kept in this tab only.`;
+  form.hidden = false;
+  $("api-key").focus();
+}
+
+// fetch with the key; a 401 asks for one (the caller still shows the error of its own call).
+async function apiFetch(url, options = {}) {
+  const response = await fetch(url, { ...options, headers: withKey(options.headers) });
+  if (response.status === 401) askForKey((await readBody(response.clone())).detail || "an API key is required");
+  return response;
+}
+
+function wireKeyForm() {
+  $("key-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    sessionStorage.setItem(KEY_STORAGE, $("api-key").value.trim());
+    $("api-key").value = "";
+    $("key-form").hidden = true;
+    for (const id of ["upload-error", "predict-error"]) hideError($(id));
+    loadRecent();
+  });
+}
+
+// A download link: a plain link while no key is needed; with a key, fetched with it and saved.
+function downloadLink(href, text, attrs = {}) {
+  const link = el("a", { ...attrs, href, download: true, text });
+  link.addEventListener("click", async (event) => {
+    if (!apiKey()) return;
+    event.preventDefault();
+    const response = await apiFetch(href, { cache: "no-store" });
+    if (!response.ok) { showError($("upload-error"), response.status, await readBody(response)); return; }
+    const disposition = response.headers.get("Content-Disposition") || "";
+    const encoded = /filename\*=utf-8''([^;]+)/i.exec(disposition), plain = /filename="([^"]+)"/.exec(disposition);
+    const name = encoded ? decodeURIComponent(encoded[1]) : plain ? plain[1] : "";
+    const url = URL.createObjectURL(await response.blob());
+    const save = el("a", { href: url, download: name });
+    document.body.append(save);
+    save.click();
+    save.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60_000);
+  });
+  return link;
+}
+
 // -- upload and follow -----------------------------------------------------------------------
 function startUpload(file) {
   const errorBox = $("upload-error");
@@ -63,6 +115,7 @@ function startUpload(file) {
   resetJob(file.name);
   const xhr = new XMLHttpRequest();
   xhr.open("POST", "/upload");
+  if (apiKey()) xhr.setRequestHeader("Authorization", `Bearer ${apiKey()}`);
   xhr.responseType = "text";
   xhr.upload.addEventListener("progress", (event) => {
     if (!event.lengthComputable) return;
@@ -78,6 +131,7 @@ function startUpload(file) {
       setState("refused", "Not accepted");
       setProgress(0, "");
       showError(errorBox, xhr.status, body);
+      if (xhr.status === 401) askForKey(body.detail);
     }
   });
   xhr.addEventListener("error", () => {
@@ -117,7 +171,7 @@ function setProgress(fraction, text) {
 async function pollStatus(url, delay) {
   let next = POLL_MS;
   try {
-    const response = await fetch(url, { headers: { Accept: "application/json" }, cache: "no-store" });
+    const response = await apiFetch(url, { headers: { Accept: "application/json" }, cache: "no-store" });
     const body = await readBody(response);
     if (response.ok) {
       hideError($("upload-error"));
@@ -181,9 +235,9 @@ function renderRecord(record) {
     showError($("upload-error"), 0, { detail: `Scoring failed: ${record.error || "no reason recorded"}` });
   }
   if (record.state === "succeeded") {
-    links.append(el("a", { class: "button", href: record.result_url, download: true, text: "Download result" }));
+    links.append(downloadLink(record.result_url, "Download result", { class: "button" }));
     if (record.rows_rejected) {
-      links.append(" ", el("a", { href: record.rejected_url, download: true, text: "Download rejected rows (CSV)" }));
+      links.append(" ", downloadLink(record.rejected_url, "Download rejected rows (CSV)"));
       loadRejected(record);
     }
   }
@@ -214,7 +268,7 @@ function parseCsv(text) {
 async function loadRejected(record) {
   const section = $("rejected");
   try {
-    const response = await fetch(record.rejected_url, { cache: "no-store" });
+    const response = await apiFetch(record.rejected_url, { cache: "no-store" });
     if (!response.ok) {
       showError($("upload-error"), response.status, await readBody(response));
       return;
@@ -238,14 +292,14 @@ async function loadRejected(record) {
 async function loadRecent() {
   const errorBox = $("recent-error");
   try {
-    const response = await fetch("/uploads?limit=10", { cache: "no-store" });
+    const response = await apiFetch("/uploads?limit=10", { cache: "no-store" });
     const body = await readBody(response);
     if (!response.ok) { showError(errorBox, response.status, body); return; }
     hideError(errorBox);
     const rows = body.uploads.map((u) => {
       const downloads = el("td");
-      if (u.result_url) downloads.append(el("a", { href: u.result_url, download: true, text: "result" }));
-      if (u.result_url && u.rows_rejected) downloads.append(" ", el("a", { href: u.rejected_url, download: true, text: "rejected" }));
+      if (u.result_url) downloads.append(downloadLink(u.result_url, "result"));
+      if (u.result_url && u.rows_rejected) downloads.append(" ", downloadLink(u.rejected_url, "rejected"));
       if (u.run_url) downloads.append(" ", el("a", { href: u.run_url, text: "run" }));
       return el("tr", {},
         el("td", { text: u.original_name }),
@@ -317,7 +371,7 @@ async function predict(event) {
   result.textContent = "";
   const engine = $("engine").value;
   try {
-    const response = await fetch(`/predict/${engine}`, {
+    const response = await apiFetch(`/predict/${engine}`, {
       method: "POST", headers: { "Content-Type": "application/json", Accept: "application/json" },
       body: JSON.stringify(formRecord()),
     });
@@ -366,6 +420,7 @@ function wireDrop() {
 
 async function start() {
   wireDrop();
+  wireKeyForm();
   $("predict-form").addEventListener("submit", predict);
   try {
     const response = await fetch("/ui/config", { cache: "no-store" });

@@ -18,6 +18,7 @@ COMPOSE_FILE = REPO / "docker-compose.yml"
 ENV_EXAMPLE = REPO / ".env.example"
 K8S = REPO / "k8s"
 LOCAL_SECRETS_EXAMPLE = K8S / "overlays" / "local" / "secrets.env.example"
+LOCAL_API_KEYS_EXAMPLE = K8S / "overlays" / "local" / "api-keys.example"
 
 # Values a user fills in for the secrets the examples leave empty (hex, as the examples advise).
 FILLED_SECRET = "0123456789abcdef0123456789abcdef"
@@ -117,11 +118,15 @@ def kustomize_build(directory: Path) -> list[dict[str, Any]]:
 def copy_k8s_with_secrets(destination: Path) -> Path:
     """A copy of k8s/ whose local overlay has a secrets.env made from its template."""
     target = destination / "k8s"
-    shutil.copytree(K8S, target, ignore=shutil.ignore_patterns("secrets.env"))
+    shutil.copytree(K8S, target, ignore=shutil.ignore_patterns("secrets.env", "api-keys"))
     secrets = filled(read_env_file(LOCAL_SECRETS_EXAMPLE))
     (target / "overlays" / "local" / "secrets.env").write_text(
         "".join(f"{k}={v}\n" for k, v in secrets.items())
     )
+    # Each "name:" line of the template with its key filled in.
+    keys = [line + FILLED_SECRET if line.endswith(":") else line
+            for line in LOCAL_API_KEYS_EXAMPLE.read_text().splitlines()]
+    (target / "overlays" / "local" / "api-keys").write_text("\n".join(keys) + "\n")
     return target
 
 

