@@ -7,11 +7,12 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
+import redis
 from pydantic import SecretStr
 
 from aimq_serving.model_store import ModelStore
 from aimq_serving.settings import AimqSettings
-from tests.serving.support import server_env, uvicorn_server
+from tests.serving.support import clear_prefix, copy_models, server_env, uvicorn_server
 from tests.ui.conftest import screenshot
 
 if TYPE_CHECKING:
@@ -21,9 +22,16 @@ KEY = "page-" + "0123456789abcdef" * 2
 
 
 @pytest.fixture(scope="module")
-def keyed_api(trained_store: ModelStore, settings: AimqSettings) -> Iterator[str]:
-    with uvicorn_server(server_env(settings.model_copy(update={"api_keys": SecretStr(f"web:{KEY}")})), workers=1) as url:
-        yield url
+def keyed_api(trained_store: ModelStore, settings: AimqSettings, redis_client: redis.Redis) -> Iterator[str]:
+    # A prefix of its own (with copies of the models): no uploads from other tests in its list.
+    prefix = f"{settings.redis_prefix}-keyed-page"
+    copy_models(redis_client, settings.redis_prefix, prefix)
+    own = settings.model_copy(update={"api_keys": SecretStr(f"web:{KEY}"), "redis_prefix": prefix})
+    try:
+        with uvicorn_server(server_env(own), workers=1) as url:
+            yield url
+    finally:
+        clear_prefix(redis_client, prefix)
 
 
 def test_the_page_asks_for_a_key_keeps_it_and_sends_it(keyed_api: str, page: Page) -> None:
