@@ -192,15 +192,19 @@ def queue_depth(platform: Platform) -> int:
         connection.close()
 
 
+BURST = 30
+
+
 def test_burst_with_the_daemon_killed_midway_scores_each_upload_once(
     platform: Platform, instance: dg.DagsterInstance
 ) -> None:
     xlsx = (SAMPLES / "1_row.xlsx").read_bytes()
     csv = pd.read_excel(SAMPLES / "100_rows.xlsx").head(3).to_csv(index=False).encode()
-    files = [(f"burst-{i}.xlsx", xlsx) if i % 2 else (f"burst-{i}.csv", csv) for i in range(50)]
+    # Enough uploads that the kill lands while runs are being requested and others wait in the queue.
+    files = [(f"burst-{i}.xlsx", xlsx) if i % 2 else (f"burst-{i}.csv", csv) for i in range(BURST)]
     with ThreadPoolExecutor(max_workers=8) as pool:
         ids = list(pool.map(lambda f: upload(platform, *f), files))
-    assert len(set(ids)) == 50
+    assert len(set(ids)) == BURST
 
     def runs_of(upload_id: str) -> list[dg.DagsterRun]:
         return list(instance.get_runs(filters=dg.RunsFilter(tags={UPLOAD_ID_TAG: upload_id})))
@@ -215,7 +219,7 @@ def test_burst_with_the_daemon_killed_midway_scores_each_upload_once(
         time.sleep(1)
         platform.start_daemon()
         records = [wait_for_upload(platform.api_url, i, timeout_s=600, platform=platform) for i in ids]
-        assert [r["state"] for r in records] == ["succeeded"] * 50, [r for r in records if r["state"] != "succeeded"]
+        assert [r["state"] for r in records] == ["succeeded"] * BURST, [r for r in records if r["state"] != "succeeded"]
         for upload_id, record in zip(ids, records):
             runs = runs_of(upload_id)
             # Exactly one run from the sensor per upload. (A run retry, which a run whose launch was
