@@ -28,6 +28,11 @@ Failure cases:
 A message that is not valid JSON or lacks fields is copied to the dead-letter exchange with the
 reason in its ``x-aimq-error`` header; the original is acknowledged only after the broker
 confirmed the copy. It never blocks the queue: the next messages are taken in the same tick.
+
+Each tick also removes abandoned incoming bodies (``incoming/<id>.part`` untouched for
+``upload_abandoned_after_s``): what an API killed mid-upload leaves behind. None of them was
+answered with 202; one whose message was queued meanwhile would have been moved into place by
+its run (``UploadStorage.claim_input``), so a run that finds neither ends as withdrawn.
 """
 
 import logging
@@ -59,11 +64,13 @@ class TickOutcome:
     run_requests: list[dg.RunRequest] = field(default_factory=list)
     acknowledged: list[str] = field(default_factory=list)
     dead_lettered: list[str] = field(default_factory=list)
+    swept: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         return (
             f"{len(self.run_requests)} run(s) requested, {len(self.acknowledged)} message(s) acknowledged "
-            f"(their runs exist), {len(self.dead_lettered)} invalid message(s) dead-lettered"
+            f"(their runs exist), {len(self.dead_lettered)} invalid message(s) dead-lettered, "
+            f"{len(self.swept)} abandoned incoming upload(s) removed"
         )
 
 
@@ -81,6 +88,10 @@ def poll_uploads(instance: dg.DagsterInstance, uploads: UploadsResource, sensor_
     status = uploads.status_store()
     deadline = time.monotonic() + settings.sensor_tick_budget_s
     outcome = TickOutcome()
+    try:  # before the broker: a broker outage must not keep abandoned bodies around
+        outcome.swept = uploads.storage().sweep_incoming(settings.upload_abandoned_after_s)
+    except OSError as exc:
+        log.warning("could not sweep abandoned incoming uploads: %s", exc)
     requested: set[str] = set()
     connection = uploads.connect()
     try:

@@ -13,6 +13,11 @@ Failures are sorted by what a retry can fix:
 
 A failed upload is rerun by re-executing its run in the Dagster UI: the run config holds the
 upload's message, and the rerun takes the upload back to ``running``.
+
+The run first claims the upload's input: a body the API left in ``incoming/`` (killed between the
+broker's confirm and the move) is moved into place. No body and no status record means the upload
+was never acknowledged (the API answered 503, or died first): the run ends without scoring and
+without creating a record, since no client holds that id.
 """
 
 import dagster as dg
@@ -67,6 +72,13 @@ def score_file_op(
     storage = uploads.storage()
     status = uploads.status_store()
     upload_id = message.upload_id
+    source = storage.claim_input(upload_id, message.format)
+    if source is None and status.get(upload_id) is None:
+        # No file and no record: the API removed the body after answering 503 (a confirm it
+        # gave up on reached the broker anyway), or died before accepting it. No client holds
+        # this id, so there is nothing to score and nothing to report.
+        context.log.info(f"upload {upload_id} was withdrawn before it was accepted: nothing to score")
+        return dg.Output(None, metadata={"upload_id": upload_id, "withdrawn": True})
     status.start(message, context.run_id)
     context.log.info(f"scoring upload {upload_id} ({message.original_name!r}, {message.size:,} bytes, {message.format})")
 
@@ -78,8 +90,7 @@ def score_file_op(
             context.log.warning(f"could not record progress: {exc}")
 
     try:
-        source = storage.input_path(upload_id, message.format)
-        if not source.is_file():
+        if source is None or not source.is_file():
             raise BadInput("the uploaded file is no longer stored (it was removed, or its upload was refused)")
         if sha256_file(source) != message.sha256:
             raise BadInput("the stored file does not match the checksum taken at upload; upload it again")

@@ -1,4 +1,4 @@
-"""The upload flow of the API: receive -> store -> publish (confirmed) -> register, or roll back."""
+"""The upload flow of the API: receive -> publish (confirmed) -> move into place -> register, or roll back."""
 
 from __future__ import annotations
 
@@ -59,18 +59,16 @@ class UploadServices:
     async def accept(self, chunks: AsyncIterator[bytes], content_type: str | None) -> UploadMessage:
         """Store the upload and queue it; returns its message once the broker confirmed it.
 
-        Order matters: the message is published only after the file is complete and in place,
-        and the status record is written only after the broker confirmed the message. If the
-        broker does not confirm, the file is deleted and nothing refers to the upload: no
-        half-registered upload. If Redis fails after the confirm, the run creates the record.
+        Order matters. The body stays in ``incoming/`` until the broker confirmed its message;
+        only then is it moved into place and the status record written, and then 202 returned.
+        So a stored input always has its message, and a process killed at any step leaves at most
+        an incoming body: complete and queued (the scoring run moves it into place itself), or
+        never queued (the sensor removes it after ``upload_abandoned_after_s``). If the broker
+        does not confirm, the body is deleted and nothing refers to the upload (503). If Redis
+        fails after the confirm, the upload is still queued and the run creates its record.
         """
         upload_id = new_upload_id()
         received = await receive(chunks, content_type, self.storage.incoming_path(upload_id), self.max_bytes)
-        try:
-            await run_in_threadpool(self.storage.commit_incoming, upload_id, received.format)
-        except OSError:
-            await run_in_threadpool(self.storage.delete, upload_id)
-            raise
         message = UploadMessage(
             upload_id=upload_id,
             stored_path=self.storage.relative_input(upload_id, received.format),
@@ -89,6 +87,12 @@ class UploadServices:
             reason = str(exc) or "the message broker did not confirm in time"
             log.warning("upload %s not queued, file removed: %s", upload_id, reason)
             raise UploadNotQueued(reason) from exc
+        try:
+            await run_in_threadpool(self.storage.commit_incoming, upload_id, received.format)
+        except OSError:
+            # Its message is out: without the file its run ends as a withdrawn upload.
+            await run_in_threadpool(self.storage.delete, upload_id)
+            raise
         try:
             await run_in_threadpool(self.status.register, message)
         except StatusUnavailable as exc:

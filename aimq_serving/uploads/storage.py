@@ -2,7 +2,8 @@
 
 Layout under the root (``AIMQ_UPLOAD_DIR``, default ``data_dir/uploads``)::
 
-    incoming/<id>.part              while the API receives the body
+    incoming/<id>.part              while the API receives the body and until the broker confirmed
+                                    its message (then moved into place)
     <id[:2]>/<id>/input.<xlsx|csv>  the upload, as received (never changed afterwards)
     <id[:2]>/<id>/result.<xlsx|csv> the scored file (written to a temporary name, then renamed)
     <id[:2]>/<id>/rejected.csv      rejected rows with their reasons
@@ -18,6 +19,7 @@ import hashlib
 import os
 import re
 import shutil
+import time
 import uuid
 from pathlib import Path
 from typing import Literal
@@ -77,11 +79,57 @@ class UploadStorage:
         return path / f"{upload_id}.part"
 
     def commit_incoming(self, upload_id: str, fmt: Format) -> Path:
-        """Move a completely received body into place (atomic: same file system)."""
+        """Move a completely received body into place (atomic: same file system).
+
+        The API does this once the broker confirmed the upload's message; a scoring run that
+        starts first does it too (``claim_input``), so whichever comes second finds it done.
+        """
         target = self.input_path(upload_id, fmt)
         target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(self.incoming_path(upload_id), target)
+        try:
+            os.replace(self.incoming_path(upload_id), target)
+        except FileNotFoundError:
+            if not target.is_file():
+                raise
         return target
+
+    def claim_input(self, upload_id: str, fmt: Format) -> Path | None:
+        """The stored input of a queued upload, or None if it is gone (the upload was withdrawn).
+
+        A message exists only for a completely received body, so a body still in ``incoming/``
+        is complete: its API was killed (or is slow) between the broker's confirm and the move.
+        """
+        target = self.input_path(upload_id, fmt)
+        if not target.is_file() and self.incoming_path(upload_id).is_file():
+            try:
+                self.commit_incoming(upload_id, fmt)
+            except FileNotFoundError:  # removed meanwhile (the API answered 503)
+                pass
+        return target if target.is_file() else None
+
+    def sweep_incoming(self, older_than_s: float) -> list[str]:
+        """Remove incoming bodies not written to for ``older_than_s`` seconds; their ids.
+
+        Such a body belongs to a request that never got its 202 (the API died, or the client
+        stopped sending): no one will move it into place, and no client knows its id.
+        """
+        folder = self.root / "incoming"
+        removed: list[str] = []
+        cutoff = time.time() - older_than_s
+        try:
+            entries = list(os.scandir(folder))
+        except FileNotFoundError:
+            return removed
+        for entry in entries:
+            if not entry.name.endswith(".part"):
+                continue
+            try:
+                if entry.stat().st_mtime < cutoff:
+                    os.unlink(entry.path)
+                    removed.append(entry.name.removesuffix(".part"))
+            except FileNotFoundError:  # moved into place or removed meanwhile
+                continue
+        return removed
 
     def delete(self, upload_id: str) -> None:
         self.incoming_path(upload_id).unlink(missing_ok=True)

@@ -4,6 +4,7 @@ RabbitMQ, Redis and a Dagster instance (each test with queue names of its own)."
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -26,7 +27,7 @@ from aimq_serving.settings import AimqSettings
 from aimq_serving.uploads.broker import ERROR_HEADER, Topology, UploadPublisher, connect
 from aimq_serving.uploads.messages import UploadMessage
 from aimq_serving.uploads.status import UploadStatusStore
-from aimq_serving.uploads.storage import new_upload_id
+from aimq_serving.uploads.storage import UploadStorage, new_upload_id
 
 
 def message() -> UploadMessage:
@@ -178,6 +179,19 @@ def test_batch_bound_and_duplicates(broker: Broker, uploads_settings: AimqSettin
 def test_empty_queue_skips_with_a_reason(broker: Broker, uploads_settings: AimqSettings, instance) -> None:
     outcome = tick(instance, resource(uploads_settings))
     assert outcome.run_requests == [] and "0 run(s) requested" in outcome.skip_reason.skip_message
+
+
+def test_a_tick_removes_abandoned_incoming_bodies(broker: Broker, uploads_settings: AimqSettings, instance) -> None:
+    storage = UploadStorage(uploads_settings.resolved_upload_dir)
+    idle, live = new_upload_id(), new_upload_id()
+    for upload_id in (idle, live):
+        storage.incoming_path(upload_id).write_bytes(b"model_group,model\n")
+    long_ago = time.time() - uploads_settings.upload_abandoned_after_s - 60
+    os.utime(storage.incoming_path(idle), (long_ago, long_ago))
+    outcome = tick(instance, resource(uploads_settings))
+    assert not storage.incoming_path(idle).exists()
+    assert storage.incoming_path(live).exists()  # still being received, or waiting for its confirm
+    assert "1 abandoned incoming upload(s) removed" in outcome.skip_reason.skip_message
 
 
 @pytest.mark.parametrize("will_retry", [False, True])

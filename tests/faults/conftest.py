@@ -1,0 +1,106 @@
+"""Fault tests: the platform (dagster-daemon launching real run processes, the API under uvicorn) on a
+private Redis and a private RabbitMQ node that the tests kill and restart.
+
+One platform serves every test of this folder (a daemon start costs ~10 s on 2 cores); each test
+checks only its own uploads. Its Dagster instance is its own too: the e2e platform's daemon may
+still be running on the session's instance.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import redis
+from pydantic import SecretStr
+
+from aimq_serving.model_store import ModelStore
+from aimq_serving.settings import AimqSettings
+from tests.conftest import REPO, unique_topology_settings
+from tests.faults.servers import RabbitServer, RedisServer
+from tests.platform import Platform, make_platform
+
+# Incoming bodies idle this long are swept (test d); longer than any pause a live request makes here.
+ABANDONED_AFTER_S = 8
+
+
+@pytest.fixture(scope="session")
+def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("private-redis"))
+    server.start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture(scope="session")
+def private_rabbit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitServer]:
+    server = RabbitServer(tmp_path_factory.mktemp("private-rabbitmq"))
+    server.start()
+    yield server
+    server.kill()
+
+
+def copy_models(source: redis.Redis, target: redis.Redis, prefix: str) -> list[str]:
+    """The trained model store's keys, copied byte for byte (DUMP/RESTORE): no second training."""
+    keys = sorted(k.decode() for k in source.scan_iter(match=f"{prefix}:models:*", count=500))
+    assert keys, "the trained store has no keys"
+    for key in keys:
+        target.restore(key, 0, source.dump(key), replace=True)
+    return keys
+
+
+@dataclass
+class FaultPlatform:
+    platform: Platform
+    settings: AimqSettings
+    instance: dg.DagsterInstance
+    redis: RedisServer
+    rabbit: RabbitServer
+
+    @property
+    def api_url(self) -> str:
+        return self.platform.api_url
+
+    @property
+    def upload_dir(self) -> Path:
+        return self.settings.resolved_upload_dir
+
+
+@pytest.fixture(scope="session")
+def fault_platform(
+    trained_store: ModelStore,
+    settings: AimqSettings,
+    redis_client: redis.Redis,
+    run_id: str,
+    session_dir: Path,
+    private_redis: RedisServer,
+    private_rabbit: RabbitServer,
+    upload_records: None,
+) -> Iterator[FaultPlatform]:
+    with private_redis.client() as target:
+        copy_models(redis_client, target, settings.redis_prefix)
+    own = unique_topology_settings(settings, run_id, session_dir / "fault-uploads").model_copy(update={
+        "redis_url": private_redis.url,
+        "rabbitmq_url": SecretStr(private_rabbit.url),
+        "sensor_interval_s": 1,
+        # Progress after every 1,000 rows: a run is caught mid-file.
+        "scoring_chunk_rows": 1000,
+        "broker_confirm_timeout_s": 2.0,
+        "redis_timeout_s": 1.0,
+        "upload_abandoned_after_s": ABANDONED_AFTER_S,
+    })
+    home = session_dir / "fault-dagster-home"
+    home.mkdir(exist_ok=True)
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")  # run retries and monitoring as shipped
+    running = make_platform(own, {"DAGSTER_HOME": str(home)}, session_dir / "fault-logs")
+    try:
+        running.start_daemon()
+        running.start_api()
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            yield FaultPlatform(running, own, instance, private_redis, private_rabbit)
+    finally:
+        running.stop()
