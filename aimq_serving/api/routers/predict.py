@@ -8,7 +8,9 @@ from typing import Any, Union
 from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
+from starlette.requests import ClientDisconnect
 
+from aimq_serving import schema
 from aimq_serving.api import deps, payloads
 from aimq_serving.api.inference import Route
 from aimq_serving.api.payloads import ErrorBody, Prediction
@@ -27,6 +29,30 @@ _DESCRIPTION = (
 )
 
 
+# The one-record answer, formatted directly (json.dumps of a dict costs several times more); a
+# price is a finite float, whose repr is valid JSON, and a group one of the known ones.
+_ONE = b'{"predicted_price": %r, "model_group": %s, "model_version": %d}'
+_GROUP_JSON = {g: json.dumps(g).encode() for g in schema.MODEL_GROUPS}
+
+
+async def _body(request: Request) -> bytes:
+    """The body, read straight from the ASGI channel rather than through ``Request.body()``'s
+    stream generator."""
+    message = await request.receive()
+    if message["type"] == "http.disconnect":
+        raise ClientDisconnect()
+    body = message.get("body", b"")
+    if not message.get("more_body", False):
+        return body
+    chunks = [body]
+    while message.get("more_body", False):
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunks.append(message.get("body", b""))
+    return b"".join(chunks)
+
+
 def build_router(max_batch_size: int) -> APIRouter:
     router = APIRouter(tags=["predict"])
     common: dict[str, Any] = {
@@ -40,7 +66,7 @@ def build_router(max_batch_size: int) -> APIRouter:
         # The body is parsed here rather than by a FastAPI body parameter: that path costs more
         # than the prediction itself (~25-30 us per request, measured). Same pydantic types, same 422s.
         try:
-            parsed = payloads.predict_body.validate_json(await request.body())
+            parsed = payloads.predict_body.validate_json(await _body(request))
         except ValidationError as exc:
             raise RequestValidationError(exc.errors(include_url=False)) from None
         batch = isinstance(parsed, list)
@@ -52,8 +78,11 @@ def build_router(max_batch_size: int) -> APIRouter:
             }])
         predictor = await deps.predictor(request)
         results = await predictor.predict(records, route, batch)
+        if not batch:
+            price, group, version = results[0]
+            return Response(_ONE % (price, _GROUP_JSON[group], version), media_type="application/json")
         rows = [{"predicted_price": p, "model_group": g, "model_version": v} for p, g, v in results]
-        return Response(json.dumps(rows if batch else rows[0]).encode(), media_type="application/json")
+        return Response(json.dumps(rows).encode(), media_type="application/json")
 
     @router.post("/predict/onnx", summary="Predict with the ONNX model (ONNX Runtime, or RedisAI if configured)", **common)
     async def predict_onnx(request: Request) -> Response:
