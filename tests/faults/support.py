@@ -45,6 +45,24 @@ def csv_bytes(rows: int) -> bytes:
     return sample_frame(rows).to_csv(index=False).encode()
 
 
+def upload_and_catch_mid_file(fp: FaultPlatform, name: str, rows: int) -> tuple[str, UploadStatusStore, str]:
+    """Upload a CSV of ``rows`` rows; return (upload id, status store, run id) once its run has
+    written its first block and not its last: the moment to break something."""
+    response = httpx.post(f"{fp.api_url}/upload", files={"file": (name, csv_bytes(rows))}, timeout=60)
+    assert response.status_code == 202, response.text
+    upload_id = response.json()["upload_id"]
+    status = status_store(fp)
+
+    def mid_file() -> bool:
+        record = status.get(upload_id)
+        return record is not None and record.state == "running" and 0 < record.rows_done < rows
+
+    wait_until(mid_file, "the run to be in the middle of the file", timeout_s=180, fp=fp, interval_s=0.02)
+    record = status.get(upload_id)
+    assert record is not None and record.run_id is not None
+    return upload_id, status, record.run_id
+
+
 def status_store(fp: FaultPlatform) -> UploadStatusStore:
     return UploadStatusStore.from_settings(fp.settings)
 

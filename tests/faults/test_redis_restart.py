@@ -13,7 +13,7 @@ import pytest
 from aimq_serving.api.payloads import SAMPLE_ROWS
 from aimq_serving.api.ratelimit import max_unspent
 from tests.faults.conftest import FaultPlatform
-from tests.faults.support import assert_scored_once, csv_bytes, status_store, wait_until
+from tests.faults.support import assert_scored_once, upload_and_catch_mid_file, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -44,18 +44,7 @@ def test_redis_restart_while_serving_and_scoring(fault_platform: FaultPlatform) 
     models = _model_store(fp)
     assert models
 
-    response = http.post("/upload", files={"file": ("redis.csv", csv_bytes(ROWS))}, timeout=60)
-    assert response.status_code == 202, response.text
-    upload_id = response.json()["upload_id"]
-    status = status_store(fp)
-
-    def mid_file() -> bool:
-        record = status.get(upload_id)
-        return record is not None and record.state == "running" and 0 < record.rows_done < ROWS
-    wait_until(mid_file, "the run to be in the middle of the file", timeout_s=180, fp=fp, interval_s=0.02)
-    record = status.get(upload_id)
-    assert record is not None and record.run_id is not None
-    run_id = record.run_id
+    upload_id, _, run_id = upload_and_catch_mid_file(fp, "redis.csv", ROWS)
 
     fp.redis.kill(signal.SIGKILL)
     try:

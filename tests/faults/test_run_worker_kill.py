@@ -12,7 +12,7 @@ import pytest
 
 from tests.faults.conftest import FaultPlatform
 from tests.faults.support import (
-    PARENT_RUN_TAG, assert_scored_once, csv_bytes, process_group, run_pid, runs_of, status_store, wait_until,
+    PARENT_RUN_TAG, assert_scored_once, process_group, run_pid, runs_of, upload_and_catch_mid_file,
 )
 
 pytestmark = pytest.mark.slow
@@ -23,19 +23,8 @@ ROWS = 150_000
 
 def test_run_worker_killed_mid_file_is_retried_and_scores_once(fault_platform: FaultPlatform) -> None:
     fp = fault_platform
-    response = httpx.post(f"{fp.api_url}/upload", files={"file": ("big.csv", csv_bytes(ROWS))}, timeout=60)
-    assert response.status_code == 202, response.text
-    upload_id = response.json()["upload_id"]
-    status = status_store(fp)
-
-    # Caught after its first block is written, long before its last.
-    def mid_file() -> bool:
-        record = status.get(upload_id)
-        return record is not None and record.state == "running" and 0 < record.rows_done < ROWS
-    wait_until(mid_file, "the run to be in the middle of the file", timeout_s=180, fp=fp, interval_s=0.02)
-    first = status.get(upload_id)
-    assert first is not None and first.run_id is not None
-    pid = run_pid(fp, first.run_id)
+    upload_id, _, first_run_id = upload_and_catch_mid_file(fp, "big.csv", ROWS)
+    pid = run_pid(fp, first_run_id)
     assert pid is not None, "no 'Started process for run' event"
     # The run worker is one of the platform's processes, not anything else on the machine.
     assert process_group(pid) == fp.platform.services["dagster-daemon"].proc.pid
@@ -50,7 +39,7 @@ def test_run_worker_killed_mid_file_is_retried_and_scores_once(fault_platform: F
 
     record = assert_scored_once(fp, upload_id, ROWS)
     runs = {r.run_id: r for r in runs_of(fp, upload_id)}
-    killed, retry = runs[first.run_id], runs[record["run_id"]]
+    killed, retry = runs[first_run_id], runs[record["run_id"]]
     assert killed.status == dg.DagsterRunStatus.FAILURE
     assert retry.tags[PARENT_RUN_TAG] == killed.run_id  # a run retry, not a second request
     assert record["rows_rejected"] == 0 and record["error"] is None
