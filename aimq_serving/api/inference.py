@@ -5,9 +5,9 @@ work pushes the model's trees out of the CPU cache), about what a hop to the thr
 Everything that can block (a model not loaded yet, Redis for RedisAI, sklearn's ~5 ms per row, the
 per-request pickle load) runs in the thread pool.
 
-Batching the rows of concurrent requests into one call was tried and measured slower here: ONNX
-Runtime's per-row cost under load barely drops in a batch, while parking and resuming every request
-costs ~90 us (wrk, 64 connections: 52% of the no-op's throughput batched, 60% without).
+Batching the rows of concurrent requests into one call was tried twice and measured slower here
+(docs/api.md, benchmark section): at 64 connections one event-loop iteration holds only a few
+requests, spread over the groups' models, and each batched request pays a suspension.
 """
 
 from __future__ import annotations
