@@ -254,45 +254,52 @@ def _split_sheet(
         part: _Part | None = None
         count = 0
         last_row: int | None = None  # sheet row number of the previous part's last row
-        while True:
-            block = reader.read()
-            buf += block
-            last = buf.rfind(row_end)
-            if last >= 0:
-                last += len(row_end)
-                complete = bytes(buf[:last])
-                del buf[:last]  # O(1) for a bytearray: it moves its start, not its bytes
-                if not header_row:
-                    header_row, complete = _take_header_row(complete)
-                if header_row and complete:
-                    if part is None:
-                        part = _Part(tmp / f"part-{count}.xlsx", layout, metadata, header, footer)
-                        part.write(_place_header(header_row, last_row))
-                    part.write(_booleans_as_text(complete))
-                    part.rows += complete.count(row_end)
-                    last_row = _last_row_number(complete, prefix) or last_row
-            # What follows the rows (merged ranges, page setup...) is never needed: stop reading
-            # there rather than inflate whatever a file puts after its data.
-            finished = not block or data_end in buf
-            if not finished and len(buf) > xlsx_guard.MAX_ROW_BYTES:
-                after = f"sheet row {last_row}" if last_row else "the header"
-                raise XlsxFormatError(
-                    f"the row after {after} is larger than {xlsx_guard.MAX_ROW_BYTES >> 20} MiB of XML "
-                    "(far more than a spreadsheet row holds)"
-                )
-            if part is not None and (part.rows >= rows_per_part or finished):
-                yield part.finish()
-                part, count = None, count + 1
-            if finished:
-                if data_end not in buf:
-                    # What follows the last complete row must close the sheet data: anything else
-                    # is a cut-off or damaged sheet, never silently shortened.
-                    raise XlsxFormatError("the first worksheet is damaged: its XML ends in the middle of the data")
-                if header_row and count == 0:
-                    empty = _Part(tmp / "part-0.xlsx", layout, metadata, header, footer)
-                    empty.write(header_row)
-                    yield empty.finish()
-                return
+        try:
+            while True:
+                block = reader.read()
+                buf += block
+                last = buf.rfind(row_end)
+                if last >= 0:
+                    last += len(row_end)
+                    complete = bytes(buf[:last])
+                    del buf[:last]  # O(1) for a bytearray: it moves its start, not its bytes
+                    if not header_row:
+                        header_row, complete = _take_header_row(complete)
+                    if header_row and complete:
+                        if part is None:
+                            part = _Part(tmp / f"part-{count}.xlsx", layout, metadata, header, footer)
+                            part.write(_place_header(header_row, last_row))
+                        part.write(_booleans_as_text(complete))
+                        part.rows += complete.count(row_end)
+                        last_row = _last_row_number(complete, prefix) or last_row
+                # What follows the rows (merged ranges, page setup...) is never needed: stop reading
+                # there rather than inflate whatever a file puts after its data.
+                finished = not block or data_end in buf
+                if not finished and len(buf) > xlsx_guard.MAX_ROW_BYTES:
+                    after = f"sheet row {last_row}" if last_row else "the header"
+                    raise XlsxFormatError(
+                        f"the row after {after} is larger than {xlsx_guard.MAX_ROW_BYTES >> 20} MiB of XML "
+                        "(far more than a spreadsheet row holds)"
+                    )
+                if part is not None and (part.rows >= rows_per_part or finished):
+                    yield part.finish()
+                    part, count = None, count + 1
+                if finished:
+                    if data_end not in buf:
+                        # What follows the last complete row must close the sheet data: anything else
+                        # is a cut-off or damaged sheet, never silently shortened.
+                        raise XlsxFormatError("the first worksheet is damaged: its XML ends in the middle of the data")
+                    if header_row and count == 0:
+                        empty = _Part(tmp / "part-0.xlsx", layout, metadata, header, footer)
+                        empty.write(header_row)
+                        yield empty.finish()
+                    return
+        except BaseException:
+            # A refused or damaged sheet, or a consumer that stopped early: close the open part's
+            # zip too, instead of leaving a half-written archive to the garbage collector.
+            if part is not None:
+                part.abort()
+            raise
 
 
 class _Part:
@@ -319,6 +326,13 @@ class _Part:
         self._sheet.close()
         self._zip.close()
         return self.path
+
+    def abort(self) -> None:
+        """Close without completing; the temporary folder that holds the file is removed anyway."""
+        try:
+            self._sheet.close()
+        finally:
+            self._zip.close()
 
 
 def _take_header_row(chunk: bytes) -> tuple[bytes, bytes]:
