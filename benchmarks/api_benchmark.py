@@ -119,7 +119,8 @@ def wrk_script(path: str, bodies: list[bytes], directory: str) -> str:
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
-def _ms(text: str) -> float:
+def wrk_ms(text: str) -> float:
+    """A latency as wrk prints it (``812.00us``, ``1.20ms``, ``1.05s``), in ms."""
     value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
     return float(value) * _UNITS[unit]
 
@@ -136,8 +137,8 @@ def run_wrk(url: str, script: str, connections: int, duration_s: int) -> dict[st
         raise SystemExit(f"unexpected wrk output:\n{out}")
     return {
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
-        "p50_ms": _ms(percentiles["50"]),
-        "p99_ms": _ms(percentiles["99"]),
+        "p50_ms": wrk_ms(percentiles["50"]),
+        "p99_ms": wrk_ms(percentiles["99"]),
     }
 
 

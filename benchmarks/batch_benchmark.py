@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import shutil
 import signal
 import socket
 import subprocess
@@ -34,6 +33,7 @@ from typing import Any
 import httpx
 
 from benchmarks import report
+from benchmarks.stack import remove_throwaway, throwaway_env
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -223,29 +223,13 @@ def main() -> None:
 
     tag = f"aimqbench-{uuid.uuid4().hex[:8]}"
     work = Path(tempfile.mkdtemp(prefix="aimq-batch-bench-"))
-    home = work / "dagster_home"
-    home.mkdir()
-    shutil.copyfile(REPO / "dagster.yaml", home / "dagster.yaml")
-    env_vars = {
-        "DAGSTER_HOME": str(home),
-        "AIMQ_REDIS_PREFIX": tag,
-        "AIMQ_DATA_DIR": str(work / "data"),
-        "AIMQ_SIGNING_KEY": f"bench-{tag}",
-        "AIMQ_UPLOADS_EXCHANGE": tag,
-        "AIMQ_UPLOADS_QUEUE": tag,
-        "AIMQ_UPLOADS_DEAD_LETTER_EXCHANGE": f"{tag}.dlx",
-        "AIMQ_UPLOADS_DEAD_LETTER_QUEUE": f"{tag}.dlq",
-        "AIMQ_RATE_LIMIT_ENABLED": "false",
-    }
-    os.environ.update(env_vars)
+    os.environ.update({**throwaway_env(tag, work), "AIMQ_RATE_LIMIT_ENABLED": "false"})
 
     import dagster as dg
 
     from aimq_pipelines.definitions import defs
     from aimq_pipelines.resources import ModelStoreResource, TrainingDataSource
     from aimq_serving.settings import AimqSettings
-    from aimq_serving.uploads.broker import Topology, connect
-    from aimq_serving.uploads.status import UploadStatusStore
 
     settings = AimqSettings()
     print(f"training models ({args.train_rows} rows per group) ...", flush=True)
@@ -275,14 +259,7 @@ def main() -> None:
             one_k = per_row_http(platform.api, files[min(args.sizes)])
         comparisons = compare_readers_and_writers(files[100_000] if 100_000 in files else files[min(args.sizes)], work)
     finally:
-        UploadStatusStore.from_settings(settings).clear()
-        from aimq_serving.model_store import ModelStore
-
-        ModelStore.from_settings(settings).clear()
-        connection = connect(settings.rabbitmq_url.get_secret_value())
-        Topology.from_settings(settings).delete(connection.channel())
-        connection.close()
-        shutil.rmtree(work, ignore_errors=True)
+        remove_throwaway(settings, work)
 
     biggest = results[-1]
     per_row_total = one_k / 1000 * int(biggest[0].replace(",", ""))

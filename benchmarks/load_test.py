@@ -37,9 +37,9 @@ from typing import Any
 import httpx
 
 from benchmarks import report
+from benchmarks.api_benchmark import sample_bodies, train, wrk_ms
+from benchmarks.stack import remove_throwaway, throwaway_env
 
-REPO = Path(__file__).resolve().parents[1]
-_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 _WRK_SCRIPT = """
 local bodies = {%(bodies)s}
 local i = 0
@@ -108,15 +108,10 @@ def predict_load(api_url: str, bodies: list[bytes], api_key: str, *, duration_s:
         statuses={int(s): int(n) for s, n in re.findall(r"^STATUS (\d+) (\d+)$", out, re.M)},
         socket_errors=dict(zip(("connect", "read", "write", "timeout"), map(int, errors.groups()))) if errors else {},
         rps=float(rps.group(1)),
-        p50_ms=_ms(latency["50"]),
-        p90_ms=_ms(latency["90"]),
-        p99_ms=_ms(latency["99"]),
+        p50_ms=wrk_ms(latency["50"]),
+        p90_ms=wrk_ms(latency["90"]),
+        p99_ms=wrk_ms(latency["99"]),
     )
-
-
-def _ms(text: str) -> float:
-    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
-    return float(value) * _UNITS[unit]
 
 
 @dataclass
@@ -234,32 +229,25 @@ def main() -> None:
     if shutil.which("wrk") is None:
         raise SystemExit("needs wrk: apt-get install -y wrk")
 
-    from benchmarks.api_benchmark import sample_bodies, train
     from tests.platform import BIN, make_platform
     from tests.serving.support import uvicorn_server
 
     tag = f"aimqload-{uuid.uuid4().hex[:8]}"
     work = Path(tempfile.mkdtemp(prefix="aimq-load-"))
-    home = work / "dagster_home"
-    home.mkdir()
-    shutil.copyfile(REPO / "dagster.yaml", home / "dagster.yaml")
     load_key, upload_key = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     env = {
-        "DAGSTER_HOME": str(home), "AIMQ_REDIS_PREFIX": tag, "AIMQ_DATA_DIR": str(work / "data"),
-        "AIMQ_SIGNING_KEY": f"load-{tag}", "AIMQ_UPLOADS_EXCHANGE": tag, "AIMQ_UPLOADS_QUEUE": tag,
-        "AIMQ_UPLOADS_DEAD_LETTER_EXCHANGE": f"{tag}.dlx", "AIMQ_UPLOADS_DEAD_LETTER_QUEUE": f"{tag}.dlq",
+        **throwaway_env(tag, work),
         "AIMQ_SENSOR_INTERVAL_S": "1", "AIMQ_API_KEYS": f"load:{load_key},uploads:{upload_key}",
         "AIMQ_RATE_LIMIT_REQUESTS": str(args.rate_limit), "AIMQ_RATE_LIMIT_WINDOW_S": str(args.rate_window),
     }
     os.environ.update(env)
     from aimq_serving.settings import AimqSettings
-    from aimq_serving.uploads.broker import Topology, connect
 
     settings = AimqSettings()
     print(f"training models ({args.train_rows:,} rows per group) ...", flush=True)
     train(settings.redis_url, tag, args.train_rows, str(work / "train"))
     files = upload_files(args.uploads, args.rows)
-    platform = make_platform(settings, {"DAGSTER_HOME": str(home)}, work / "logs")
+    platform = make_platform(settings, {"DAGSTER_HOME": env["DAGSTER_HOME"]}, work / "logs")
     load_before = os.getloadavg()
     try:
         platform.start("dagster-daemon", [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"])
@@ -270,17 +258,7 @@ def main() -> None:
                                      duration_s=args.duration, connections=args.connections, work_dir=work)
     finally:
         platform.stop()
-        import redis
-
-        client = redis.Redis.from_url(settings.redis_url)
-        for key in client.scan_iter(match=f"{tag}:*", count=1000):
-            client.delete(key)
-        connection = connect(settings.rabbitmq_url.get_secret_value())
-        try:
-            Topology.from_settings(settings).delete(connection.channel())
-        finally:
-            connection.close()
-        shutil.rmtree(work, ignore_errors=True)
+        remove_throwaway(settings, work)
 
     summary = summarize(load, uploads)
     p, u = summary["predict"], summary["uploads"]

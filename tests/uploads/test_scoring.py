@@ -11,13 +11,13 @@ import fastexcel
 import openpyxl
 import pandas as pd
 import pytest
-import xlsxwriter
 
 from aimq_serving import schema
 from aimq_serving.model_store import ModelStore
 from aimq_serving.predictor import ModelCache
 from aimq_serving.uploads.scoring import BadInput, PinnedModels, ScoreResult, score_file
 from tests.conftest import SAMPLES
+from tests.uploads.corpus import xlsx_via_xlsxwriter
 
 Prices = Callable[[list[dict[str, Any]]], list[float]]
 
@@ -33,14 +33,7 @@ def sample_rows() -> list[dict[str, Any]]:
 
 def write_xlsx(path: Path, header: list[str], rows: list[list[Any]]) -> None:
     """Written with xlsxwriter, independent of the writer under test."""
-    book = xlsxwriter.Workbook(str(path))
-    sheet = book.add_worksheet()
-    sheet.write_row(0, 0, header)
-    for r, row in enumerate(rows, start=1):
-        for c, value in enumerate(row):
-            if value is not None:
-                sheet.write(r, c, value)
-    book.close()
+    path.write_bytes(xlsx_via_xlsxwriter(header, rows))
 
 
 def score(tmp_path: Path, source: Path, pinned: PinnedModels, **kwargs: Any) -> tuple[ScoreResult, Path, Path]:

@@ -1,0 +1,47 @@
+"""A throw-away platform for the benchmarks that run real processes: its own Redis prefix, queue
+names, signing key, data folder and DAGSTER_HOME, all removed afterwards."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def throwaway_env(tag: str, work: Path) -> dict[str, str]:
+    """AIMQ_* and DAGSTER_HOME for a platform living under the key prefix and queue names ``tag``
+    and the folder ``work`` (which gets a DAGSTER_HOME with the project's dagster.yaml)."""
+    home = work / "dagster_home"
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(REPO / "dagster.yaml", home / "dagster.yaml")
+    return {
+        "DAGSTER_HOME": str(home),
+        "AIMQ_REDIS_PREFIX": tag,
+        "AIMQ_DATA_DIR": str(work / "data"),
+        "AIMQ_SIGNING_KEY": f"bench-{tag}",
+        "AIMQ_UPLOADS_EXCHANGE": tag,
+        "AIMQ_UPLOADS_QUEUE": tag,
+        "AIMQ_UPLOADS_DEAD_LETTER_EXCHANGE": f"{tag}.dlx",
+        "AIMQ_UPLOADS_DEAD_LETTER_QUEUE": f"{tag}.dlq",
+    }
+
+
+def remove_throwaway(settings: Any, work: Path) -> None:
+    """Every Redis key under the prefix (models, upload records, rate limits), the queues and
+    exchanges, and the folder."""
+    from aimq_serving.uploads.broker import Topology, connect
+
+    client = settings.redis_client()
+    try:
+        for key in client.scan_iter(match=f"{settings.redis_prefix}:*", count=1000):
+            client.delete(key)
+    finally:
+        client.close()
+    connection = connect(settings.rabbitmq_url.get_secret_value())
+    try:
+        Topology.from_settings(settings).delete(connection.channel())
+    finally:
+        connection.close()
+    shutil.rmtree(work, ignore_errors=True)
