@@ -153,10 +153,15 @@ async def _finished(request: Request, upload_id: str) -> tuple[UploadServices, U
     return services, record
 
 
+_DOWNLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
+    404: {"model": Problem}, 409: {"model": Problem, "description": "not scored (yet)"},
+}
+
+
 @router.get(
     "/uploads/{upload_id}/result",
     response_class=FileResponse,
-    responses={404: {"model": Problem}, 409: {"model": Problem, "description": "not scored (yet)"}},
+    responses=_DOWNLOAD_RESPONSES,
     summary="Download the scored file (same format as the upload)",
 )
 async def get_result(request: Request, upload_id: UploadId) -> Any:
@@ -166,7 +171,7 @@ async def get_result(request: Request, upload_id: UploadId) -> Any:
 @router.get(
     "/uploads/{upload_id}/rejected",
     response_class=FileResponse,
-    responses={404: {"model": Problem}, 409: {"model": Problem, "description": "not scored (yet)"}},
+    responses=_DOWNLOAD_RESPONSES,
     summary="Download the rejected rows with their reasons (CSV)",
 )
 async def get_rejected(request: Request, upload_id: UploadId) -> Any:
