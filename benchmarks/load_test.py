@@ -121,6 +121,11 @@ class UploadOutcome:
     upload_id: str | None = None
     record: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0  # from the first byte sent to the final state
+    # Status polls that got no answer within POLL_TIMEOUT_S (the poll is then simply repeated).
+    stalled_polls: int = 0
+
+
+POLL_TIMEOUT_S = 10.0
 
 
 def upload_burst(api_url: str, files: list[tuple[str, bytes]], api_key: str, *, timeout_s: float = 600,
@@ -149,7 +154,11 @@ def upload_burst(api_url: str, files: list[tuple[str, bytes]], api_key: str, *, 
                 return outcome
             deadline = t0 + timeout_s
             while time.monotonic() < deadline:
-                response = client.get(f"/uploads/{outcome.upload_id}")
+                try:
+                    response = client.get(f"/uploads/{outcome.upload_id}", timeout=POLL_TIMEOUT_S)
+                except httpx.TimeoutException:
+                    outcome.stalled_polls += 1
+                    continue
                 if response.status_code == 200 and response.json()["state"] in ("succeeded", "failed"):
                     outcome.record = response.json()
                     break
@@ -191,6 +200,7 @@ def summarize(load: PredictLoad, uploads: list[UploadOutcome]) -> dict[str, Any]
             "retried": sum(len(u.answers) > 1 for u in uploads),
             "answers": sorted({s for u in uploads for s in u.answers}),
             "succeeded": sum(u.record.get("state") == "succeeded" for u in finished),
+            "stalled_polls": sum(u.stalled_polls for u in uploads),
             "rows_scored": sum(u.record.get("rows_total", 0) - u.record.get("rows_rejected", 0) for u in finished),
             "p50_upload_to_result_s": statistics.median(u.seconds for u in finished) if finished else None,
             "max_upload_to_result_s": max((u.seconds for u in finished), default=None),
@@ -205,12 +215,17 @@ def run_both(api_url: str, bodies: list[bytes], files: list[tuple[str, bytes]], 
 
     def burst() -> None:
         time.sleep(2)
-        outcome["uploads"] = upload_burst(api_url, files, upload_key)
+        try:
+            outcome["uploads"] = upload_burst(api_url, files, upload_key)
+        except BaseException as exc:  # raised again in the caller's thread
+            outcome["error"] = exc
 
     thread = threading.Thread(target=burst)
     thread.start()
     load = predict_load(api_url, bodies, load_key, duration_s=duration_s, connections=connections, work_dir=work_dir)
     thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
     return load, outcome["uploads"]
 
 
@@ -279,7 +294,8 @@ def main() -> None:
     notes = (
         f"uvicorn --workers {args.workers}; rate limit {args.rate_limit:,} requests per {args.rate_window:g} s per API "
         "key (the load and the uploads use different keys); upload rows: p50/p99 columns are the median and the "
-        "slowest upload-to-finished time in ms. Load average "
+        f"slowest upload-to-finished time in ms; status polls with no answer within {POLL_TIMEOUT_S:g} s: "
+        f"{u['stalled_polls']}. Load average "
         f"{load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after. "
         + ("No errors." if not failures else "FAILURES: " + "; ".join(failures))
     )
