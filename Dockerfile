@@ -16,7 +16,7 @@ WORKDIR /src
 COPY pyproject.toml constraints.txt ./
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt \
  && pip install --only-binary=:all: -c constraints.txt -r requirements.txt
-COPY README.md ./
+COPY README.md LICENSE ./
 COPY aimq_pipelines ./aimq_pipelines
 COPY aimq_serving ./aimq_serving
 RUN pip install -c constraints.txt .
