@@ -10,7 +10,8 @@ the uploads another, and the shared rate limit counts them apart (by default hig
 table measures predictions, not 429s; with a low --rate-limit the load gets the documented 429s while
 the uploads go through, which is what tests/e2e/test_load.py checks). Pass: every prediction answered 200 or 429 (no other status, no
 socket error, no timeout), every upload answered 202 (or 429/503 and went through on a retry after
-Retry-After) and was scored exactly once. Needs wrk (`apt-get install -y wrk`).
+Retry-After) and was scored exactly once, every status poll answered within 10 s, and the API stopped
+cleanly (a stuck worker does not). Needs wrk (`apt-get install -y wrk`).
 
 tests/e2e/test_load.py runs the same two loads against the test session's platform.
 """
@@ -121,7 +122,8 @@ class UploadOutcome:
     upload_id: str | None = None
     record: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0  # from the first byte sent to the final state
-    # Status polls that got no answer within POLL_TIMEOUT_S (the poll is then simply repeated).
+    # Status polls that got no answer within POLL_TIMEOUT_S (a failure; the poll is repeated on a new
+    # connection so the rest of the run is still measured).
     stalled_polls: int = 0
 
 
@@ -281,6 +283,8 @@ def main() -> None:
     failures += [f"{k} socket errors: {n}" for k, n in p["socket_errors"].items() if n]
     failures += [f"upload {x.name}: answers {x.answers}, state {x.record.get('state')}" for x in uploads
                  if x.record.get("state") != "succeeded"]
+    if u["stalled_polls"]:
+        failures.append(f"{u['stalled_polls']} status polls unanswered within {POLL_TIMEOUT_S:g} s")
     command = "python -m benchmarks.load_test " + " ".join(sys.argv[1:])
     rows = [
         [f"POST /predict/onnx, {p['connections']} connections, {p['duration_s']} s", p["requests"], p["ok"],

@@ -131,15 +131,21 @@ class RateLimiter:
             await asyncio.shield(self._leasing(client_key))
 
     def _leasing(self, client_key: str) -> asyncio.Future[None]:
-        """The client's lease in flight, started if there is none: at most one per client and worker."""
+        """The client's lease in flight, started if there is none: at most one per client and worker.
+
+        Never a finished lease: between a lease finishing and its done-callback running, requests
+        already scheduled in that loop iteration can spend all it granted, and awaiting a finished
+        future does not yield, so ``check`` would spin forever and the callback that ends the spin
+        would never run (a whole worker stuck at 100 % CPU; the load test found it)."""
         pending = self._pending.get(client_key)
-        if pending is None:
+        if pending is None or pending.done():
             pending = self._pending[client_key] = asyncio.ensure_future(self._lease(client_key))
             pending.add_done_callback(lambda future, key=client_key: self._lease_done(key, future))
         return pending
 
     def _lease_done(self, client_key: str, future: asyncio.Future[None]) -> None:
-        self._pending.pop(client_key, None)
+        if self._pending.get(client_key) is future:  # a newer lease may have replaced it
+            del self._pending[client_key]
         if not future.cancelled():
             future.exception()  # a background lease's failure is already recorded in _down_until
 

@@ -50,12 +50,20 @@ def free_port() -> int:
 
 
 @contextmanager
-def uvicorn_server(env: Mapping[str, str], workers: int = 2, ready_timeout_s: float = 90.0) -> Iterator[str]:
+def uvicorn_server(env: Mapping[str, str], workers: int = 2, ready_timeout_s: float = 90.0,
+                   log_path: Path | None = None) -> Iterator[str]:
     """A real server (``python -m aimq_serving.api --workers N``: uvicorn, and with several workers
     Prometheus' multiprocess directory) on a free port; yields its URL once /ready answers 200, stops
-    it and its workers afterwards."""
+    it and its workers afterwards. Its output goes to ``log_path`` when given (kept), else to a
+    temporary file shown only if it fails to start.
+
+    A server that does not stop within 15 s of SIGTERM is killed and the block fails (unless it is
+    already failing): a worker whose event loop is stuck answers no request and never shuts down,
+    and new connections, all accepted by the other workers, would not show it."""
     port = free_port()
-    with tempfile.TemporaryFile() as log:
+    if log_path is not None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+    with (open(log_path, "w+b") if log_path is not None else tempfile.TemporaryFile()) as log:
         full_env = {**os.environ, **env, "AIMQ_API_HOST": "127.0.0.1", "AIMQ_API_PORT": str(port)}
         full_env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         cmd = [sys.executable, "-m", "aimq_serving.api", "--workers", str(workers)]
@@ -64,8 +72,13 @@ def uvicorn_server(env: Mapping[str, str], workers: int = 2, ready_timeout_s: fl
         try:
             _wait_ready(proc, url, ready_timeout_s, log)
             yield url
-        finally:
+        except BaseException:
             _stop(proc)
+            raise
+        if not _stop(proc):
+            log.seek(0)
+            tail = log.read().decode(errors="replace")[-4000:]
+            raise RuntimeError(f"uvicorn at {url} did not stop within 15 s of SIGTERM and was killed:\n{tail}")
 
 
 def _wait_ready(proc: subprocess.Popen, url: str, timeout_s: float, log) -> None:  # type: ignore[no-untyped-def]
@@ -87,14 +100,22 @@ def _wait_ready(proc: subprocess.Popen, url: str, timeout_s: float, log) -> None
     raise RuntimeError(f"uvicorn at {url} not ready after {timeout_s} s ({last}):\n{log.read().decode(errors='replace')}")
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def _stop(proc: subprocess.Popen) -> bool:
+    """Stop the server and its workers; False if it had to be killed."""
+    graceful = True
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            graceful = False
+    # The parent may have left a worker behind; the whole process group goes.
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+    return graceful
 
 
 def distinct_records(sample_records: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
