@@ -55,6 +55,9 @@ class AimqSettings(BaseSettings):
     # separated by commas or newlines; the file form suits a mounted Kubernetes or compose secret.
     api_keys: SecretStr | None = None
     api_keys_file: Path | None = None
+    # How often each worker looks whether api_keys_file changed (a rotated secret then takes effect
+    # without a restart); 0 looks on every request.
+    api_keys_file_check_s: float = Field(default=5.0, ge=0)
     # Where /predict/onnx executes: in-process ONNX Runtime, or RedisAI (needs the server's ai module).
     predict_backend: Literal["onnxruntime", "redisai"] = "onnxruntime"
     # per_request reloads the signed pickle from Redis on every request: the original demo's slow

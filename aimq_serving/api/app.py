@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from aimq_serving.api import errors
-from aimq_serving.api.auth import ApiKeyMiddleware, ApiKeys, document_security
+from aimq_serving.api.auth import ApiKeyMiddleware, ApiKeyRing, ApiKeys, document_security
 from aimq_serving.api.metrics import ApiMetrics
 from aimq_serving.api.middleware import BodySizeLimitMiddleware, MetricsMiddleware, RateLimitMiddleware
 from aimq_serving.api.ratelimit import RateLimiter
@@ -74,6 +74,6 @@ def create_app(settings: AimqSettings | None = None) -> FastAPI:
         app.add_middleware(RateLimitMiddleware, limiter=limiter, key_header=settings.rate_limit_key_header)
     if api_keys is not None:
         # Outside the rate limit, which keys an authenticated request by the key's name.
-        app.add_middleware(ApiKeyMiddleware, keys=api_keys, limiter=limiter)
+        app.add_middleware(ApiKeyMiddleware, keys=ApiKeyRing(settings, api_keys), limiter=limiter)
     app.add_middleware(MetricsMiddleware, metrics=api_metrics)
     return app

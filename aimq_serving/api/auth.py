@@ -6,6 +6,10 @@ compose secret): entries ``name:key`` or a bare ``key``, separated by commas or 
 starts a comment line. The name (``key1``, ``key2``... by position when none is given) is what logs,
 429 answers and the rate limit see; the key itself is never logged or stored in Redis.
 
+The file is read again when it changes (looked at every ``AIMQ_API_KEYS_FILE_CHECK_S``), so a rotated
+secret takes effect without a restart; a changed file that cannot be used (unreadable, empty, a bad
+entry) is logged and the keys in force stay.
+
 A request sends its key as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. The key is
 hashed once and its SHA-256 compared with every configured key's in constant time, without stopping
 at a match, so the timing says neither which key matched nor how much of one did.
@@ -16,7 +20,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import os
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,6 +143,49 @@ class ApiKeys:
         return found
 
 
+class ApiKeyRing:
+    """The keys in force: those of the settings, with ``AIMQ_API_KEYS_FILE`` read again when its
+    modification time, size or inode changes (a Kubernetes secret volume swaps a symlink)."""
+
+    def __init__(self, settings: AimqSettings, keys: ApiKeys):
+        self.settings = settings
+        self.keys = keys
+        self._path = Path(settings.api_keys_file) if settings.api_keys_file is not None else None
+        self._every_s = settings.api_keys_file_check_s
+        self._stamp = self._file_stamp()
+        self._next_check = time.monotonic() + self._every_s
+
+    def _file_stamp(self) -> tuple[int, int, int] | None:
+        if self._path is None:
+            return None
+        try:
+            st = os.stat(self._path)
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size, st.st_ino
+
+    def current(self) -> ApiKeys:
+        if self._path is None:
+            return self.keys
+        now = time.monotonic()
+        if now < self._next_check:
+            return self.keys
+        self._next_check = now + self._every_s
+        stamp = self._file_stamp()
+        if stamp != self._stamp:
+            self._stamp = stamp
+            try:
+                keys = ApiKeys.from_settings(self.settings)
+            except ApiKeyConfigError as exc:
+                log.error("API keys not reloaded, the %d in force stay (%s): %s",
+                          len(self.keys.digests), ", ".join(self.keys.names), exc)
+            else:
+                assert keys is not None  # a configured file holds a key or raises
+                self.keys = keys
+                log.info("API keys reloaded from %s (%d: %s)", self._path, len(keys.names), ", ".join(keys.names))
+        return self.keys
+
+
 def presented_key(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
     """The key of ``Authorization: Bearer <key>``, else of ``X-API-Key``."""
     api_key_header = None
@@ -154,7 +203,7 @@ class ApiKeyMiddleware:
     """401 for a request to a non-public path without a configured key. A refused request is counted
     against its address's rate limit, so guessing keys is as slow as the limit makes it."""
 
-    def __init__(self, app: ASGIApp, keys: ApiKeys, limiter: RateLimiter | None):
+    def __init__(self, app: ASGIApp, keys: ApiKeyRing, limiter: RateLimiter | None):
         self.app = app
         self.keys = keys
         self.limiter = limiter
@@ -164,7 +213,7 @@ class ApiKeyMiddleware:
             await self.app(scope, receive, send)
             return
         presented = presented_key(scope["headers"])
-        name = self.keys.identify(presented) if presented is not None else None
+        name = self.keys.current().identify(presented) if presented is not None else None
         if name is not None:
             scope[SCOPE_API_KEY] = name
             await self.app(scope, receive, send)

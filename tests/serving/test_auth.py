@@ -103,6 +103,41 @@ def test_keys_from_a_file_add_to_the_variable(tmp_path: Path, api_settings: Aimq
         ApiKeys.from_settings(api_settings.model_copy(update={"api_keys_file": tmp_path / "missing"}))
 
 
+def test_a_rotated_key_file_takes_effect_without_a_restart(make_client, api_settings: AimqSettings, tmp_path: Path,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "api-keys"
+
+    def rotate(text: str) -> None:  # as a secret volume does: a new file swapped in
+        staged = tmp_path / "staged"
+        staged.write_text(text)
+        os.replace(staged, path)
+
+    rotate(f"ci:{CI_KEY}\n")
+    settings = api_settings.model_copy(update={
+        "api_keys_file": path, "api_keys_file_check_s": 0.0, "rate_limit_requests": 1_000_000,
+        "redis_prefix": f"{api_settings.redis_prefix}-rotate-{uuid.uuid4().hex[:6]}",
+    })
+    client = make_client(settings, owns_prefix=True)
+
+    def answers() -> tuple[int, int]:
+        return tuple(client.get("/ping", headers={"X-API-Key": key}).status_code for key in (CI_KEY, WEB_KEY))  # type: ignore[return-value]
+
+    assert answers() == (200, 401)
+    rotate(f"web:{WEB_KEY}\n")
+    assert answers() == (401, 200)
+    # A broken or emptied file does not lock everyone out, nor turn authentication off: the keys in
+    # force stay, and the log says why the new file was not taken.
+    with caplog.at_level("ERROR", logger="aimq_serving.api.auth"):
+        rotate("# emptied by mistake\n")
+        assert answers() == (401, 200)
+        path.unlink()
+        assert answers() == (401, 200)
+    assert "holds no key" in caplog.text and "cannot read" in caplog.text
+    assert CI_KEY not in caplog.text and WEB_KEY not in caplog.text
+    rotate(f"ci:{CI_KEY}\nweb:{WEB_KEY}\n")
+    assert answers() == (200, 200)
+
+
 def test_the_key_is_taken_from_bearer_or_x_api_key() -> None:
     assert presented_key([(b"authorization", b"Bearer abc")]) == b"abc"
     assert presented_key([(b"authorization", b"bearer  abc ")]) == b"abc"
