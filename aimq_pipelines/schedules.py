@@ -1,10 +1,11 @@
-"""Retraining schedule (cron from AIMQ_RETRAIN_CRON)."""
+"""Schedules: retraining (AIMQ_RETRAIN_CRON) and the upload purge (AIMQ_UPLOAD_RETENTION_CRON)."""
 
 from __future__ import annotations
 
 import dagster as dg
 
 from aimq_pipelines.jobs import train_models_job
+from aimq_pipelines.scoring.retention import purge_uploads_job
 from aimq_serving.settings import get_settings
 
 retrain_schedule = dg.ScheduleDefinition(
@@ -13,4 +14,12 @@ retrain_schedule = dg.ScheduleDefinition(
     cron_schedule=get_settings().retrain_cron,
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Re-materializes every group's model chain; a new version is served only if its checks pass.",
+)
+
+purge_uploads_schedule = dg.ScheduleDefinition(
+    name="purge_uploads",
+    job=purge_uploads_job,
+    cron_schedule=get_settings().upload_retention_cron,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Deletes finished uploads older than AIMQ_UPLOAD_RETENTION_DAYS (0 keeps them).",
 )

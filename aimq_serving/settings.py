@@ -80,6 +80,10 @@ class AimqSettings(BaseSettings):
     # An incoming body (incoming/<id>.part) not written to for this long belongs to a request the
     # API never answered with 202 (it died, or the client went silent): the sensor removes it.
     upload_abandoned_after_s: float = Field(default=3600.0, gt=0)
+    # Finished uploads (their files and status record) are deleted this many days after they
+    # finished, by the purge_uploads schedule (cron below); 0 keeps them forever.
+    upload_retention_days: float = Field(default=30.0, ge=0)
+    upload_retention_cron: str = "30 4 * * *"
     # The sensor takes at most this many messages per tick and stops taking them after the budget,
     # well inside Dagster's 60 s sensor evaluation timeout.
     sensor_batch_size: int = Field(default=50, ge=1, le=1000)

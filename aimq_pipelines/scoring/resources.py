@@ -15,6 +15,8 @@ class UploadsResource(dg.ConfigurableResource):
     """Unset fields fall back to the AIMQ_* environment (AimqSettings), like the API's."""
 
     upload_dir: str | None = None
+    redis_prefix: str | None = None
+    upload_retention_days: float | None = None
     uploads_exchange: str | None = None
     uploads_queue: str | None = None
     uploads_dead_letter_exchange: str | None = None

@@ -201,6 +201,11 @@ class UploadStatusStore:
                 start += limit
         return records[:limit]
 
+    def created_before(self, cutoff: float, limit: int) -> list[str]:
+        """Ids of uploads created before ``cutoff`` (epoch seconds), oldest first, at most ``limit``."""
+        with _available():
+            return [i.decode() for i in self.client.zrangebyscore(self.recent_key, "-inf", f"({cutoff!r}", 0, limit)]
+
     def delete(self, upload_id: str) -> None:
         with _available():
             pipe = self.client.pipeline(transaction=True)
