@@ -43,29 +43,27 @@ def purge_finished(
     """Delete every upload that finished more than ``older_than_s`` seconds before ``now``."""
     cutoff = (time.time() if now is None else now) - older_than_s
     report = PurgeReport()
-    seen: set[str] = set()
     while True:
-        # An upload finishes after it is created, so only those created before the cutoff can qualify.
-        ids = [i for i in status.created_before(cutoff, batch + len(seen)) if i not in seen]
+        # An upload finishes after it is created, so only those created before the cutoff can
+        # qualify. Oldest first; what is deleted leaves the index, so the next page starts after
+        # the ones kept so far.
+        kept = report.unfinished + report.finished_recently
+        ids = status.created_before(cutoff, batch, offset=kept)
         if not ids:
             return report
         for upload_id in ids:
-            seen.add(upload_id)
             record = status.get(upload_id)
             if record is None:  # an index entry without its record
                 status.delete(upload_id)
-                continue
-            if record.state not in FINISHED:
+            elif record.state not in FINISHED:
                 report.unfinished += 1
-                continue
-            if (record.finished_at or record.updated_at or record.created_at) >= cutoff:
+            elif (record.finished_at or record.updated_at or record.created_at) >= cutoff:
                 report.finished_recently += 1
-                continue
-            report.bytes_freed += _size(storage.directory(upload_id))
-            storage.delete(upload_id)
-            status.delete(upload_id)
-            seen.discard(upload_id)  # gone from the index: no longer counted in the next page's offset
-            report.deleted.append(upload_id)
+            else:
+                report.bytes_freed += _size(storage.directory(upload_id))
+                storage.delete(upload_id)
+                status.delete(upload_id)
+                report.deleted.append(upload_id)
         if on_progress is not None:
             on_progress(report)
 

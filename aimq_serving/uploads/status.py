@@ -201,10 +201,12 @@ class UploadStatusStore:
                 start += limit
         return records[:limit]
 
-    def created_before(self, cutoff: float, limit: int) -> list[str]:
-        """Ids of uploads created before ``cutoff`` (epoch seconds), oldest first, at most ``limit``."""
+    def created_before(self, cutoff: float, limit: int, offset: int = 0) -> list[str]:
+        """Ids of uploads created before ``cutoff`` (epoch seconds), oldest first: ``limit`` of them
+        after the first ``offset``."""
         with _available():
-            return [i.decode() for i in self.client.zrangebyscore(self.recent_key, "-inf", f"({cutoff!r}", 0, limit)]
+            ids = self.client.zrangebyscore(self.recent_key, "-inf", f"({cutoff!r}", offset, limit)
+        return [i.decode() for i in ids]
 
     def delete(self, upload_id: str) -> None:
         with _available():

@@ -23,6 +23,7 @@ from aimq_serving.settings import AimqSettings
 from tests.conftest import REPO, unique_topology_settings
 from tests.faults.servers import RabbitServer, RedisServer
 from tests.platform import Platform, make_platform
+from tests.serving.support import copy_models
 
 # Incoming bodies idle this long are swept (test d); longer than any pause a live request makes here.
 ABANDONED_AFTER_S = 8
@@ -42,15 +43,6 @@ def private_rabbit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitS
     server.start()
     yield server
     server.kill()
-
-
-def copy_models(source: redis.Redis, target: redis.Redis, prefix: str) -> list[str]:
-    """The trained model store's keys, copied byte for byte (DUMP/RESTORE): no second training."""
-    keys = sorted(k.decode() for k in source.scan_iter(match=f"{prefix}:models:*", count=500))
-    assert keys, "the trained store has no keys"
-    for key in keys:
-        target.restore(key, 0, source.dump(key), replace=True)
-    return keys
 
 
 @dataclass
@@ -82,7 +74,8 @@ def fault_platform(
     upload_records: None,
 ) -> Iterator[FaultPlatform]:
     with private_redis.client() as target:
-        copy_models(redis_client, target, settings.redis_prefix)
+        assert copy_models(redis_client, settings.redis_prefix, settings.redis_prefix, target=target), \
+            "the trained store has no keys"
     own = unique_topology_settings(settings, run_id, session_dir / "fault-uploads").model_copy(update={
         "redis_url": private_redis.url,
         "rabbitmq_url": SecretStr(private_rabbit.url),

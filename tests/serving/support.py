@@ -24,13 +24,17 @@ from tests.platform import settings_env
 REPO = Path(__file__).resolve().parents[2]
 
 
-def copy_models(client: redis.Redis, source_prefix: str, target_prefix: str) -> None:
-    """Copy every model-store key to another prefix. Signatures cover group, version and artifacts,
-    not the prefix, so the copies verify: a test can promote or break them without touching the
-    session's store."""
+def copy_models(client: redis.Redis, source_prefix: str, target_prefix: str, *,
+                target: redis.Redis | None = None) -> list[str]:
+    """Copy every model-store key byte for byte (DUMP/RESTORE) to another prefix, or to another
+    server (``target``); the copied keys. Signatures cover group, version and artifacts, not the
+    prefix, so the copies verify: a test can promote or break them without touching the session's
+    store, and needs no second training."""
+    copied = []
     for key in client.scan_iter(match=f"{source_prefix}:models:*", count=500):
-        suffix = key.decode()[len(source_prefix):]
-        client.restore(target_prefix + suffix, 0, client.dump(key), replace=True)
+        copied.append(target_prefix + key.decode()[len(source_prefix):])
+        (target or client).restore(copied[-1], 0, client.dump(key), replace=True)
+    return sorted(copied)
 
 
 def clear_prefix(client: redis.Redis, prefix: str) -> None:
