@@ -3,7 +3,7 @@
 import dagster as dg
 import numpy as np
 
-from aimq_pipelines.onnx_export import export_onnx, opsets
+from aimq_pipelines.onnx_export import DEPLOYED_REDISAI, MAX_ML_OPSET, MAX_OPSET, export_onnx, opsets
 from aimq_pipelines.training import TrainedModel
 from aimq_serving.predictor import onnx_session
 
@@ -39,7 +39,7 @@ def build_onnx_model(group: str) -> list:
         key=[group, "onnx_model"],
         ins={"trained_model": dg.AssetIn([group, "trained_model"])},
         group_name=f"model_{group}",
-        description="skl2onnx export, ai.onnx opset <= 17 and ai.onnx.ml <= 3 so RedisAI can run it.",
+        description=f"skl2onnx export, ai.onnx opset <= {MAX_OPSET} and ai.onnx.ml <= {MAX_ML_OPSET}: what {DEPLOYED_REDISAI} runs.",
         kinds={"onnx"},
     )
     def onnx_model(trained_model: TrainedModel) -> dg.Output[bytes]:
