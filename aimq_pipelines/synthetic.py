@@ -105,3 +105,12 @@ def generate_listings(group: str, rows: int, seed: int = 0) -> pd.DataFrame:
         }
     )
     return frame[list(schema.INPUT_COLUMNS) + [schema.TARGET]]
+
+
+def sample_listings(rows: int, seed: int = 7) -> pd.DataFrame:
+    """``rows`` listings to score, as users upload them: the 12 input columns, no price, groups A, B, C
+    in turn (like the original demo's sample files). samples/ in the repository is made from this."""
+    per_group = -(-rows // len(schema.MODEL_GROUPS))
+    frames = [generate_listings(group, per_group, seed=seed) for group in schema.MODEL_GROUPS]
+    order = [frame.iloc[i] for i in range(per_group) for frame in frames][:rows]
+    return pd.DataFrame(order).reset_index(drop=True)[list(schema.INPUT_COLUMNS)]

@@ -43,7 +43,7 @@ from aimq_pipelines.resources import ModelStoreResource, TrainingDataSource
 from benchmarks import report
 from tests.serving.support import clear_prefix, uvicorn_server
 
-SAMPLES = Path(os.environ.get("AIMQ_SAMPLES_DIR", Path(__file__).resolve().parents[2] / "shared" / "samples"))
+SAMPLES = Path(os.environ.get("AIMQ_SAMPLES_DIR", Path(__file__).resolve().parents[1] / "samples"))
 NOOP = "/ping"
 UNLIMITED = "POST /ping (no-op, rate limit off)"
 ORIGINAL = "the original demo on this machine with the same client: 5.3 s for /predict/onnx, 644 s for /predict/pickle"
@@ -64,7 +64,7 @@ def train(redis_url: str, prefix: str, rows: int, home: str) -> None:
 
 
 def sample_bodies() -> list[bytes]:
-    frame = pd.read_excel(SAMPLES / "100_rows.xlsx")
+    frame = pd.read_excel(SAMPLES / "100_rows.xlsx", keep_default_na=False)
     return [json.dumps(r).encode() for r in json.loads(frame.to_json(orient="records"))]
 
 

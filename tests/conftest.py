@@ -19,7 +19,11 @@ if TYPE_CHECKING:
     from tests.platform import Platform
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLES = Path(os.environ.get("AIMQ_SAMPLES_DIR", REPO.parent / "shared" / "samples"))
+# The repository's own sample workbooks (scripts/make-samples.py): a clone anywhere has them.
+SAMPLES = REPO / "samples"
+# The original demo's two files, where this workplace lays them beside the clone: reference input that
+# must score unchanged (tests/pipelines/test_samples.py). Never required.
+REFERENCE_SAMPLES = Path(os.environ.get("AIMQ_REFERENCE_SAMPLES_DIR", REPO.parent / "shared" / "samples"))
 REDIS_URL = os.environ.get("AIMQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 # Small enough to train in a second, large enough for the quality checks to mean something.
 TEST_ROWS_PER_GROUP = 5_000

@@ -93,7 +93,7 @@ def test_xlsx_and_csv_score_like_the_api(platform: Platform, instance: dg.Dagste
 
 
 def test_bad_rows_are_reported_and_a_corrupt_file_fails(platform: Platform) -> None:
-    frame = pd.read_excel(SAMPLES / "100_rows.xlsx").head(20).astype(object)
+    frame = pd.read_excel(SAMPLES / "100_rows.xlsx", keep_default_na=False).head(20).astype(object)
     frame.loc[3, "fuel_type"] = "Steam"
     frame.loc[7, "kilometers"] = "many"
     frame.loc[11, "model_group"] = "Z"
@@ -199,7 +199,7 @@ def test_burst_with_the_daemon_killed_midway_scores_each_upload_once(
     platform: Platform, instance: dg.DagsterInstance
 ) -> None:
     xlsx = (SAMPLES / "1_row.xlsx").read_bytes()
-    csv = pd.read_excel(SAMPLES / "100_rows.xlsx").head(3).to_csv(index=False).encode()
+    csv = pd.read_excel(SAMPLES / "100_rows.xlsx", keep_default_na=False).head(3).to_csv(index=False).encode()
     # Enough uploads that the kill lands while runs are being requested and others wait in the queue.
     files = [(f"burst-{i}.xlsx", xlsx) if i % 2 else (f"burst-{i}.csv", csv) for i in range(BURST)]
     with ThreadPoolExecutor(max_workers=8) as pool:

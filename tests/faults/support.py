@@ -37,7 +37,7 @@ def wait_until(check: Callable[[], bool], what: str, timeout_s: float = 120.0, f
 
 def sample_frame(rows: int) -> pd.DataFrame:
     """``rows`` listings: the 100-row sample repeated."""
-    base = pd.read_excel(SAMPLES / "100_rows.xlsx")
+    base = pd.read_excel(SAMPLES / "100_rows.xlsx", keep_default_na=False)
     return pd.concat([base] * (rows // len(base) + 1), ignore_index=True).head(rows)
 
 

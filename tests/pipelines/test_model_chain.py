@@ -64,7 +64,7 @@ def test_store_holds_the_new_version_as_current_with_metadata(
 
 
 def test_onnx_and_sklearn_agree_on_the_sample_file(trained_store: ModelStore) -> None:
-    frame = pd.read_excel(SAMPLES / "100_rows.xlsx")
+    frame = pd.read_excel(SAMPLES / "100_rows.xlsx", keep_default_na=False)
     for group, rows in frame.groupby("model_group"):
         model = LoadedModel.from_stored(trained_store.get(str(group)))
         matrix, valid, errors = model.spec.encode_frame(rows)

@@ -24,7 +24,7 @@ def test_rows_match_the_schema_and_cover_the_samples(group: str) -> None:
     assert list(frame.columns) == [*schema.INPUT_COLUMNS, schema.TARGET]
     _, valid, errors = FeatureSpec.from_schema().encode_frame(frame)
     assert valid.all() and not errors
-    samples = pd.read_excel(SAMPLES / "100_rows.xlsx")
+    samples = pd.read_excel(SAMPLES / "100_rows.xlsx", keep_default_na=False)
     for column in schema.FEATURE_FIELDS:
         if column in schema.CATEGORICAL_BY_NAME:
             wanted = set(samples.loc[samples.model_group == group, column])

@@ -62,7 +62,7 @@ def make_client(redis_client: redis.Redis) -> Iterator[Callable[..., TestClient]
 
 @pytest.fixture(scope="session")
 def sample_frame() -> pd.DataFrame:
-    return pd.read_excel(SAMPLES / "100_rows.xlsx")
+    return pd.read_excel(SAMPLES / "100_rows.xlsx", keep_default_na=False)
 
 
 @pytest.fixture(scope="session")

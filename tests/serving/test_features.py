@@ -14,14 +14,14 @@ SPEC = FeatureSpec.from_schema()
 
 
 def test_schema_vocabularies_cover_the_sample_files() -> None:
-    frame = pd.read_excel(SAMPLES / "100_rows.xlsx")
+    frame = pd.read_excel(SAMPLES / "100_rows.xlsx", keep_default_na=False)
     assert list(frame.columns) == list(schema.INPUT_COLUMNS)
     _, valid, errors = SPEC.encode_frame(frame)
     assert errors == [] and valid.all()
 
 
 def test_record_and_frame_encodings_agree() -> None:
-    frame = pd.read_excel(SAMPLES / "100_rows.xlsx")
+    frame = pd.read_excel(SAMPLES / "100_rows.xlsx", keep_default_na=False)
     matrix, _, _ = SPEC.encode_frame(frame)
     records = frame.to_dict("records")
     np.testing.assert_array_equal(matrix, SPEC.encode_records(records))
@@ -35,7 +35,7 @@ def test_spec_round_trips_through_json_with_a_stable_version() -> None:
 
 
 def test_bad_cells_are_reported_with_row_field_and_allowed_values() -> None:
-    frame = pd.read_excel(SAMPLES / "100_rows.xlsx").astype(object)
+    frame = pd.read_excel(SAMPLES / "100_rows.xlsx", keep_default_na=False).astype(object)
     frame.loc[3, "color"] = "Pink"
     frame.loc[5, "kilometers"] = -4
     frame.loc[6, "model"] = "abc"
@@ -52,20 +52,20 @@ def test_bad_cells_are_reported_with_row_field_and_allowed_values() -> None:
 
 
 def test_missing_column_is_reported() -> None:
-    frame = pd.read_excel(SAMPLES / "1_row.xlsx").drop(columns=["climate"])
+    frame = pd.read_excel(SAMPLES / "1_row.xlsx", keep_default_na=False).drop(columns=["climate"])
     with pytest.raises(EncodingError, match="climate: column is missing"):
         SPEC.encode_frame(frame)
 
 
 def test_numbers_written_as_text_are_accepted() -> None:
-    frame = pd.read_excel(SAMPLES / "1_row.xlsx").astype(str)
+    frame = pd.read_excel(SAMPLES / "1_row.xlsx", keep_default_na=False).astype(str)
     matrix, valid, errors = SPEC.encode_frame(frame)
     assert valid.all() and errors == []
-    np.testing.assert_array_equal(matrix, SPEC.encode_frame(pd.read_excel(SAMPLES / "1_row.xlsx"))[0])
+    np.testing.assert_array_equal(matrix, SPEC.encode_frame(pd.read_excel(SAMPLES / "1_row.xlsx", keep_default_na=False))[0])
 
 
 def test_encode_record_rejects_unknown_values_with_allowed_list() -> None:
-    record = pd.read_excel(SAMPLES / "1_row.xlsx").iloc[0].to_dict()
+    record = pd.read_excel(SAMPLES / "1_row.xlsx", keep_default_na=False).iloc[0].to_dict()
     record["fuel_type"] = "Steam"
     with pytest.raises(EncodingError) as info:
         SPEC.encode_record(record)

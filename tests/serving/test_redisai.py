@@ -45,7 +45,7 @@ def ai_store() -> ModelStore:
 def test_version_is_stored_in_redisai_and_matches_onnx_runtime(ai_store: ModelStore) -> None:
     model = LoadedModel.from_stored(ai_store.get("A"))
     assert model.info.redisai
-    rows = pd.read_excel(SAMPLES / "100_rows.xlsx").query("model_group == 'A'")
+    rows = pd.read_excel(SAMPLES / "100_rows.xlsx", keep_default_na=False).query("model_group == 'A'")
     matrix, _, _ = model.spec.encode_frame(rows)
     np.testing.assert_allclose(model.predict_redisai(ai_store, matrix), model.predict_onnx(matrix), rtol=1e-5)
 

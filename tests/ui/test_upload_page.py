@@ -99,7 +99,7 @@ def test_the_run_link_opens_the_scoring_run_with_its_upload_tags(dagster_ui: str
 
 @pytest.mark.slow
 def test_rejected_rows_are_shown_with_their_reasons(platform: Platform, page: Page, tmp_path: Path) -> None:
-    frame = pd.read_excel(SAMPLES / "100_rows.xlsx")
+    frame = pd.read_excel(SAMPLES / "100_rows.xlsx", keep_default_na=False)
     frame.loc[4, "fuel_type"] = "Steam"
     frame.loc[7, "kilometers"] = -3
     source = tmp_path / "with-bad-rows.csv"
