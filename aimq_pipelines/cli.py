@@ -157,8 +157,14 @@ def cmd_train(settings: AimqSettings, groups: Sequence[str]) -> int:
             tags={"aimq/trigger": "cli"},
         )
     if not result.success:
-        failed = [e.step_key for e in result.all_events if e.is_step_failure]
-        raise CliError(f"training failed in {', '.join(failed) or 'the run'} (run {result.run_id}); see the Dagster UI")
+        failures = [e for e in result.all_events if e.is_step_failure]
+        failed = [e.step_key for e in failures]
+        # The first failure's own reason (e.g. RedisAI refusing a model), not only where it happened.
+        error = failures[0].step_failure_data.error if failures else None
+        reason = f": {error.message.strip()}" if error is not None else ""
+        raise CliError(
+            f"training failed in {', '.join(failed) or 'the run'}{reason} (run {result.run_id}); see the Dagster UI"
+        )
     store = ModelStore.from_settings(settings)
     for group in groups:
         info = store.info(group, store.current_version(group))

@@ -137,8 +137,11 @@ class ModelStore:
         artifacts = {"onnx": onnx_bytes, "pickle": pickle_bytes, "spec": spec.to_json().encode()}
         with _available():
             version = int(self.client.incr(self._k(group, "seq")))
-            with_ai = self.has_redisai() if use_redisai is None else use_redisai
+            with_ai = self.uses_redisai() if use_redisai is None else use_redisai
             if with_ai:
+                # Before any record is written: a model RedisAI refuses (redisai.ModelRefused) leaves
+                # the store as it was, and the current version stays served.
+                redisai.check_database(self.client)
                 redisai.model_store(self.client, self.redisai_key(group, version), onnx_bytes)
             record = {
                 **artifacts,
@@ -205,10 +208,32 @@ class ModelStore:
                 self.events_channel, json.dumps({"event": "deleted", "group": group, "version": version})
             )
 
+    def restore_redisai(self, group: str, version: int) -> None:
+        """Store a version's AI model again from its verified record: after RedisAI lost its keys
+        (restarted without persistence) while the record is still there. Only signed bytes go in."""
+        stored = self.get(group, version)
+        if not stored.info.redisai:
+            raise NoModel(f"model group {group} version {version} was not stored in RedisAI")
+        with _available():
+            redisai.model_store(self.client, self.redisai_key(group, version), stored.onnx)
+        log.warning("re-stored the RedisAI model of group=%s version=%s from its signed record", group, version)
+
     # -- reading -------------------------------------------------------------------------------
     def has_redisai(self) -> bool:
         with _available():
             return redisai.has_redisai(self.client)
+
+    def uses_redisai(self) -> bool:
+        """Whether new versions go into RedisAI too: the server has the ai module and the client is on
+        database 0, the only one where RedisAI executes models (elsewhere it would store them, answer
+        OK, and fail every execution)."""
+        if redisai.database(self.client) != 0:
+            return False
+        return self.has_redisai()
+
+    def redisai_model_exists(self, group: str, version: int) -> bool:
+        with _available():
+            return redisai.model_exists(self.client, self.redisai_key(group, version))
 
     def version_numbers(self, group: str) -> list[int]:
         _check_group(group)

@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 import onnxruntime as ort
+import redis
 from threadpoolctl import ThreadpoolController
 
 from aimq_serving import redisai, schema
@@ -61,6 +62,7 @@ class LoadedModel:
     _price: np.ndarray = field(init=False, repr=False)
     _row_binding: ort.IOBinding = field(init=False, repr=False)
     _row_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _restore_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
         # Asking the session for its input name costs about as much as running one row.
@@ -116,7 +118,23 @@ class LoadedModel:
     def predict_redisai(self, store: ModelStore, features: np.ndarray) -> np.ndarray:
         if not self.info.redisai:
             raise NoModel(f"model group {self.group} version {self.version} is not stored in RedisAI")
-        return redisai.run(store.client, store.redisai_key(self.group, self.version), features)
+        key = store.redisai_key(self.group, self.version)
+        try:
+            return redisai.run(store.client, key, features)
+        except redisai.MissingModel:
+            # RedisAI lost the key (restarted without persistence): store it again from the signed
+            # record, once for all the requests that found it missing, then run again. Without a
+            # record (Redis lost everything) store.get raises NoModel: a 503, never a wrong answer.
+            self.ensure_in_redisai(store)
+            return redisai.run(store.client, key, features)
+
+    def ensure_in_redisai(self, store: ModelStore) -> bool:
+        """Re-store this version in RedisAI if its key is gone; True if it had to."""
+        with self._restore_lock:
+            if store.redisai_model_exists(self.group, self.version):
+                return False
+            store.restore_redisai(self.group, self.version)
+            return True
 
 
 class ModelCache:
@@ -133,12 +151,16 @@ class ModelCache:
         *,
         load_sklearn: bool = False,
         retry_after_s: float = 1.0,
+        redisai: bool = False,
     ):
         """``load_sklearn`` also unpickles each version before it goes live, so the first pickle
         request after a promotion does not pay for it. A failed load is remembered for
         ``retry_after_s``: while the store is down, callers get the error at once instead of each
-        waiting out a Redis timeout in turn."""
+        waiting out a Redis timeout in turn. ``redisai`` (the API executes in RedisAI): every poll
+        also stores a loaded version in RedisAI again if RedisAI lost it, so the API recovers from a
+        RedisAI restart by itself, even while no request arrives (a readiness probe keeps them away)."""
         self.store = store
+        self._redisai = redisai
         self._models: dict[str, LoadedModel] = {}
         self._on_load = on_load
         self._load_sklearn = load_sklearn
@@ -185,7 +207,7 @@ class ModelCache:
             try:
                 version = self.store.current_version(group)
                 model = self._models.get(group)
-                if model is not None and model.version == version:
+                if model is not None and model.version == version and self._same_record(model):
                     return model
                 model = LoadedModel.from_stored(self.store.get(group, version))
                 model.warm()
@@ -201,6 +223,15 @@ class ModelCache:
             self._on_load(model)
         return model
 
+    def _same_record(self, model: LoadedModel) -> bool:
+        """Whether the loaded model is still the store's record of its version. A Redis that lost its
+        data (restarted without persistence) numbers versions from 1 again after retraining: the same
+        number then names another model, which must be loaded, not mistaken for the old one."""
+        try:
+            return self.store.info(model.group, model.version).created_at == model.info.created_at
+        except NoModel:
+            return False
+
     def refresh_all(self) -> dict[str, str]:
         """Bring every group up to date; returns the problems (group -> reason) it could not fix."""
         problems: dict[str, str] = {}
@@ -209,6 +240,14 @@ class ModelCache:
                 self.refresh_group(group)
             except ModelStoreError as exc:
                 problems[group] = str(exc)
+        if self._redisai:
+            for group, model in self.loaded().items():
+                if not model.info.redisai:
+                    continue
+                try:
+                    model.ensure_in_redisai(self.store)
+                except (ModelStoreError, redis.RedisError) as exc:
+                    problems.setdefault(group, str(exc))
         return problems
 
     # -- background watcher ----------------------------------------------------------------------

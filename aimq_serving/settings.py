@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
@@ -98,6 +98,21 @@ class AimqSettings(BaseSettings):
     api_url: str = "http://127.0.0.1:8000"
     # The key they send when the API requires one (--api-key overrides it); AIMQ_API_KEYS is the server's list.
     api_key: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _redisai_needs_database_0(self) -> "AimqSettings":
+        # RedisAI executes models only in database 0: on another one AI.MODELSTORE answers OK and
+        # every /predict/onnx then fails ("model key is empty"). Refused here, at start-up.
+        if self.predict_backend == "redisai":
+            from redis.connection import parse_url
+
+            db = int(parse_url(self.redis_url).get("db", 0) or 0)
+            if db != 0:
+                raise ValueError(
+                    f"AIMQ_PREDICT_BACKEND=redisai needs AIMQ_REDIS_URL on database 0 (RedisAI runs models "
+                    f"only there), but it selects database {db}; keep deployments apart with AIMQ_REDIS_PREFIX"
+                )
+        return self
 
     @property
     def resolved_upload_dir(self) -> Path:

@@ -6,6 +6,7 @@ import dagster as dg
 
 from aimq_pipelines.resources import ModelStoreResource
 from aimq_pipelines.training import TrainedModel
+from aimq_serving import redisai
 
 
 def build_served_model(group: str) -> dg.AssetsDefinition:
@@ -35,7 +36,12 @@ def build_served_model(group: str) -> dg.AssetsDefinition:
             "sklearn_version": package_version("scikit-learn"),
             "estimator": type(trained_model.model).__name__,
         }
-        version = store.put(group, onnx_model, trained_model.model, trained_model.spec, trained_model.metrics, lineage)
+        try:
+            version = store.put(group, onnx_model, trained_model.model, trained_model.spec, trained_model.metrics, lineage)
+        except (redisai.ModelRefused, redisai.WrongDatabase) as exc:
+            # Not transient: storing the same model again is refused again, so no retry. Nothing was
+            # written and nothing promoted: the current version stays served.
+            raise dg.Failure(description=f"group {group}: {exc}", allow_retries=False) from None
         store.promote(group, version)
         pruned = store.prune(group)
         info = store.info(group, version, version)

@@ -30,6 +30,7 @@ class Services:
             store,
             on_load=metrics.model_loaded,
             load_sklearn=settings.pickle_mode == "cached",
+            redisai=settings.predict_backend == "redisai",
         )
         models.refresh_all()  # warm: a missing model or a Redis outage is not fatal, /ready says so
         models.start()

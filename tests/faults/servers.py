@@ -182,3 +182,23 @@ class RabbitServer(_Process):
             return True
         except (pika.exceptions.AMQPError, OSError):
             return False
+
+
+class RedisAIServer(RedisServer):
+    """The deployed Redis (6.2.5 + RedisAI 1.2.7 on ONNX Runtime 1.11) on a free port, WITHOUT
+    persistence (the image's default): a restart loses every key, AI models included. Needs the
+    folder that scripts/redisai-test-server.sh unpacked (AIMQ_TEST_REDISAI_HOME, set by ./dev test)."""
+
+    name = "redisai"
+
+    def __init__(self, directory: Path, home: Path):
+        super().__init__(directory)
+        self.home = home
+
+    def command(self) -> list[str]:
+        return [
+            str(self.home / "redis-6.2.5" / "bin" / "redis-server"), "--port", str(self.port), "--bind", "127.0.0.1",
+            "--dir", str(self.dir), "--save", "", "--appendonly", "no", "--daemonize", "no",
+            "--loadmodule", str(self.home / "redisai" / "redisai.so"),
+            "BACKENDSPATH", str(self.home / "redisai" / "backends"), "INTRA_OP_PARALLELISM", "1", "INTER_OP_PARALLELISM", "1",
+        ]

@@ -12,6 +12,8 @@ from pydantic import BaseModel
 from aimq_serving import schema
 from aimq_serving.api import deps
 from aimq_serving.api.services import Services
+from aimq_serving.model_store import ModelStoreError
+from aimq_serving.predictor import LoadedModel
 
 router = APIRouter(tags=["health"])
 
@@ -71,5 +73,23 @@ def ready(services: Services = Depends(deps.services)) -> JSONResponse:
         versions[group] = model.version if model is not None else None
         if model is None:
             problems[group] = services.models.last_error(group) or "no model loaded yet"
+        elif services.settings.predict_backend == "redisai" and redis_state == "ok":
+            problem = _redisai_problem(services, model)
+            if problem:
+                problems[group] = problem
     body = Readiness(ready=not problems, redis=redis_state, models=versions, problems=problems)
     return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
+
+
+def _redisai_problem(services: Services, model: LoadedModel) -> str | None:
+    """Why /predict/onnx cannot run ``model`` in RedisAI now, if it cannot."""
+    if not model.info.redisai:
+        return (f"version {model.version} is not stored in RedisAI (the Redis server has no ai module, "
+                "or the Redis URL is not on database 0)")
+    try:
+        if services.store.redisai_model_exists(model.group, model.version):
+            return None
+    except ModelStoreError as exc:
+        return str(exc)
+    return (f"RedisAI has no model for version {model.version} (restarted without persistence?); "
+            "the API stores it again from the signed record within a few seconds")
