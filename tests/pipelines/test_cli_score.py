@@ -82,7 +82,7 @@ def test_score_a_csv_lists_the_rejected_rows_and_why(platform: Platform, tmp_pat
     # spreadsheet numbering: the header is row 1, so data row 4 (0-based) is row 6
     assert "  row 6: fuel_type: unknown value 'Steam' (allowed: " in proc.stdout
     assert "  row 11: model_group: unknown value 'Z' (allowed: A, B, C)" in proc.stdout
-    scored = pd.read_csv(out, keep_default_na=False)
+    scored = pd.read_csv(out, keep_default_na=False, na_values=[""])
     assert scored["predicted_price"].isna().tolist() == [i in (4, 9) for i in range(100)]
 
 
