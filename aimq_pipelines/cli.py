@@ -48,6 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     up.add_argument("--dagster-port", type=int, default=3000)
     up.add_argument("--host", default="127.0.0.1", help="address to bind (default: localhost only)")
     up.add_argument("--skip-training", action="store_true", help="do not train models on first start")
+    up.add_argument("--start-timeout", type=float, default=300.0, metavar="SECONDS",
+                    help="give up when the webserver or the API does not answer within this long (default 300: "
+                    "seconds on a quiet machine, minutes on a busy one)")
 
     train = sub.add_parser("train", help="materialize the model chain (all groups, or one)")
     train.add_argument("--group", choices=schema.MODEL_GROUPS, action="append", help="repeatable; default: all")
@@ -242,7 +245,7 @@ def cmd_up(settings: AimqSettings, args: argparse.Namespace) -> int:
         _wait_until_serving(procs, {
             "api": f"http://{args.host}:{args.api_port}/health",
             "dagster-webserver": f"http://{args.host}:{args.dagster_port}/server_info",
-        })
+        }, args.start_timeout)
         print(
             f"\nAIMQ is up (DAGSTER_HOME={home})\n"
             f"  Dagster UI  http://{args.host}:{args.dagster_port}\n"
@@ -264,7 +267,7 @@ def cmd_up(settings: AimqSettings, args: argparse.Namespace) -> int:
         watchdog.release()
 
 
-def _wait_until_serving(procs: dict[str, subprocess.Popen], urls: dict[str, str], timeout_s: float = 120) -> None:
+def _wait_until_serving(procs: dict[str, subprocess.Popen], urls: dict[str, str], timeout_s: float) -> None:
     import httpx
 
     deadline = time.monotonic() + timeout_s
