@@ -200,19 +200,23 @@ def retry_follows(instance: dg.DagsterInstance, run_id: str, settle_timeout_s: f
 
     Not the run the sensor was handed: the process that reports a run failure stores the failure
     event first, then sets the run's status, then computes ``dagster/will_retry`` and tags the run
-    (``DagsterInstance.handle_new_event``). A sensor tick that reads the run in between sees no tag;
-    on a busy machine that window is seconds wide, and reading "no tag" as "no retry" marked uploads
-    failed that their retry then scored. So the run is read afresh until its status is FAILURE,
-    and the decision is taken with the retry daemon's own function (``should_retry``): it uses the
-    tag when present, and otherwise computes it from the same inputs and writes it, so the daemon
-    and this sensor cannot disagree.
+    (``DagsterInstance.handle_new_event``). A sensor tick that reads the run in between sees no
+    tag; on a busy machine the reporting process can be descheduled right there, and reading "no
+    tag" as "no retry" marked uploads failed that their retry then scored (issue 17). So the run is
+    read afresh until its status is FAILURE; then its tag decides, or, when not written yet, the
+    retry daemon's own function (``should_retry``, internal to the pinned dagster version) computes
+    it from the same inputs and writes it, so the daemon and this sensor act on one decision.
     """
     from dagster._daemon.auto_run_reexecution.auto_run_reexecution import should_retry
 
     if not instance.run_retries_enabled:
         return False
     run = _failed_run(instance, run_id, settle_timeout_s)
-    return run is not None and should_retry(run, instance)
+    if run is None:
+        return False
+    if WILL_RETRY_TAG in run.tags:  # decided already (should_retry would log its reason a second time)
+        return run.tags[WILL_RETRY_TAG] == "true"
+    return should_retry(run, instance)
 
 
 def _failed_run(instance: dg.DagsterInstance, run_id: str, timeout_s: float) -> dg.DagsterRun | None:
