@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import NoReturn, Sequence
 
+from aimq_pipelines import supervise
 from aimq_serving import schema
 from aimq_serving.model_store import ModelStore, ModelStoreError
 from aimq_serving.settings import AimqSettings
@@ -47,6 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     up.add_argument("--dagster-port", type=int, default=3000)
     up.add_argument("--host", default="127.0.0.1", help="address to bind (default: localhost only)")
     up.add_argument("--skip-training", action="store_true", help="do not train models on first start")
+    up.add_argument("--start-timeout", type=float, default=300.0, metavar="SECONDS",
+                    help="give up when the webserver or the API does not answer within this long (default 300: "
+                    "seconds on a quiet machine, minutes on a busy one)")
 
     train = sub.add_parser("train", help="materialize the model chain (all groups, or one)")
     train.add_argument("--group", choices=schema.MODEL_GROUPS, action="append", help="repeatable; default: all")
@@ -192,7 +196,24 @@ def cmd_models(settings: AimqSettings) -> int:
 
 
 # -- up ------------------------------------------------------------------------------------------
+class Stopped(KeyboardInterrupt):
+    """SIGINT or SIGTERM reached `aimq up`: stop everything, exit 0."""
+
+
+def _stop_on_signal(signum: int, frame: object) -> None:
+    raise Stopped(signal.Signals(signum).name)
+
+
 def cmd_up(settings: AimqSettings, args: argparse.Namespace) -> int:
+    """Run the services until Ctrl-C or SIGTERM, then stop them all (``supervise.STOP_GRACE_S``).
+
+    Handlers of its own for both signals: a process started with them ignored (a shell's
+    background job, some CI runners and supervisors) inherits SIG_IGN, and Python installs its
+    Ctrl-C handler only where SIGINT is not ignored. Killed outright, its services stop too
+    (``aimq_pipelines.supervise``).
+    """
+    signal.signal(signal.SIGINT, _stop_on_signal)
+    signal.signal(signal.SIGTERM, _stop_on_signal)
     store = ModelStore.from_settings(settings)
     try:
         current = store.current_versions()
@@ -219,14 +240,18 @@ def cmd_up(settings: AimqSettings, args: argparse.Namespace) -> int:
         # Upload statuses link their run in the Dagster UI: the one started here.
         env["AIMQ_DAGSTER_UI_URL"] = f"http://{args.host}:{args.dagster_port}"
     procs: dict[str, subprocess.Popen] = {}
+    watchdog = supervise.Watchdog()
     try:
         for name, command in commands.items():
-            # Own process group each, so Ctrl-C here stops them (and their run subprocesses) cleanly.
-            procs[name] = subprocess.Popen(command, start_new_session=True, env=env)
+            # Own session each (see aimq_pipelines.supervise): a stop reaches the run processes too.
+            procs[name] = subprocess.Popen(
+                command, start_new_session=True, env=env, preexec_fn=supervise.die_with_parent(os.getpid()),
+            )
+            watchdog.watch(procs[name].pid)
         _wait_until_serving(procs, {
             "api": f"http://{args.host}:{args.api_port}/health",
             "dagster-webserver": f"http://{args.host}:{args.dagster_port}/server_info",
-        })
+        }, args.start_timeout)
         print(
             f"\nAIMQ is up (DAGSTER_HOME={home})\n"
             f"  Dagster UI  http://{args.host}:{args.dagster_port}\n"
@@ -240,14 +265,15 @@ def cmd_up(settings: AimqSettings, args: argparse.Namespace) -> int:
                 if proc.poll() is not None:
                     raise CliError(f"{name} exited with code {proc.returncode}; stopping the rest")
             time.sleep(0.5)
-    except KeyboardInterrupt:
-        print("\nstopping ...")
+    except Stopped:
+        print("\nstopping ...", flush=True)
         return 0
     finally:
         _stop_all(procs)
+        watchdog.release()
 
 
-def _wait_until_serving(procs: dict[str, subprocess.Popen], urls: dict[str, str], timeout_s: float = 120) -> None:
+def _wait_until_serving(procs: dict[str, subprocess.Popen], urls: dict[str, str], timeout_s: float) -> None:
     import httpx
 
     deadline = time.monotonic() + timeout_s
@@ -267,16 +293,19 @@ def _wait_until_serving(procs: dict[str, subprocess.Popen], urls: dict[str, str]
 
 
 def _stop_all(procs: dict[str, subprocess.Popen]) -> None:
-    for proc in procs.values():
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-    deadline = time.monotonic() + 15
-    for proc in procs.values():
-        try:
-            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    """Stop every service's process group; a second Ctrl-C or SIGTERM kills them at once."""
+    groups = [proc.pid for proc in procs.values()]  # each leads its own session
+
+    def kill_now(signum: int, frame: object) -> None:
+        for pgid in groups:
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGINT, kill_now)
+    signal.signal(signal.SIGTERM, kill_now)
+    supervise.stop_groups(groups, reap=lambda: [proc.poll() for proc in procs.values()])
 
 
 if __name__ == "__main__":

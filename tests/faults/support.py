@@ -22,6 +22,9 @@ from tests.faults.conftest import FaultPlatform
 from tests.platform import wait_for_upload
 
 PARENT_RUN_TAG = "dagster/parent_run_id"
+# Dagster's run-retry daemon (EventLogConsumerDaemon) looks for failed runs every 5 s by default.
+RETRY_DAEMON_PASS_S = 5.0
+SCORING_ALLOWANCE_S = 240.0
 _PID = re.compile(r"Started process for run \(pid: (\d+)\)")
 
 
@@ -109,6 +112,15 @@ def wait_queue_drained(fp: FaultPlatform, timeout_s: float = 90.0) -> None:
     wait_until(lambda: queue_depth(fp) == 0, "every message to be acknowledged", timeout_s, fp, interval_s=0.5)
 
 
+def retry_wait_s(fp: FaultPlatform) -> float:
+    """How long a crashed run's upload may take to be scored by its retry, from the shipped settings
+    (dagster.yaml, docs/batch.md): the retry daemon's pass (every few seconds) and the dequeue, then
+    the retry's start, which run monitoring allows ``start_timeout_seconds``, then the scoring
+    (SCORING_ALLOWANCE_S, the bound the fault tests give a whole upload)."""
+    start_timeout = fp.instance.get_settings("run_monitoring")["start_timeout_seconds"]
+    return RETRY_DAEMON_PASS_S + start_timeout + SCORING_ALLOWANCE_S
+
+
 def finished_run(fp: FaultPlatform, run_id: str, timeout_s: float = 60.0) -> dg.DagsterRun:
     """The upload is marked succeeded a moment before its run ends."""
     run: dg.DagsterRun | None = None
@@ -130,7 +142,7 @@ def result_rows(fp: FaultPlatform, upload_id: str) -> pd.DataFrame:
     return pd.read_csv(io.BytesIO(response.content), keep_default_na=False, na_values=[""])
 
 
-def assert_scored_once(fp: FaultPlatform, upload_id: str, rows: int, timeout_s: float = 240.0) -> dict:
+def assert_scored_once(fp: FaultPlatform, upload_id: str, rows: int, timeout_s: float = SCORING_ALLOWANCE_S) -> dict:
     """Succeeded, by exactly one successful run (which the status names), with a complete result."""
     record = wait_for_upload(fp.api_url, upload_id, timeout_s=timeout_s, platform=fp.platform)
     assert record["state"] == "succeeded", record

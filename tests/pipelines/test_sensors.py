@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -20,6 +21,7 @@ from aimq_pipelines.sensors import (
     SENSOR_NAME_TAG,
     UPLOAD_SENSOR,
     WILL_RETRY_TAG,
+    retry_follows,
     upload_run_failure,
     upload_sensor,
 )
@@ -223,3 +225,79 @@ def test_run_failure_sensor_marks_the_upload_unless_a_retry_follows(
         assert record.state == "running"
     else:
         assert record.state == "failed" and f"scoring run {result.run_id} failed" in record.error
+
+
+def crashed_run_context(instance: dg.DagsterInstance, uploads_settings: AimqSettings, msg: UploadMessage,
+                        run: dg.DagsterRun) -> dg.RunFailureSensorContext:
+    """The sensor's context for a crash reported "from outside" (Dagster's code server or run
+    monitoring), handed ``run`` as the sensor read it."""
+    failure = dg.DagsterEvent(
+        event_type_value=dg.DagsterEventType.RUN_FAILURE.value, job_name=run.job_name,
+        message="This run has been marked as failed from outside the execution context.",
+    )
+    return dg.build_run_status_sensor_context(
+        sensor_name="upload_run_failure", dagster_event=failure, dagster_instance=instance, dagster_run=run,
+        resources={"uploads": resource(uploads_settings)},
+    ).for_run_failure()
+
+
+def started_upload_run(instance: dg.DagsterInstance, settings: AimqSettings) -> tuple[UploadMessage, dg.DagsterRun, UploadStatusStore]:
+    msg = message()
+    status = UploadStatusStore.from_settings(settings)
+    status.register(msg)
+    run = instance.create_run_for_job(
+        score_upload_job, run_config=run_config(msg).to_config_dict(), tags={UPLOAD_ID_TAG: msg.upload_id},
+        status=dg.DagsterRunStatus.STARTED,
+    )
+    status.start(msg, run.run_id)
+    return msg, run, status
+
+
+def test_run_failure_sensor_waits_for_dagsters_retry_decision(
+    instance: dg.DagsterInstance, settings: AimqSettings, uploads_settings: AimqSettings
+) -> None:
+    """The race of issue 17: the failure event is stored before the run's status and its
+    dagster/will_retry tag. A tick that reads the run in between must not take "no tag yet" for
+    "no retry", nor a run still STARTED for a finished one."""
+    msg, run, status = started_upload_run(instance, settings)
+    assert instance.run_retries_enabled and instance.run_retries_max_retries >= 1  # as shipped
+    context = crashed_run_context(instance, uploads_settings, msg, run)  # read before any of it landed
+    # The reporting process is slow to write the status (and then the tag) on a busy machine.
+    reporter = threading.Timer(1.0, lambda: instance.report_run_failed(run))
+    reporter.start()
+    try:
+        upload_run_failure(context)
+    finally:
+        reporter.join()
+    record = status.get(msg.upload_id)
+    assert record.state == "running" and record.error is None, record
+    assert instance.get_run_by_id(run.run_id).tags[WILL_RETRY_TAG] == "true"
+
+
+def test_run_failure_sensor_decides_like_the_retry_daemon_when_no_tag_was_written(
+    instance: dg.DagsterInstance, settings: AimqSettings, uploads_settings: AimqSettings
+) -> None:
+    msg, run, status = started_upload_run(instance, settings)
+    # A failed status without a will_retry tag (its writer died in between): the sensor takes the
+    # retry daemon's decision and records it, so both act on the same one.
+    instance.handle_run_event(run.run_id, dg.DagsterEvent(
+        event_type_value=dg.DagsterEventType.RUN_FAILURE.value, job_name=run.job_name,
+    ))
+    failed = instance.get_run_by_id(run.run_id)
+    assert failed.status == dg.DagsterRunStatus.FAILURE and WILL_RETRY_TAG not in failed.tags
+    assert retry_follows(instance, run.run_id)
+    assert instance.get_run_by_id(run.run_id).tags[WILL_RETRY_TAG] == "true"
+    upload_run_failure(crashed_run_context(instance, uploads_settings, msg, failed))
+    assert status.get(msg.upload_id).state == "running"
+
+
+def test_run_failure_sensor_marks_the_upload_once_no_retry_is_left(
+    instance: dg.DagsterInstance, settings: AimqSettings, uploads_settings: AimqSettings
+) -> None:
+    msg, run, status = started_upload_run(instance, settings)
+    instance.add_run_tags(run.run_id, {"dagster/max_retries": "0"})  # the last attempt of a group
+    context = crashed_run_context(instance, uploads_settings, msg, run)
+    instance.report_run_failed(run)
+    upload_run_failure(context)
+    record = status.get(msg.upload_id)
+    assert record.state == "failed" and f"scoring run {run.run_id} failed" in record.error, record
