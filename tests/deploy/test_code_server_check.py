@@ -6,7 +6,6 @@ Kubernetes use it: tests/deploy/test_compose.py and test_k8s.py."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.platform import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -33,12 +34,6 @@ import dagster as dg
 
 raise RuntimeError("settings missing: AIMQ_SIGNING_KEY")
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def code_server(tmp_path: Path, source: str) -> Iterator[int]:

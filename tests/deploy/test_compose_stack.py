@@ -14,7 +14,6 @@ import io
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ import pytest
 from aimq_serving import schema
 from tests.conftest import REPO, SAMPLES
 from tests.deploy.support import read_env_file
+from tests.platform import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -39,12 +39,6 @@ APP_SERVICES = ("code-server", "webserver", "daemon", "api")
 WORKSPACE = "/opt/dagster/dagster_home/workspace.yaml"
 # Rows of generated training data per group: enough for sensible models, lean for CI's 2 cores.
 TRAINING_ROWS = 10000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -165,7 +159,7 @@ def test_the_four_aimq_services_run_one_image_built_once(stack: Stack) -> None:
     }
     assert len(images) == 1
     build_log = stack.script("build-log").stdout
-    targets = {line.split()[1].lstrip("[") for line in build_log.splitlines() if line.startswith("#") and " [" in line}
+    targets = {line.split()[1].strip("[]") for line in build_log.splitlines() if line.startswith("#") and " [" in line}
     assert targets == {"code-server"}, f"services built: {targets}"
 
 
@@ -181,9 +175,10 @@ def test_redis_is_redis_6_2_with_redisai_and_the_stack_uses_db_0(stack: Stack) -
 def test_training_runs_in_its_own_container_and_stores_ai_models(stack: Stack, trained: dict[str, Any]) -> None:
     assert trained["Config"]["Labels"]["dagster/job_name"] == "train_models"
     assert trained["HostConfig"]["NetworkMode"] == "aimq"
-    keys = stack.compose("exec", "-T", "redis", "redis-cli", "--scan", "--count", "1000").split()
-    types = {key: stack.compose("exec", "-T", "redis", "redis-cli", "TYPE", key).strip() for key in keys}
-    assert sum(t == "AI__MODEL" for t in types.values()) >= len(schema.MODEL_GROUPS), types
+    listing = stack.compose("exec", "-T", "redis", "sh", "-c",
+                            'redis-cli --scan | while read -r key; do echo "$(redis-cli TYPE "$key") $key"; done')
+    models = [line.split(" ", 1)[1] for line in listing.splitlines() if line.startswith("AI__MODEL ")]
+    assert len(models) >= len(schema.MODEL_GROUPS), listing
 
 
 def test_predict_onnx_answers_through_redisai_and_pickle_agrees(stack: Stack, trained: dict[str, Any]) -> None:
