@@ -78,7 +78,12 @@ start_docker() {
   command -v dockerd >/dev/null || cannot_run "no dockerd binary (Debian: apt-get install docker.io)"
   [[ $(id -u) == 0 ]] || cannot_run "dockerd needs root, and no Docker daemon is running"
   mkdir -p "$E2E_DIR"
+  # What dockerd changes in the host's network settings, to put back when it stops.
   ip link show docker0 >/dev/null 2>&1 || touch "$E2E_DIR/docker0.ours"
+  cat /proc/sys/net/ipv4/ip_forward > "$E2E_DIR/ip_forward.before"
+  if command -v iptables >/dev/null; then
+    iptables -S FORWARD 2>/dev/null | awk '$1 == "-P" {print $3}' > "$E2E_DIR/forward_policy.before"
+  fi
   log "starting dockerd (data in $E2E_DIR/docker)"
   dockerd --data-root "$E2E_DIR/docker" --exec-root "$E2E_DIR/run" --pidfile "$DOCKERD_PID.dockerd" \
     -H "unix://$OWN_SOCKET" > "$E2E_DIR/dockerd.log" 2>&1 &
@@ -105,6 +110,9 @@ stop_dockerd() {
   # What the daemon leaves in the host's network configuration: its bridge and iptables chains.
   if [[ -f $E2E_DIR/docker0.ours ]]; then ip link delete docker0 2>/dev/null || true; rm -f "$E2E_DIR/docker0.ours"; fi
   remove_iptables_rules
+  if [[ -s $E2E_DIR/forward_policy.before ]]; then iptables -P FORWARD "$(cat "$E2E_DIR/forward_policy.before")"; fi
+  if [[ -s $E2E_DIR/ip_forward.before ]]; then cat "$E2E_DIR/ip_forward.before" > /proc/sys/net/ipv4/ip_forward; fi
+  rm -f "$E2E_DIR/forward_policy.before" "$E2E_DIR/ip_forward.before"
   if [[ ${KEEP_IMAGES:-0} != 1 ]]; then
     umount "$E2E_DIR"/run/netns/* 2>/dev/null || true
     rm -rf "$E2E_DIR/docker" "$E2E_DIR/run"

@@ -31,7 +31,8 @@ from tests.conftest import REPO, SAMPLES
 from tests.deploy.support import read_env_file
 from tests.platform import free_port
 
-pytestmark = pytest.mark.slow
+# The first test includes bringing the stack up: a cold build takes minutes on 2 busy cores.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2700)]
 
 SCRIPT = REPO / "scripts" / "compose-e2e.sh"
 CANNOT_RUN = 77
