@@ -209,16 +209,19 @@ write_env_file() {
   chmod 600 "$ENV_FILE"
 }
 
-wait_healthy() {  # service... (each until healthy; its log when it is not)
-  local service id state
+wait_healthy() {  # service... (each until healthy; its checks and log when it is not)
+  # "unhealthy" is not final: on a busy host a check can time out and the next one pass.
+  local service id state deadline=$((SECONDS + ${HEALTH_TIMEOUT:-900}))
   for service in "$@"; do
     id=$(dc ps -q "$service")
-    for _ in $(seq 150); do
-      state=$(docker inspect -f '{{.State.Health.Status}}' "$id" 2>/dev/null || echo missing)
-      [[ $state == healthy || $state == unhealthy ]] && break; sleep 2
-    done
+    while state=$(docker inspect -f '{{.State.Health.Status}}' "$id" 2>/dev/null || echo missing)
+          [[ $state != healthy && $SECONDS -lt $deadline ]]; do sleep 2; done
     log "$service: $state"
-    if [[ $state != healthy ]]; then dc logs --tail 60 "$service" >&2; return 1; fi
+    if [[ $state != healthy ]]; then
+      docker inspect -f '{{range .State.Health.Log}}{{.ExitCode}} {{.Output}}{{end}}' "$id" >&2 || true
+      dc logs --tail 60 "$service" >&2
+      return 1
+    fi
   done
 }
 
