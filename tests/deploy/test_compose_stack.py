@@ -14,6 +14,7 @@ import io
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -160,7 +161,8 @@ def test_the_four_aimq_services_run_one_image_built_once(stack: Stack) -> None:
     }
     assert len(images) == 1
     build_log = stack.script("build-log").stdout
-    targets = {line.split()[1].strip("[]") for line in build_log.splitlines() if line.startswith("#") and " [" in line}
+    # BuildKit's step lines: "#5 [code-server build 1/9] FROM ...", "#17 [code-server] exporting to image"
+    targets = {m.group(1) for line in build_log.splitlines() if (m := re.match(r"#\d+ \[([^\]\s]+)", line))}
     assert targets == {"code-server"}, f"services built: {targets}"
 
 
