@@ -19,7 +19,11 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
 COPY README.md LICENSE ./
 COPY aimq_pipelines ./aimq_pipelines
 COPY aimq_serving ./aimq_serving
-RUN pip install -c constraints.txt .
+# The build backend at the exact version of constraints.txt: pip's isolated build environment would
+# install the newest setuptools that pyproject.toml's [build-system] allows (`-c` does not reach it),
+# so install the pinned one into the venv and build without isolation.
+RUN pip install -c constraints.txt setuptools \
+ && pip install --no-build-isolation -c constraints.txt .
 
 FROM python:${PYTHON_VERSION}-slim-bookworm
 # tini as PID 1 forwards SIGTERM, so `docker stop`, a run termination or a pod deletion stops the

