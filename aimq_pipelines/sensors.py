@@ -8,7 +8,10 @@ message inside the function would therefore lose the upload if the daemon died b
 and the submission. So a tick:
 
 1. takes up to ``sensor_batch_size`` messages with ``basic_get``, within ``sensor_tick_budget_s``,
-   and does NOT acknowledge them;
+   and does NOT acknowledge them. On an empty queue it waits (``sensor_wait_s``, polling) for the
+   first upload, and once it has one it goes on while more keep coming (``sensor_linger_s``): the
+   daemon starts a tick every 5 s at most, so waiting inside the tick is what makes an upload's
+   run start within a fraction of a second, and a burst one tick's runs;
 2. for a message whose upload already has a run of this sensor (looked up in the instance by the
    run-key tag) that has left NOT_STARTED: acknowledges it: the run exists, the message is done;
 3. for any other message: yields ``RunRequest(run_key=upload_id)``;
@@ -46,7 +49,7 @@ import pika.exceptions
 from aimq_pipelines.scoring.job import UPLOAD_ID_TAG, run_config, run_tags, score_upload_job
 from aimq_pipelines.scoring.resources import UploadsResource
 from aimq_serving.settings import get_settings
-from aimq_serving.uploads.broker import dead_letter
+from aimq_serving.uploads.broker import Topology, dead_letter
 from aimq_serving.uploads.messages import InvalidMessage, UploadMessage
 from aimq_serving.uploads.status import StatusUnavailable, UploadStatusStore
 
@@ -81,51 +84,70 @@ def existing_run(instance: dg.DagsterInstance, upload_id: str, sensor_name: str 
     return launched[0] if launched else None
 
 
+# How often a waiting tick asks the broker again (a basic_get round trip on localhost is ~1 ms).
+POLL_INTERVAL_S = 0.05
+
+
+@dataclass
+class TickClock:
+    """When a tick stops taking messages: on an empty queue after ``wait_s`` while it has nothing
+    to request, or once it has requests and the queue stayed empty for ``linger_s``; in any case
+    at the budget."""
+
+    wait_s: float
+    linger_s: float
+    budget_s: float
+    started: float = field(default_factory=time.monotonic)
+    last_request: float | None = None
+
+    def requested(self) -> None:
+        self.last_request = time.monotonic()
+
+    def out_of_budget(self) -> bool:
+        return time.monotonic() >= self.started + self.budget_s
+
+    def keep_waiting(self) -> bool:
+        """Called on an empty queue: whether to ask again after ``POLL_INTERVAL_S``."""
+        now = time.monotonic()
+        if now >= self.started + self.budget_s:
+            return False
+        if self.last_request is None:
+            return now < self.started + self.wait_s
+        return now < self.last_request + self.linger_s
+
+
 def poll_uploads(instance: dg.DagsterInstance, uploads: UploadsResource, sensor_name: str = UPLOAD_SENSOR) -> TickOutcome:
     """One tick's work (see the module docstring); never acknowledges a message without a run."""
     settings = uploads.settings()
     topology = uploads.topology()
     status = uploads.status_store()
-    deadline = time.monotonic() + settings.sensor_tick_budget_s
+    clock = TickClock(settings.sensor_wait_s, settings.sensor_linger_s, settings.sensor_tick_budget_s)
     outcome = TickOutcome()
     try:  # before the broker: a broker outage must not keep abandoned bodies around
         outcome.swept = uploads.storage().sweep_incoming(settings.upload_abandoned_after_s)
     except OSError as exc:
         log.warning("could not sweep abandoned incoming uploads: %s", exc)
-    requested: set[str] = set()
     connection = uploads.connect()
     try:
         channel = connection.channel()
         channel.confirm_delivery()
         topology.declare(channel)
+        taker = _Taker(instance, channel, topology, status, sensor_name, outcome)
         # Acknowledging is cheap and does not count against the batch; the bound on gets keeps a
         # queue full of already-run messages from stretching a tick.
-        for _ in range(settings.sensor_batch_size * 4):
-            if len(outcome.run_requests) >= settings.sensor_batch_size or time.monotonic() >= deadline:
+        gets = 0
+        while len(outcome.run_requests) < settings.sensor_batch_size and gets < settings.sensor_batch_size * 4:
+            if clock.out_of_budget():
                 break
             method, properties, body = channel.basic_get(topology.queue, auto_ack=False)
             if method is None:
-                break
-            try:
-                message = UploadMessage.parse(body)
-            except InvalidMessage as exc:
-                dead_letter(channel, topology, body, properties, exc.reason)
-                channel.basic_ack(method.delivery_tag)
-                outcome.dead_lettered.append(exc.reason)
+                if not clock.keep_waiting():
+                    break
+                connection.sleep(POLL_INTERVAL_S)  # also serves the connection's heartbeats
                 continue
-            upload_id = message.upload_id
-            if upload_id in requested:
-                continue  # a duplicate in this tick: stays unacknowledged until the run exists
-            run = existing_run(instance, upload_id, sensor_name)
-            if run is not None:
-                _attach(status, upload_id, run.run_id)
-                channel.basic_ack(method.delivery_tag)
-                outcome.acknowledged.append(upload_id)
-                continue
-            requested.add(upload_id)
-            outcome.run_requests.append(
-                dg.RunRequest(run_key=upload_id, run_config=run_config(message), tags=run_tags(message))
-            )
+            gets += 1
+            if taker.take(method, properties, body):
+                clock.requested()
     finally:
         # Every message not acknowledged above goes back to the queue now (or when the broker
         # notices the connection is gone, if this process dies first).
@@ -134,6 +156,43 @@ def poll_uploads(instance: dg.DagsterInstance, uploads: UploadsResource, sensor_
         except (pika.exceptions.AMQPError, OSError):
             log.debug("closing the broker connection failed; the broker requeues on its own", exc_info=True)
     return outcome
+
+
+@dataclass
+class _Taker:
+    """What one tick does with each message it takes (steps 2 and 3 of the module docstring)."""
+
+    instance: dg.DagsterInstance
+    channel: "pika.adapters.blocking_connection.BlockingChannel"
+    topology: Topology
+    status: UploadStatusStore
+    sensor_name: str
+    outcome: TickOutcome
+    requested: set[str] = field(default_factory=set)
+
+    def take(self, method: "pika.spec.Basic.GetOk", properties: pika.BasicProperties, body: bytes) -> bool:
+        """True if the message became a run request."""
+        try:
+            message = UploadMessage.parse(body)
+        except InvalidMessage as exc:
+            dead_letter(self.channel, self.topology, body, properties, exc.reason)
+            self.channel.basic_ack(method.delivery_tag)
+            self.outcome.dead_lettered.append(exc.reason)
+            return False
+        upload_id = message.upload_id
+        if upload_id in self.requested:
+            return False  # a duplicate in this tick: stays unacknowledged until the run exists
+        run = existing_run(self.instance, upload_id, self.sensor_name)
+        if run is not None:
+            _attach(self.status, upload_id, run.run_id)
+            self.channel.basic_ack(method.delivery_tag)
+            self.outcome.acknowledged.append(upload_id)
+            return False
+        self.requested.add(upload_id)
+        self.outcome.run_requests.append(
+            dg.RunRequest(run_key=upload_id, run_config=run_config(message), tags=run_tags(message))
+        )
+        return True
 
 
 def _attach(status: UploadStatusStore, upload_id: str, run_id: str) -> None:

@@ -110,7 +110,7 @@ class Platform:
                 proc.wait()
 
 
-def score_via_api(api: str, path: Path, out: Path, timeout_s: float = 1800) -> dict[str, Any]:
+def score_via_api(api: str, path: Path, out: Path, timeout_s: float = 1800, poll_s: float = 0.2) -> dict[str, Any]:
     started = time.perf_counter()
     with open(path, "rb") as fh:
         response = httpx.post(f"{api}/upload", files={"file": (path.name, fh)}, timeout=600)
@@ -124,7 +124,7 @@ def score_via_api(api: str, path: Path, out: Path, timeout_s: float = 1800) -> d
             break
         if time.monotonic() > deadline:
             raise RuntimeError(f"upload {upload_id} not finished: {record}")
-        time.sleep(0.2)
+        time.sleep(poll_s)
     if record["state"] != "succeeded":
         raise RuntimeError(f"upload {upload_id} failed: {record['error']}")
     scored = time.perf_counter()

@@ -7,6 +7,7 @@ import json
 import os
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
 import dagster as dg
@@ -80,6 +81,8 @@ def broker(uploads_settings: AimqSettings) -> Iterator[Broker]:
 
 
 def resource(settings: AimqSettings, **overrides: object) -> UploadsResource:
+    # No waiting on an empty queue unless a test is about it: each tick here returns at once.
+    overrides.setdefault("sensor_wait_s", 0.0)
     return UploadsResource(
         uploads_exchange=settings.uploads_exchange,
         uploads_queue=settings.uploads_queue,
@@ -223,3 +226,36 @@ def test_run_failure_sensor_marks_the_upload_unless_a_retry_follows(
         assert record.state == "running"
     else:
         assert record.state == "failed" and f"scoring run {result.run_id} failed" in record.error
+
+
+def test_a_tick_waits_for_the_first_upload_and_takes_the_burst_that_follows(
+    broker: Broker, uploads_settings: AimqSettings, instance: dg.DagsterInstance
+) -> None:
+    msgs = [message() for _ in range(5)]
+
+    def publish_later() -> None:
+        time.sleep(0.5)
+        for msg in msgs:
+            broker_late.publisher.publish(msg)
+            time.sleep(0.05)  # closer together than the linger: one burst
+
+    broker_late = Broker(uploads_settings)
+    try:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(publish_later)
+            # Published while the tick waits on the empty queue: all five requested by this tick.
+            outcome = tick(instance, resource(uploads_settings, sensor_wait_s=4.0, sensor_linger_s=0.5))
+            pending.result()
+    finally:
+        broker_late.close()
+    assert [r.run_key for r in outcome.run_requests] == [m.upload_id for m in msgs]
+    assert broker.ready() == 5  # still not acknowledged: their runs do not exist yet
+
+
+def test_a_waiting_tick_ends_at_its_wait_on_an_empty_queue(
+    broker: Broker, uploads_settings: AimqSettings, instance: dg.DagsterInstance
+) -> None:
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # Returns after its wait with nothing to do: it does not block the sensor for ever.
+        outcome = pool.submit(tick, instance, resource(uploads_settings, sensor_wait_s=0.5)).result(timeout=30)
+    assert outcome.run_requests == [] and "0 run(s) requested" in outcome.skip_reason.skip_message
