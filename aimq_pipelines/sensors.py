@@ -38,15 +38,29 @@ answered with 202; one whose message was queued meanwhile would have been moved 
 its run (``UploadStorage.claim_input``), so a run that finds neither ends as withdrawn.
 """
 
+import hashlib
 import logging
+import math
+import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import dagster as dg
 import pika
 import pika.exceptions
 
-from aimq_pipelines.scoring.job import UPLOAD_ID_TAG, run_config, run_tags, score_upload_job
+from aimq_pipelines.scoring.job import (
+    SCORING_JOBS,
+    backlog_run_config,
+    backlog_run_tags,
+    run_config,
+    run_tags,
+    runs_of_upload,
+    score_upload_job,
+    score_uploads_job,
+    uploads_of,
+)
 from aimq_pipelines.scoring.resources import UploadsResource
 from aimq_serving.settings import get_settings
 from aimq_serving.uploads.broker import Topology, dead_letter
@@ -65,23 +79,80 @@ WILL_RETRY_TAG = "dagster/will_retry"
 @dataclass
 class TickOutcome:
     run_requests: list[dg.RunRequest] = field(default_factory=list)
+    # New uploads this tick requests runs for (run_requests holds their runs, and the reissued ones).
+    new_uploads: list[UploadMessage] = field(default_factory=list)
     acknowledged: list[str] = field(default_factory=list)
     dead_lettered: list[str] = field(default_factory=list)
     swept: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         return (
-            f"{len(self.run_requests)} run(s) requested, {len(self.acknowledged)} message(s) acknowledged "
+            f"{len(self.run_requests)} run(s) requested for {len(self.new_uploads)} new upload(s), "
+            f"{len(self.acknowledged)} message(s) acknowledged "
             f"(their runs exist), {len(self.dead_lettered)} invalid message(s) dead-lettered, "
             f"{len(self.swept)} abandoned incoming upload(s) removed"
         )
 
 
+def runs_of(instance: dg.DagsterInstance, upload_id: str, sensor_name: str = UPLOAD_SENSOR) -> list[dg.DagsterRun]:
+    """The runs this sensor requested for ``upload_id``, alone or in a backlog (its upload tag), or
+    by the run key alone (runs requested before scoring runs carried upload tags)."""
+    runs = runs_of_upload(instance, upload_id, {SENSOR_NAME_TAG: sensor_name})
+    return runs or list(instance.get_runs(filters=dg.RunsFilter(tags={RUN_KEY_TAG: upload_id, SENSOR_NAME_TAG: sensor_name})))
+
+
 def existing_run(instance: dg.DagsterInstance, upload_id: str, sensor_name: str = UPLOAD_SENSOR) -> dg.DagsterRun | None:
     """The run this sensor requested for ``upload_id`` that has been launched (or queued), if any."""
-    runs = instance.get_runs(filters=dg.RunsFilter(tags={RUN_KEY_TAG: upload_id, SENSOR_NAME_TAG: sensor_name}))
-    launched = [r for r in runs if r.status != dg.DagsterRunStatus.NOT_STARTED]
+    launched = [r for r in runs_of(instance, upload_id, sensor_name) if r.status != dg.DagsterRunStatus.NOT_STARTED]
     return launched[0] if launched else None
+
+
+def unlaunched_run(instance: dg.DagsterInstance, upload_id: str, sensor_name: str = UPLOAD_SENSOR) -> dg.DagsterRun | None:
+    """A run created for ``upload_id`` that the daemon never launched (it died in between)."""
+    waiting = [r for r in runs_of(instance, upload_id, sensor_name) if r.status == dg.DagsterRunStatus.NOT_STARTED]
+    return waiting[0] if waiting else None
+
+
+def request_again(run: dg.DagsterRun) -> dg.RunRequest:
+    """The request that created ``run``, word for word: Dagster finds the NOT_STARTED run by its run
+    key and launches it, so its uploads are not put in a second run."""
+    tags = {k: v for k, v in run.tags.items() if not k.startswith("dagster/")}
+    return dg.RunRequest(run_key=run.tags[RUN_KEY_TAG], job_name=run.job_name, run_config=run.run_config, tags=tags)
+
+
+def plan_runs(messages: Sequence[UploadMessage], uploads_per_run: int, parallel_runs: int) -> list[dg.RunRequest]:
+    """Runs for the new uploads of one tick. One upload: a ``score_upload`` run of its own, keyed by
+    its id. Several (a burst, a backlog): split into backlog runs (``score_uploads``), at most
+    ``uploads_per_run`` each and at least as many runs as may run at once, so every run slot
+    works; a backlog run's key is derived from its uploads."""
+    if not messages:
+        return []
+    count = min(len(messages), max(math.ceil(len(messages) / uploads_per_run), parallel_runs))
+    groups = [list(messages[i::count]) for i in range(count)]
+    requests = []
+    for group in groups:
+        if len(group) == 1:
+            (message,) = group
+            requests.append(dg.RunRequest(
+                run_key=message.upload_id, job_name=score_upload_job.name, run_config=run_config(message),
+                tags=run_tags(message),
+            ))
+        else:
+            key = "uploads-" + hashlib.sha256(",".join(sorted(m.upload_id for m in group)).encode()).hexdigest()[:32]
+            requests.append(dg.RunRequest(
+                run_key=key, job_name=score_uploads_job.name, run_config=backlog_run_config(group),
+                tags=backlog_run_tags(group),
+            ))
+    return requests
+
+
+def parallel_runs(instance: dg.DagsterInstance) -> int:
+    """How many runs the instance runs at once (its run queue's limit), 1 without a queue."""
+    coordinator = instance.run_coordinator
+    if not isinstance(coordinator, dg.QueuedRunCoordinator):
+        return 1
+    limit = coordinator.get_run_queue_config().max_concurrent_runs
+    return limit if limit > 0 else sys.maxsize  # unlimited: every upload its own run
 
 
 # How often a waiting tick asks the broker again (a basic_get round trip on localhost is ~1 ms).
@@ -136,7 +207,7 @@ def poll_uploads(instance: dg.DagsterInstance, uploads: UploadsResource, sensor_
         # Acknowledging is cheap and does not count against the batch; the bound on gets keeps a
         # queue full of already-run messages from stretching a tick.
         gets = 0
-        while len(outcome.run_requests) < settings.sensor_batch_size and gets < settings.sensor_batch_size * 4:
+        while len(taker.requested) < settings.sensor_batch_size and gets < settings.sensor_batch_size * 4:
             if clock.out_of_budget():
                 break
             method, properties, body = channel.basic_get(topology.queue, auto_ack=False)
@@ -155,6 +226,7 @@ def poll_uploads(instance: dg.DagsterInstance, uploads: UploadsResource, sensor_
             connection.close()
         except (pika.exceptions.AMQPError, OSError):
             log.debug("closing the broker connection failed; the broker requeues on its own", exc_info=True)
+    outcome.run_requests += plan_runs(outcome.new_uploads, settings.scoring_uploads_per_run, parallel_runs(instance))
     return outcome
 
 
@@ -188,10 +260,14 @@ class _Taker:
             self.channel.basic_ack(method.delivery_tag)
             self.outcome.acknowledged.append(upload_id)
             return False
+        waiting = unlaunched_run(self.instance, upload_id, self.sensor_name)
+        if waiting is not None:
+            # Every upload of that run is requested with it; their messages come back next tick.
+            self.requested.update(uploads_of(waiting))
+            self.outcome.run_requests.append(request_again(waiting))
+            return True
         self.requested.add(upload_id)
-        self.outcome.run_requests.append(
-            dg.RunRequest(run_key=upload_id, run_config=run_config(message), tags=run_tags(message))
-        )
+        self.outcome.new_uploads.append(message)
         return True
 
 
@@ -204,10 +280,11 @@ def _attach(status: UploadStatusStore, upload_id: str, run_id: str) -> None:
 
 @dg.sensor(
     name=UPLOAD_SENSOR,
-    job=score_upload_job,
+    jobs=list(SCORING_JOBS),
     minimum_interval_seconds=get_settings().sensor_interval_s,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Turns each queued upload (RabbitMQ) into exactly one score_upload run.",
+    description="Turns each queued upload (RabbitMQ) into exactly one scoring run: score_upload for an "
+    "upload alone, score_uploads for uploads waiting together (one step each).",
 )
 def upload_sensor(context: dg.SensorEvaluationContext, uploads: UploadsResource) -> dg.SensorResult:
     outcome = poll_uploads(context.instance, uploads, context.sensor_name or UPLOAD_SENSOR)
@@ -218,17 +295,9 @@ def upload_sensor(context: dg.SensorEvaluationContext, uploads: UploadsResource)
     return dg.SensorResult(run_requests=outcome.run_requests, skip_reason=skip)
 
 
-def upload_of(run: dg.DagsterRun) -> str | None:
-    """The upload a scoring run works on (UI re-executions keep the run config, maybe not the tags)."""
-    if UPLOAD_ID_TAG in run.tags:
-        return run.tags[UPLOAD_ID_TAG]
-    config = (run.run_config or {}).get("ops", {}).get("score_file", {}).get("config", {})
-    return config.get("upload_id")
-
-
 @dg.run_failure_sensor(
     name="upload_run_failure",
-    monitored_jobs=[score_upload_job],
+    monitored_jobs=list(SCORING_JOBS),
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=get_settings().sensor_interval_s,
     description="Marks an upload failed when its scoring run died without doing so (crash, "
@@ -236,13 +305,15 @@ def upload_of(run: dg.DagsterRun) -> str | None:
 )
 def upload_run_failure(context: dg.RunFailureSensorContext, uploads: UploadsResource) -> None:
     run = context.dagster_run
-    upload_id = upload_of(run)
-    if upload_id is None:
+    upload_ids = uploads_of(run)
+    if not upload_ids:
         return
     if run.tags.get(WILL_RETRY_TAG) == "true":
-        context.log.info(f"run {run.run_id} of upload {upload_id} failed; a run retry follows")
+        context.log.info(f"run {run.run_id} of {len(upload_ids)} upload(s) failed; a run retry follows")
         return
     reason = context.failure_event.message or "the scoring run failed"
-    marked = uploads.status_store().fail(upload_id, f"scoring run {run.run_id} failed: {reason}", run_id=run.run_id)
-    if marked:
-        context.log.info(f"marked upload {upload_id} failed (run {run.run_id})")
+    status = uploads.status_store()
+    for upload_id in upload_ids:
+        # Only uploads still running in this run: in a backlog, the others succeeded or failed on their own.
+        if status.fail(upload_id, f"scoring run {run.run_id} failed: {reason}", run_id=run.run_id):
+            context.log.info(f"marked upload {upload_id} failed (run {run.run_id})")

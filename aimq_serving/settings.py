@@ -99,6 +99,10 @@ class AimqSettings(BaseSettings):
     # 1, not 5: the daemon's loop is the real limit, and a tick stamped a moment after the loop
     # started would otherwise make the next loop skip the sensor (10 s between ticks).
     sensor_interval_s: int = Field(default=1, ge=1)
+    # Uploads a tick finds waiting together are scored by backlog runs (score_uploads, one step
+    # per upload) of at most this many: a run process start costs ~2 s of CPU, scoring a small
+    # file ~0.1 s (docs/batch.md, "Many small files"). An upload alone gets a run of its own.
+    scoring_uploads_per_run: int = Field(default=25, ge=1, le=200)
     # Rows read, scored and written per step of a scoring run (bounds its memory).
     scoring_chunk_rows: int = Field(default=100_000, ge=1000)
     # Where people open the Dagster UI; upload statuses link their run there.

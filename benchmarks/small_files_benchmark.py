@@ -123,9 +123,7 @@ class PredictProbe:
 
 
 def burst(api: str, instance: Any, path: Path, n: int, probe_body: dict[str, Any]) -> dict[str, Any]:
-    import dagster as dg
-
-    from aimq_pipelines.scoring.job import UPLOAD_ID_TAG
+    from aimq_pipelines.scoring.job import runs_of_upload
 
     with PredictProbe(api, probe_body) as probe:
         started = time.time()
@@ -135,7 +133,7 @@ def burst(api: str, instance: Any, path: Path, n: int, probe_body: dict[str, Any
     done = [r["finished_at"] - started for r in records]
     twice = []
     for upload_id, record in zip(ids, records):
-        runs = instance.get_runs(filters=dg.RunsFilter(tags={UPLOAD_ID_TAG: upload_id}))
+        runs = runs_of_upload(instance, upload_id)
         requested = [r for r in runs if "dagster/parent_run_id" not in r.tags]
         if len(requested) != 1 or requested[0].run_id != record["run_id"]:
             twice.append(upload_id)

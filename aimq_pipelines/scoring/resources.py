@@ -25,6 +25,7 @@ class UploadsResource(dg.ConfigurableResource):
     sensor_tick_budget_s: float | None = None
     sensor_wait_s: float | None = None
     sensor_linger_s: float | None = None
+    scoring_uploads_per_run: int | None = None
 
     def settings(self) -> AimqSettings:
         overrides = {k: v for k, v in self.model_dump().items() if v is not None}
