@@ -1,4 +1,11 @@
-"""The scoring job: read an upload, score every valid row, write the result, report progress.
+"""The scoring jobs: read an upload, score every valid row, write the result, report progress.
+
+``score_upload`` scores one upload (op ``score_file``, configured with its queue message).
+``score_uploads`` scores a backlog, uploads the sensor found waiting together: ``list_uploads``
+yields one dynamic output per upload (keyed by its id) and each is scored by its own
+``score_listed_file[<id>]`` step, the same function, which succeeds, retries and fails on its own. A run
+process start costs ~2 s of CPU, scoring a small file ~0.1 s: a backlog shares one start. Every
+scoring run carries the tag ``aimq/upload.<id>`` for each upload it scores (``runs_of_upload``).
 
 Failures are sorted by what a retry can fix:
 
@@ -200,7 +207,7 @@ def list_uploads_op(config: ScoreUploadsConfig) -> Iterator[dg.DynamicOutput[dic
 
 
 @dg.op(
-    name="score_file",
+    name="score_listed_file",  # op names are unique in a code location: score_file is score_upload's
     retry_policy=RETRY_POLICY,
     description="Score one uploaded file of the backlog; it succeeds, retries and fails on its own.",
 )

@@ -157,7 +157,7 @@ def test_a_backlog_run_scores_each_upload_in_its_own_step_and_a_bad_one_fails_al
     )
     assert not result.success  # the run shows the failed upload ...
     scored = {e.step_key for e in result.get_step_success_events()}
-    assert scored == {"list_uploads", *(f"score_file[{m.upload_id}]" for m in good)}  # ... the others are scored
+    assert scored == {"list_uploads", *(f"score_listed_file[{m.upload_id}]" for m in good)}  # ... the others are scored
     for message, rows in zip(good, (1, 100)):
         record = status.get(message.upload_id)
         assert record.state == "succeeded" and record.run_id == result.run_id and record.rows_total == rows
