@@ -13,8 +13,12 @@ and the submission. So a tick:
    daemon starts a tick every 5 s at most, so waiting inside the tick is what makes an upload's
    run start within a fraction of a second, and a burst one tick's runs;
 2. for a message whose upload already has a run of this sensor (looked up in the instance by the
-   run-key tag) that has left NOT_STARTED: acknowledges it: the run exists, the message is done;
-3. for any other message: yields ``RunRequest(run_key=upload_id)``;
+   run's ``aimq/upload.<id>`` tag) that has left NOT_STARTED: acknowledges it: the run exists, the
+   message is done;
+3. for the other messages: one new upload alone yields ``RunRequest(run_key=upload_id)`` for
+   ``score_upload``; several (a burst, a backlog) are split by ``plan_runs`` into ``score_uploads``
+   runs, each keyed by a hash of its upload ids (a run process start costs far more than scoring a
+   small file: docs/batch.md, "Many small files");
 4. closes its connection, which returns every unacknowledged message to the queue.
 
 The next tick gets the requested messages again, finds their runs (step 2) and acknowledges them.
@@ -26,7 +30,10 @@ Failure cases:
 - a message delivered twice (a redelivery, or a publisher retry after a lost confirm): the
   ``run_key`` makes Dagster skip the second request, and step 2 acknowledges it: no second run;
 - a run created but never launched (NOT_STARTED, the daemon died in between): not acknowledged
-  but requested again, and Dagster launches the existing run for that run key.
+  but requested again word for word (``request_again``: its job, run key, config and tags, so no
+  new upload joins it), and Dagster launches the existing run for that run key;
+- a backlog requested but never created (killed before submitting): its messages come back and are
+  planned again, maybe grouped differently; no run existed, so none is doubled.
 
 A message that is not valid JSON or lacks fields is copied to the dead-letter exchange with the
 reason in its ``x-aimq-error`` header; the original is acknowledged only after the broker
