@@ -83,7 +83,7 @@ def test_xlsx_and_csv_score_like_the_api(platform: Platform, instance: dg.Dagste
         if fmt == "xlsx":
             scored = pd.read_excel(io.BytesIO(content), sheet_name="predictions", keep_default_na=False)
         else:
-            scored = pd.read_csv(io.BytesIO(content))
+            scored = pd.read_csv(io.BytesIO(content), keep_default_na=False)
         assert len(scored) == 100
         assert scored[list(schema.INPUT_COLUMNS)].astype(str).equals(frame.astype(str))
         expected = api_prices(platform, scored.to_dict("records"))
@@ -110,12 +110,12 @@ def test_bad_rows_are_reported_and_a_corrupt_file_fails(platform: Platform) -> N
 
     mixed = wait_for_upload(platform.api_url, mixed_id, platform=platform)
     assert mixed["state"] == "succeeded" and (mixed["rows_total"], mixed["rows_rejected"]) == (20, 3)
-    scored = pd.read_csv(io.BytesIO(download(platform, mixed_id)))
+    scored = pd.read_csv(io.BytesIO(download(platform, mixed_id)), keep_default_na=False)
     bad = [3, 7, 11]
     assert scored.loc[bad, "predicted_price"].isna().all()
     good = scored.drop(index=bad)
     assert good["predicted_price"].tolist() == api_prices(platform, good.to_dict("records"))
-    rejected = pd.read_csv(io.BytesIO(download(platform, mixed_id, "rejected")))
+    rejected = pd.read_csv(io.BytesIO(download(platform, mixed_id, "rejected")), keep_default_na=False)
     assert rejected["row"].tolist() == [r + 2 for r in bad]  # as a spreadsheet numbers them
     assert "fuel_type: unknown value 'Steam'" in rejected.loc[0, "errors"]
     assert "kilometers: 'many' is not a number" in rejected.loc[1, "errors"]

@@ -127,7 +127,7 @@ def result_rows(fp: FaultPlatform, upload_id: str) -> pd.DataFrame:
     """The downloaded result (the fault tests upload CSV)."""
     response = httpx.get(f"{fp.api_url}/uploads/{upload_id}/result", timeout=60)
     assert response.status_code == 200, response.text
-    return pd.read_csv(io.BytesIO(response.content))
+    return pd.read_csv(io.BytesIO(response.content), keep_default_na=False)
 
 
 def assert_scored_once(fp: FaultPlatform, upload_id: str, rows: int, timeout_s: float = 240.0) -> dict:

@@ -46,9 +46,9 @@ def test_score_the_sample_file_end_to_end(platform: Platform, tmp_path: Path) ->
     proc = _aimq("score", str(source), api_url=platform.api_url)
     assert proc.returncode == 0, proc.stderr
     out = tmp_path / "100_rows_scored.xlsx"
-    scored = pd.read_excel(out, sheet_name="predictions")
+    scored = pd.read_excel(out, sheet_name="predictions", keep_default_na=False)
     assert len(scored) == 100 and scored["predicted_price"].notna().all()
-    assert list(scored.columns[:12]) == list(pd.read_excel(source).columns)
+    assert list(scored.columns[:12]) == list(pd.read_excel(source, keep_default_na=False).columns)
 
     # progress on stderr (no terminal here: one line per phase and tenth), the summary on stdout
     assert "uploaded 100_rows.xlsx" in proc.stderr
@@ -82,7 +82,7 @@ def test_score_a_csv_lists_the_rejected_rows_and_why(platform: Platform, tmp_pat
     # spreadsheet numbering: the header is row 1, so data row 4 (0-based) is row 6
     assert "  row 6: fuel_type: unknown value 'Steam' (allowed: " in proc.stdout
     assert "  row 11: model_group: unknown value 'Z' (allowed: A, B, C)" in proc.stdout
-    scored = pd.read_csv(out)
+    scored = pd.read_csv(out, keep_default_na=False)
     assert scored["predicted_price"].isna().tolist() == [i in (4, 9) for i in range(100)]
 
 

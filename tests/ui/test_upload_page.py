@@ -58,7 +58,7 @@ def test_upload_the_sample_file_watch_it_and_download_the_result(scored_page: Pa
     assert download.suggested_filename == "100_rows_scored.xlsx"
     saved = tmp_path / download.suggested_filename
     download.save_as(saved)
-    scored = pd.read_excel(saved, sheet_name="predictions")
+    scored = pd.read_excel(saved, sheet_name="predictions", keep_default_na=False)
     assert len(scored) == 100 and scored["predicted_price"].notna().all()
     versions = ", ".join(f"{g} v{int(v)}" for g, v in scored.groupby("model_group")["model_version"].first().items())
     assert details["Model versions"] == versions

@@ -145,13 +145,13 @@ def test_csv_keeps_its_delimiter_and_extra_columns(tmp_path: Path, pinned: Pinne
     result, result_path, rejected_path = score(tmp_path, source, pinned)
     assert (result.rows_total, result.rows_rejected) == (len(frame), len(reasons))
 
-    out = pd.read_csv(result_path, sep=";", dtype={"listing_id": str})
+    out = pd.read_csv(result_path, sep=";", dtype={"listing_id": str}, keep_default_na=False)
     assert list(out.columns) == [*header, "predicted_price", "model_version"]
     assert out["listing_id"].tolist() == frame["listing_id"].tolist()
     good = out[out["listing_id"] != "bad"]
     assert good["predicted_price"].tolist() == api_prices(good[list(schema.INPUT_COLUMNS)].to_dict("records"))
     assert out.loc[out["listing_id"] == "bad", "predicted_price"].isna().all()
-    listed = pd.read_csv(rejected_path)
+    listed = pd.read_csv(rejected_path, keep_default_na=False)
     # No blank row in this file: rows after the xlsx's blank row are one higher there.
     assert len(listed) == len(reasons)
 
