@@ -41,8 +41,9 @@ confirmed the copy. It never blocks the queue: the next messages are taken in th
 
 Each tick also removes abandoned incoming bodies (``incoming/<id>.part`` untouched for
 ``upload_abandoned_after_s``): what an API killed mid-upload leaves behind. None of them was
-answered with 202; one whose message was queued meanwhile would have been moved into place by
-its run (``UploadStorage.claim_input``), so a run that finds neither ends as withdrawn.
+answered with 202. One whose message was queued is kept while the tick takes that message or its
+upload has an unfinished run: the run moves it into place (``UploadStorage.claim_input``), so a
+run that finds neither body nor status record ends as withdrawn.
 """
 
 import hashlib
@@ -201,11 +202,12 @@ def poll_uploads(instance: dg.DagsterInstance, uploads: UploadsResource, sensor_
     status = uploads.status_store()
     clock = TickClock(settings.sensor_wait_s, settings.sensor_linger_s, settings.sensor_tick_budget_s)
     outcome = TickOutcome()
-    try:  # before the broker: a broker outage must not keep abandoned bodies around
-        outcome.swept = uploads.storage().sweep_incoming(settings.upload_abandoned_after_s)
-    except OSError as exc:
-        log.warning("could not sweep abandoned incoming uploads: %s", exc)
-    connection = uploads.connect()
+    taker: _Taker | None = None
+    try:
+        connection = uploads.connect()
+    except BaseException:
+        _sweep(instance, uploads, outcome, set(), sensor_name)  # a broker outage must not keep them around
+        raise
     try:
         channel = connection.channel()
         channel.confirm_delivery()
@@ -233,6 +235,7 @@ def poll_uploads(instance: dg.DagsterInstance, uploads: UploadsResource, sensor_
             connection.close()
         except (pika.exceptions.AMQPError, OSError):
             log.debug("closing the broker connection failed; the broker requeues on its own", exc_info=True)
+        _sweep(instance, uploads, outcome, taker.seen if taker else set(), sensor_name)
     outcome.run_requests += plan_runs(outcome.new_uploads, settings.scoring_uploads_per_run, parallel_runs(instance))
     return outcome
 
@@ -248,6 +251,7 @@ class _Taker:
     sensor_name: str
     outcome: TickOutcome
     requested: set[str] = field(default_factory=set)
+    seen: set[str] = field(default_factory=set)  # every valid upload id taken this tick
 
     def take(self, method: "pika.spec.Basic.GetOk", properties: pika.BasicProperties, body: bytes) -> bool:
         """True if the message became a run request."""
@@ -259,6 +263,7 @@ class _Taker:
             self.outcome.dead_lettered.append(exc.reason)
             return False
         upload_id = message.upload_id
+        self.seen.add(upload_id)
         if upload_id in self.requested:
             return False  # a duplicate in this tick: stays unacknowledged until the run exists
         run = existing_run(self.instance, upload_id, self.sensor_name)
@@ -276,6 +281,22 @@ class _Taker:
         self.requested.add(upload_id)
         self.outcome.new_uploads.append(message)
         return True
+
+
+def _sweep(
+    instance: dg.DagsterInstance, uploads: UploadsResource, outcome: TickOutcome, seen: set[str], sensor_name: str
+) -> None:
+    """Remove abandoned incoming bodies, but never one whose message this tick took or whose upload
+    has a run that has not finished: that run moves it into place (``claim_input``), however
+    long it waited for the sensor or in Dagster's queue."""
+
+    def queued(upload_id: str) -> bool:
+        return upload_id in seen or any(not r.is_finished for r in runs_of(instance, upload_id, sensor_name))
+
+    try:
+        outcome.swept = uploads.storage().sweep_incoming(uploads.settings().upload_abandoned_after_s, keep=queued)
+    except OSError as exc:
+        log.warning("could not sweep abandoned incoming uploads: %s", exc)
 
 
 def _attach(status: UploadStatusStore, upload_id: str, run_id: str) -> None:

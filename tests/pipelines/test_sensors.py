@@ -362,3 +362,29 @@ def test_run_failure_of_a_backlog_marks_only_its_unfinished_uploads(
     assert status.get(scored.upload_id).state == "succeeded"  # finished on its own: untouched
     record = status.get(unfinished.upload_id)
     assert record.state == "failed" and f"scoring run {run.run_id} failed" in record.error
+
+
+def test_an_idle_body_whose_upload_is_queued_or_has_a_run_is_kept(
+    broker: Broker, uploads_settings: AimqSettings, instance: dg.DagsterInstance
+) -> None:
+    # The API was killed right after the broker's confirm: its body stays in incoming/ for the
+    # run to move into place, however long the message waits for the sensor or the run in Dagster's queue.
+    storage = UploadStorage(uploads_settings.resolved_upload_dir)
+    queued, abandoned = message(), new_upload_id()
+    for upload_id in (queued.upload_id, abandoned):
+        storage.incoming_path(upload_id).write_bytes(b"model_group,model\n")
+        long_ago = time.time() - uploads_settings.upload_abandoned_after_s - 60
+        os.utime(storage.incoming_path(upload_id), (long_ago, long_ago))
+    broker.publisher.publish(queued)
+    uploads = resource(uploads_settings)
+    (request,) = tick(instance, uploads).run_requests
+    assert storage.incoming_path(queued.upload_id).exists()  # its message was taken by this tick
+    assert not storage.incoming_path(abandoned).exists()
+    instance.create_run_for_job(  # its run is going: it will claim the body
+        score_upload_job, run_config=request.run_config, status=dg.DagsterRunStatus.STARTED,
+        tags={**request.tags, RUN_KEY_TAG: request.run_key, SENSOR_NAME_TAG: UPLOAD_SENSOR},
+    )
+    tick(instance, uploads)  # acknowledges the message: the run exists
+    assert broker.ready() == 0
+    tick(instance, uploads)
+    assert storage.incoming_path(queued.upload_id).exists()  # its run has not finished
