@@ -247,7 +247,7 @@ def main() -> None:
     )
     report.write(
         "small_files",
-        "Many small files: upload to succeeded, one run per upload",
+        "Many small files: upload to succeeded",
         "python -m benchmarks.small_files_benchmark " + " ".join(sys.argv[1:]),
         ["case", "p50 / median s", "p95 / last s", "where / checks", "demo way s", "ratio demo/AIMQ"],
         rows,
