@@ -1,4 +1,11 @@
-"""The scoring job: read an upload, score every valid row, write the result, report progress.
+"""The scoring jobs: read an upload, score every valid row, write the result, report progress.
+
+``score_upload`` scores one upload (op ``score_file``, configured with its queue message).
+``score_uploads`` scores a backlog, uploads the sensor found waiting together: ``list_uploads``
+yields one dynamic output per upload (keyed by its id) and each is scored by its own
+``score_listed_file[<id>]`` step, the same function, which succeeds, retries and fails on its own. A run
+process start costs ~2 s of CPU, scoring a small file ~0.1 s: a backlog shares one start. Every
+scoring run carries the tag ``aimq/upload.<id>`` for each upload it scores (``runs_of_upload``).
 
 Failures are sorted by what a retry can fix:
 
@@ -20,6 +27,8 @@ was never acknowledged (the API answered 503, or died first): the run ends witho
 without creating a record, since no client holds that id.
 """
 
+from collections.abc import Iterator, Sequence
+
 import dagster as dg
 from pydantic import ValidationError
 
@@ -32,8 +41,10 @@ from aimq_serving.uploads.scoring import BadInput, PinnedModels, estimate_data_r
 from aimq_serving.uploads.status import StatusUnavailable, UploadStatusStore
 from aimq_serving.uploads.storage import sha256_file
 
-UPLOAD_ID_TAG = "aimq/upload_id"
+UPLOAD_ID_TAG = "aimq/upload_id"  # on a run of one upload
 ORIGINAL_NAME_TAG = "aimq/original_name"
+UPLOAD_TAG_PREFIX = "aimq/upload."  # + upload id, on every scoring run: see upload_tag
+UPLOAD_COUNT_TAG = "aimq/uploads"  # on a backlog run: how many uploads it scores
 
 RETRY_POLICY = dg.RetryPolicy(max_retries=3, delay=2.0, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
@@ -64,6 +75,14 @@ def score_file_op(
     uploads: UploadsResource,
     model_store: ModelStoreResource,
 ) -> dg.Output[None]:
+    return score_upload(context, config, uploads, model_store)
+
+
+def score_upload(
+    context: dg.OpExecutionContext, config: ScoreUploadConfig, uploads: UploadsResource, model_store: ModelStoreResource
+) -> dg.Output[None]:
+    """Score one upload and record its status: the work of a ``score_file`` step, alone in a run
+    (``score_upload``) or one of a backlog's (``score_uploads``)."""
     try:
         message = config.message()
     except ValidationError as exc:  # a hand-written run config (launchpad): no retry fixes it
@@ -171,9 +190,83 @@ def score_upload_job() -> None:
     score_file_op()
 
 
+class ScoreUploadsConfig(dg.Config):
+    """A backlog: the queue messages of uploads that were waiting together."""
+
+    uploads: list[ScoreUploadConfig]
+
+
+@dg.op(
+    name="list_uploads",
+    out=dg.DynamicOut(dict),
+    description="One output per upload of the backlog, keyed by its upload id.",
+)
+def list_uploads_op(config: ScoreUploadsConfig) -> Iterator[dg.DynamicOutput[dict]]:
+    for upload in config.uploads:
+        yield dg.DynamicOutput(upload.model_dump(), mapping_key=upload.upload_id)
+
+
+@dg.op(
+    name="score_listed_file",  # op names are unique in a code location: score_file is score_upload's
+    retry_policy=RETRY_POLICY,
+    description="Score one uploaded file of the backlog; it succeeds, retries and fails on its own.",
+)
+def score_listed_file_op(
+    context: dg.OpExecutionContext, upload: dict, uploads: UploadsResource, model_store: ModelStoreResource
+) -> dg.Output[None]:
+    return score_upload(context, ScoreUploadConfig(**upload), uploads, model_store)
+
+
+@dg.job(
+    name="score_uploads",
+    executor_def=dg.in_process_executor,
+    description="Score a backlog of uploaded files, each its own step (started by the upload sensor when "
+    "uploads were waiting together: one process start for all of them).",
+    tags={"aimq/kind": "batch-scoring"},
+)
+def score_uploads_job() -> None:
+    list_uploads_op().map(score_listed_file_op)
+
+
+SCORING_JOBS = (score_upload_job, score_uploads_job)
+
+
+def upload_tag(upload_id: str) -> str:
+    """The tag every scoring run carries per upload it scores (value: the upload id): "which run
+    scored upload X" is a tag filter, for one upload per run as for a backlog."""
+    return UPLOAD_TAG_PREFIX + upload_id
+
+
+def runs_of_upload(instance: dg.DagsterInstance, upload_id: str, extra_tags: dict[str, str] | None = None) -> list[dg.DagsterRun]:
+    return list(instance.get_runs(filters=dg.RunsFilter(tags={upload_tag(upload_id): upload_id, **(extra_tags or {})})))
+
+
+def uploads_of(run: dg.DagsterRun) -> list[str]:
+    """The uploads a scoring run works on (UI re-executions keep the run config, maybe not the tags)."""
+    tagged = [value for key, value in run.tags.items() if key.startswith(UPLOAD_TAG_PREFIX)]
+    if tagged:
+        return tagged
+    if UPLOAD_ID_TAG in run.tags:
+        return [run.tags[UPLOAD_ID_TAG]]
+    ops = (run.run_config or {}).get("ops", {})
+    if "list_uploads" in ops:
+        return [u["upload_id"] for u in ops["list_uploads"].get("config", {}).get("uploads", [])]
+    upload_id = ops.get("score_file", {}).get("config", {}).get("upload_id")
+    return [upload_id] if upload_id else []
+
+
 def run_config(message: UploadMessage) -> dg.RunConfig:
     return dg.RunConfig(ops={"score_file": ScoreUploadConfig.from_message(message)})
 
 
 def run_tags(message: UploadMessage) -> dict[str, str]:
-    return {UPLOAD_ID_TAG: message.upload_id, ORIGINAL_NAME_TAG: message.original_name[:200]}
+    return {UPLOAD_ID_TAG: message.upload_id, ORIGINAL_NAME_TAG: message.original_name[:200],
+            upload_tag(message.upload_id): message.upload_id}
+
+
+def backlog_run_config(messages: Sequence[UploadMessage]) -> dg.RunConfig:
+    return dg.RunConfig(ops={"list_uploads": ScoreUploadsConfig(uploads=[ScoreUploadConfig.from_message(m) for m in messages])})
+
+
+def backlog_run_tags(messages: Sequence[UploadMessage]) -> dict[str, str]:
+    return {UPLOAD_COUNT_TAG: str(len(messages)), **{upload_tag(m.upload_id): m.upload_id for m in messages}}

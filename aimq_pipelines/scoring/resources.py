@@ -23,6 +23,9 @@ class UploadsResource(dg.ConfigurableResource):
     uploads_dead_letter_queue: str | None = None
     sensor_batch_size: int | None = None
     sensor_tick_budget_s: float | None = None
+    sensor_wait_s: float | None = None
+    sensor_linger_s: float | None = None
+    scoring_uploads_per_run: int | None = None
 
     def settings(self) -> AimqSettings:
         overrides = {k: v for k, v in self.model_dump().items() if v is not None}

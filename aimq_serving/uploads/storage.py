@@ -21,6 +21,7 @@ import re
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -107,8 +108,9 @@ class UploadStorage:
                 pass
         return target if target.is_file() else None
 
-    def sweep_incoming(self, older_than_s: float) -> list[str]:
-        """Remove incoming bodies not written to for ``older_than_s`` seconds; their ids.
+    def sweep_incoming(self, older_than_s: float, keep: Callable[[str], bool] = lambda upload_id: False) -> list[str]:
+        """Remove incoming bodies not written to for ``older_than_s`` seconds, except those whose
+        upload id ``keep`` names; their ids.
 
         Such a body belongs to a request that never got its 202 (the API died, or the client
         stopped sending): no one will move it into place, and no client knows its id.
@@ -124,7 +126,7 @@ class UploadStorage:
             if not entry.name.endswith(".part"):
                 continue
             try:
-                if entry.stat().st_mtime < cutoff:
+                if entry.stat().st_mtime < cutoff and not keep(entry.name.removesuffix(".part")):
                     os.unlink(entry.path)
                     removed.append(entry.name.removesuffix(".part"))
             except FileNotFoundError:  # moved into place or removed meanwhile

@@ -12,7 +12,7 @@ import dagster as dg
 import httpx
 import pytest
 
-from aimq_pipelines.scoring.job import UPLOAD_ID_TAG
+from aimq_pipelines.scoring.job import runs_of_upload
 from tests.e2e.test_batch_e2e import finished_run
 from tests.platform import Platform, wait_for_upload
 from tests.uploads.corpus import BY_ID, HEADER, Failed, Refused, csv_bytes, sample_rows
@@ -44,7 +44,7 @@ def test_entity_bomb_fails_its_run_once_with_the_reason(platform: Platform, inst
     assert record["state"] == "failed" and case.outcome.reason in record["error"], record
     result = httpx.get(f"{platform.api_url}/uploads/{upload_id}/result", timeout=10)
     assert result.status_code == 409 and "XML entity bomb" in result.json()["detail"]
-    runs = instance.get_runs(filters=dg.RunsFilter(tags={UPLOAD_ID_TAG: upload_id}))
+    runs = runs_of_upload(instance, upload_id)
     # Bad input is not retried: one run, and it failed.
     assert len(runs) == 1
     assert finished_run(instance, record["run_id"]).status == dg.DagsterRunStatus.FAILURE

@@ -22,7 +22,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from aimq_pipelines.scoring.job import UPLOAD_ID_TAG
+from aimq_pipelines.scoring.job import runs_of_upload
 from benchmarks.api_benchmark import sample_bodies
 from benchmarks.load_test import run_both, summarize, upload_files
 from tests.conftest import REPO
@@ -70,5 +70,5 @@ def test_predictions_and_uploads_under_load(platform: Platform, instance: dg.Dag
         assert outcome.answers[-1] == 202, (outcome.name, outcome.answers)
         assert outcome.record.get("state") == "succeeded", (outcome.name, outcome.record)
         assert outcome.record["rows_total"] == ROWS_PER_FILE and outcome.record["rows_rejected"] == 0
-        runs = instance.get_runs(filters=dg.RunsFilter(tags={UPLOAD_ID_TAG: outcome.upload_id}))
+        runs = runs_of_upload(instance, outcome.upload_id)
         assert [r.run_id for r in runs if r.status == dg.DagsterRunStatus.SUCCESS] == [outcome.record["run_id"]]

@@ -13,7 +13,7 @@ import dagster as dg
 import httpx
 import pandas as pd
 
-from aimq_pipelines.scoring.job import UPLOAD_ID_TAG
+from aimq_pipelines.scoring.job import runs_of_upload
 from aimq_serving import schema
 from aimq_serving.uploads.broker import connect
 from aimq_serving.uploads.status import UploadStatusStore
@@ -71,7 +71,7 @@ def status_store(fp: FaultPlatform) -> UploadStatusStore:
 
 
 def runs_of(fp: FaultPlatform, upload_id: str) -> list[dg.DagsterRun]:
-    return list(fp.instance.get_runs(filters=dg.RunsFilter(tags={UPLOAD_ID_TAG: upload_id})))
+    return runs_of_upload(fp.instance, upload_id)
 
 
 def run_pid(fp: FaultPlatform, run_id: str) -> int | None:

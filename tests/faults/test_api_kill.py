@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from aimq_pipelines.scoring.job import uploads_of
 from aimq_serving.uploads.broker import Topology, UploadPublisher
 from aimq_serving.uploads.messages import UploadMessage
 from aimq_serving.uploads.status import utc_now
@@ -140,7 +141,7 @@ def test_api_killed_during_uploads_leaves_no_orphans(fault_platform: FaultPlatfo
     assert set(clients.accepted) <= new
     for upload_id in new - set(clients.accepted):  # queued, but the client never heard back
         assert_scored_once(fp, upload_id, ROWS)
-    queued = {r.tags["aimq/upload_id"] for r in fp.instance.get_runs() if "aimq/upload_id" in r.tags}
+    queued = {upload_id for r in fp.instance.get_runs() for upload_id in uploads_of(r)}
     for upload_id in queued - new - before:
         wait_until(lambda: all(r.is_finished for r in runs_of(fp, upload_id)), f"the run of {upload_id}", 120, fp)
         assert withdrawn(fp, upload_id), upload_id

@@ -12,7 +12,17 @@ import fastexcel
 import pytest
 
 from aimq_pipelines.resources import ModelStoreResource
-from aimq_pipelines.scoring.job import RETRY_POLICY, run_config, run_tags, score_file_op, score_upload_job
+from aimq_pipelines.scoring.job import (
+    RETRY_POLICY,
+    backlog_run_config,
+    backlog_run_tags,
+    run_config,
+    run_tags,
+    runs_of_upload,
+    score_file_op,
+    score_upload_job,
+    score_uploads_job,
+)
 from aimq_pipelines.scoring.resources import UploadsResource
 from aimq_serving.model_store import ModelStore
 from aimq_serving.settings import AimqSettings
@@ -131,3 +141,30 @@ def test_a_hand_written_config_that_is_invalid_fails_without_retry(resources, st
     assert dg.DagsterEventType.STEP_UP_FOR_RETRY not in [e.event_type for e in result.all_events]
     failure = result.get_step_failure_events()[0].step_failure_data.user_failure_data.description
     assert "invalid upload in the run config" in failure and "stored_path must be" in failure
+
+
+def test_a_backlog_run_scores_each_upload_in_its_own_step_and_a_bad_one_fails_alone(
+    resources, storage, status, instance, tmp_path: Path
+) -> None:
+    good = [stage(storage, SAMPLES / "1_row.xlsx"), stage(storage, SAMPLES / "100_rows.xlsx")]
+    bad = stage(storage, SAMPLES / "1_row.xlsx", sha256="0" * 64)
+    backlog = [good[0], bad, good[1]]
+    for message in backlog:
+        status.register(message)
+    result = score_uploads_job.execute_in_process(
+        run_config=backlog_run_config(backlog), tags=backlog_run_tags(backlog), instance=instance,
+        resources=resources, raise_on_error=False,
+    )
+    assert not result.success  # the run shows the failed upload ...
+    scored = {e.step_key for e in result.get_step_success_events()}
+    assert scored == {"list_uploads", *(f"score_listed_file[{m.upload_id}]" for m in good)}  # ... the others are scored
+    for message, rows in zip(good, (1, 100)):
+        record = status.get(message.upload_id)
+        assert record.state == "succeeded" and record.run_id == result.run_id and record.rows_total == rows
+        assert storage.result_path(message.upload_id, "xlsx").is_file()
+    record = status.get(bad.upload_id)
+    assert record.state == "failed" and "does not match the checksum" in record.error
+    retried = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
+    assert retried == []  # bad input is not retried, in a backlog as alone
+    # Which run scored upload X: a tag filter, for a backlog run as for a run of one upload.
+    assert [r.run_id for m in backlog for r in runs_of_upload(instance, m.upload_id)] == [result.run_id] * 3

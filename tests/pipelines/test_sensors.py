@@ -8,13 +8,21 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
 import dagster as dg
 import pika
 import pytest
 
-from aimq_pipelines.scoring.job import UPLOAD_ID_TAG, run_config, score_upload_job
+from aimq_pipelines.scoring.job import (
+    UPLOAD_ID_TAG,
+    run_config,
+    score_upload_job,
+    score_uploads_job,
+    upload_tag,
+    uploads_of,
+)
 from aimq_pipelines.scoring.resources import UploadsResource
 from aimq_pipelines.sensors import (
     RUN_KEY_TAG,
@@ -82,6 +90,10 @@ def broker(uploads_settings: AimqSettings) -> Iterator[Broker]:
 
 
 def resource(settings: AimqSettings, **overrides: object) -> UploadsResource:
+    # No waiting on an empty queue unless a test is about it: each tick here returns at once.
+    overrides.setdefault("sensor_wait_s", 0.0)
+    # One run per upload unless a test is about backlog runs: the protocol is the same for both.
+    overrides.setdefault("scoring_uploads_per_run", 1)
     return UploadsResource(
         uploads_exchange=settings.uploads_exchange,
         uploads_queue=settings.uploads_queue,
@@ -301,3 +313,156 @@ def test_run_failure_sensor_marks_the_upload_once_no_retry_is_left(
     upload_run_failure(context)
     record = status.get(msg.upload_id)
     assert record.state == "failed" and f"scoring run {run.run_id} failed" in record.error, record
+
+
+def test_a_tick_waits_for_the_first_upload_and_takes_the_burst_that_follows(
+    broker: Broker, uploads_settings: AimqSettings, instance: dg.DagsterInstance
+) -> None:
+    msgs = [message() for _ in range(5)]
+
+    def publish_later() -> None:
+        time.sleep(0.5)
+        for msg in msgs:
+            broker_late.publisher.publish(msg)
+            time.sleep(0.05)  # closer together than the linger: one burst
+
+    broker_late = Broker(uploads_settings)
+    try:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(publish_later)
+            # Published while the tick waits on the empty queue: all five requested by this tick.
+            outcome = tick(instance, resource(uploads_settings, sensor_wait_s=4.0, sensor_linger_s=0.5))
+            pending.result()
+    finally:
+        broker_late.close()
+    assert [r.run_key for r in outcome.run_requests] == [m.upload_id for m in msgs]
+    assert broker.ready() == 5  # still not acknowledged: their runs do not exist yet
+
+
+def test_a_waiting_tick_ends_at_its_wait_on_an_empty_queue(
+    broker: Broker, uploads_settings: AimqSettings, instance: dg.DagsterInstance
+) -> None:
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # Returns after its wait with nothing to do: it does not block the sensor for ever.
+        outcome = pool.submit(tick, instance, resource(uploads_settings, sensor_wait_s=0.5)).result(timeout=30)
+    assert outcome.run_requests == [] and "0 run(s) requested" in outcome.skip_reason.skip_message
+
+
+def daemon_creates(instance: dg.DagsterInstance, request: dg.RunRequest, *, launched: bool) -> dg.DagsterRun:
+    """The run the daemon creates for a request of this sensor (with Dagster's own tags)."""
+    job = {j.name: j for j in (score_upload_job, score_uploads_job)}[request.job_name]
+    run = instance.create_run_for_job(
+        job, run_config=request.run_config, tags={**request.tags, RUN_KEY_TAG: request.run_key, SENSOR_NAME_TAG: UPLOAD_SENSOR}
+    )
+    if launched:
+        instance.report_run_canceled(run)
+    return run
+
+
+def test_uploads_waiting_together_become_backlog_runs_each_upload_in_one(
+    broker: Broker, uploads_settings: AimqSettings, instance: dg.DagsterInstance
+) -> None:
+    msgs = [message() for _ in range(5)]
+    for msg in msgs:
+        broker.publisher.publish(msg)
+    uploads = resource(uploads_settings, scoring_uploads_per_run=2)
+
+    outcome = tick(instance, uploads)
+    # At most 2 uploads a run: two backlog runs and one upload alone (a run of its own).
+    assert sorted(r.job_name for r in outcome.run_requests) == ["score_upload", "score_uploads", "score_uploads"]
+    members = [uploads_of(dg.DagsterRun(job_name=r.job_name, run_id="x", tags=r.tags)) for r in outcome.run_requests]
+    assert sorted(i for m in members for i in m) == sorted(m.upload_id for m in msgs)
+    backlog = next(r for r in outcome.run_requests if r.job_name == "score_uploads")
+    listed = [u["upload_id"] for u in backlog.run_config["ops"]["list_uploads"]["config"]["uploads"]]
+    assert listed == [v for k, v in backlog.tags.items() if k.startswith("aimq/upload.")]
+    assert broker.ready() == 5  # nothing acknowledged before the runs exist
+
+    # The same messages again (the daemon died before submitting): the same runs, by their keys.
+    again = tick(instance, uploads)
+    assert sorted(r.run_key for r in again.run_requests) == sorted(r.run_key for r in outcome.run_requests)
+
+    for request in outcome.run_requests:
+        daemon_creates(instance, request, launched=True)
+    done = tick(instance, uploads)
+    assert done.run_requests == [] and "5 message(s) acknowledged" in done.skip_reason.skip_message
+    assert broker.ready() == 0
+
+
+def test_a_backlog_run_never_launched_is_requested_again_word_for_word(
+    broker: Broker, uploads_settings: AimqSettings, instance: dg.DagsterInstance
+) -> None:
+    msgs = [message() for _ in range(4)]
+    for msg in msgs:
+        broker.publisher.publish(msg)
+    uploads = resource(uploads_settings, scoring_uploads_per_run=2)
+    waiting, launched = tick(instance, uploads).run_requests  # two backlog runs of two uploads
+    run = daemon_creates(instance, waiting, launched=False)  # created, then the daemon died
+    daemon_creates(instance, launched, launched=True)
+
+    late = message()  # a new upload arrives meanwhile: it must not join the waiting run
+    broker.publisher.publish(late)
+    outcome = tick(instance, uploads)
+    again = next(r for r in outcome.run_requests if r.run_key == waiting.run_key)
+    assert (again.job_name, again.run_config) == ("score_uploads", run.run_config)
+    assert sorted(uploads_of(run)) == sorted(k.removeprefix("aimq/upload.") for k in again.tags if k.startswith("aimq/upload."))
+    assert [r.run_key for r in outcome.run_requests if r is not again] == [late.upload_id]
+    assert broker.ready() == 3  # the launched run's two are acknowledged; the rest wait for their runs
+
+
+def test_run_failure_of_a_backlog_marks_only_its_unfinished_uploads(
+    instance: dg.DagsterInstance, settings: AimqSettings, uploads_settings: AimqSettings
+) -> None:
+    scored, unfinished = message(), message()
+    status = UploadStatusStore.from_settings(settings)
+    for msg in (scored, unfinished):
+        status.register(msg)
+    request = dg.RunRequest(
+        run_key="uploads-test", job_name="score_uploads",
+        run_config={"ops": {"list_uploads": {"config": {"uploads": [
+            run_config(m).to_config_dict()["ops"]["score_file"]["config"] for m in (scored, unfinished)]}}}},
+        tags={upload_tag(m.upload_id): m.upload_id for m in (scored, unfinished)},
+    )
+    run = daemon_creates(instance, request, launched=False)
+    for msg in (scored, unfinished):
+        status.start(msg, run.run_id)
+    status.succeed(scored.upload_id, rows_total=1, rows_rejected=0, model_versions={"A": 1}, stats={})
+    instance.report_run_failed(run)
+    instance.add_run_tags(run.run_id, {WILL_RETRY_TAG: "false"})  # its last retry
+    failure = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE).records[0]
+    context = dg.build_run_status_sensor_context(
+        sensor_name="upload_run_failure",
+        dagster_event=failure.event_log_entry.dagster_event,
+        dagster_instance=instance,
+        dagster_run=instance.get_run_by_id(run.run_id),
+        resources={"uploads": resource(uploads_settings)},
+    )
+    upload_run_failure(context)
+    assert status.get(scored.upload_id).state == "succeeded"  # finished on its own: untouched
+    record = status.get(unfinished.upload_id)
+    assert record.state == "failed" and f"scoring run {run.run_id} failed" in record.error
+
+
+def test_an_idle_body_whose_upload_is_queued_or_has_a_run_is_kept(
+    broker: Broker, uploads_settings: AimqSettings, instance: dg.DagsterInstance
+) -> None:
+    # The API was killed right after the broker's confirm: its body stays in incoming/ for the
+    # run to move into place, however long the message waits for the sensor or the run in Dagster's queue.
+    storage = UploadStorage(uploads_settings.resolved_upload_dir)
+    queued, abandoned = message(), new_upload_id()
+    for upload_id in (queued.upload_id, abandoned):
+        storage.incoming_path(upload_id).write_bytes(b"model_group,model\n")
+        long_ago = time.time() - uploads_settings.upload_abandoned_after_s - 60
+        os.utime(storage.incoming_path(upload_id), (long_ago, long_ago))
+    broker.publisher.publish(queued)
+    uploads = resource(uploads_settings)
+    (request,) = tick(instance, uploads).run_requests
+    assert storage.incoming_path(queued.upload_id).exists()  # its message was taken by this tick
+    assert not storage.incoming_path(abandoned).exists()
+    instance.create_run_for_job(  # its run is going: it will claim the body
+        score_upload_job, run_config=request.run_config, status=dg.DagsterRunStatus.STARTED,
+        tags={**request.tags, RUN_KEY_TAG: request.run_key, SENSOR_NAME_TAG: UPLOAD_SENSOR},
+    )
+    tick(instance, uploads)  # acknowledges the message: the run exists
+    assert broker.ready() == 0
+    tick(instance, uploads)
+    assert storage.incoming_path(queued.upload_id).exists()  # its run has not finished

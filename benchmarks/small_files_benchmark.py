@@ -1,0 +1,260 @@
+"""Many small files: single-upload latency (1, 100, 1,000 rows) and bursts of one-row uploads,
+against the original demo's way (one worker, one /predict/onnx request per row), same run.
+
+    .venv/bin/python -m benchmarks.small_files_benchmark [--repeats 8] [--bursts 30 300]
+
+The real platform as processes, as in ``benchmarks.batch_benchmark`` (the API under uvicorn,
+dagster-daemon with dagster.yaml as shipped for ``aimq up``, RabbitMQ, Redis), throw-away names.
+
+- single: N uploads of each file, one after the other; upload -> ``succeeded`` is the status
+  record's ``finished_at`` minus the moment the upload was sent. Where the time goes comes from the
+  status record and Dagster's run record: sensor (broker confirm -> run created), queue + process
+  start (run created -> scoring op started), op, finish.
+- burst: all uploads sent at once (8 client threads); the time until the last one succeeded and
+  the median. Each upload must have exactly one run requested by the sensor and have been scored by
+  it; meanwhile a client sends /predict/onnx every 0.2 s and counts failures.
+- the original demo's way: one worker reads each file, sends one /predict/onnx request per row and
+  writes the result file, file after file (the same files, this run, this API).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from benchmarks import report
+from benchmarks.batch_benchmark import Platform, generate, score_via_api
+from benchmarks.stack import remove_throwaway, throwaway_env
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "samples"
+
+
+def upload(api: str, path: Path) -> tuple[str, float]:
+    sent = time.time()
+    response = httpx.post(f"{api}/upload", files={"file": (path.name, path.read_bytes())}, timeout=60)
+    response.raise_for_status()
+    return response.json()["upload_id"], sent
+
+
+def finished(api: str, upload_id: str, timeout_s: float = 900) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        record = httpx.get(f"{api}/uploads/{upload_id}", timeout=10).json()
+        if record["state"] in ("succeeded", "failed"):
+            if record["state"] != "succeeded":
+                raise RuntimeError(f"upload {upload_id} failed: {record['error']}")
+            return record
+        time.sleep(0.05)
+    raise RuntimeError(f"upload {upload_id} not finished within {timeout_s} s")
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def breakdown(instance: Any, record: dict[str, Any]) -> dict[str, float]:
+    """Seconds per stage of one upload, from its status record and its Dagster run record."""
+    run = instance.get_run_record_by_id(record["run_id"])
+    created = run.create_timestamp.timestamp()
+    return {
+        "sensor": created - record["created_at"],
+        "queue+start": record["started_at"] - created,
+        "op+finish": record["finished_at"] - record["started_at"],
+    }
+
+
+def demo_way(api: str, files: list[Path], work: Path) -> float:
+    """The original demo's worker: per file, read it, one request per row, write the result."""
+    import pandas as pd
+
+    started = time.perf_counter()
+    with httpx.Client(base_url=api, timeout=30) as client:
+        for i, path in enumerate(files):
+            frame = pd.read_excel(path, keep_default_na=False)
+            prices = []
+            for row in frame.to_dict("records"):
+                body = {k: (int(v) if isinstance(v, float) else v) for k, v in row.items()}
+                prices.append(client.post("/predict/onnx", json=[body]).json()[0]["predicted_price"])
+            frame.assign(predicted_price=prices).to_excel(work / f"demo_{i}.xlsx", index=False)
+    return time.perf_counter() - started
+
+
+class PredictProbe:
+    """Sends /predict/onnx every 0.2 s while a burst runs: the API must keep answering."""
+
+    def __init__(self, api: str, body: dict[str, Any]):
+        self.api, self.body = api, body
+        self.latencies: list[float] = []
+        self.failures = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=self.api, timeout=10) as client:
+            while not self.stop.is_set():
+                started = time.perf_counter()
+                try:
+                    client.post("/predict/onnx", json=self.body).raise_for_status()
+                    self.latencies.append(time.perf_counter() - started)
+                except httpx.HTTPError:
+                    self.failures += 1
+                self.stop.wait(0.2)
+
+    def __enter__(self) -> "PredictProbe":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def burst(api: str, instance: Any, path: Path, n: int, probe_body: dict[str, Any]) -> dict[str, Any]:
+    from aimq_pipelines.scoring.job import runs_of_upload
+
+    with PredictProbe(api, probe_body) as probe:
+        started = time.time()
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            ids = [upload_id for upload_id, _ in pool.map(lambda _: upload(api, path), range(n))]
+        records = [finished(api, i) for i in ids]
+    done = [r["finished_at"] - started for r in records]
+    twice, runs_used = [], set()
+    for upload_id, record in zip(ids, records):
+        runs_used.add(record["run_id"])
+        runs = runs_of_upload(instance, upload_id)
+        requested = [r for r in runs if "dagster/parent_run_id" not in r.tags]
+        if len(requested) != 1 or requested[0].run_id != record["run_id"]:
+            twice.append(upload_id)
+    return {
+        "n": n, "runs": len(runs_used), "last_s": max(done), "median_s": statistics.median(done), "files_per_s": n / max(done),
+        "not_exactly_once": twice, "predict_ok": len(probe.latencies), "predict_failed": probe.failures,
+        "predict_p95_ms": 1000 * pct(probe.latencies, 0.95) if probe.latencies else None,
+    }
+
+
+def burst_row(api: str, instance: Any, path: Path, n: int, probe_body: dict[str, Any], work: Path,
+              extra: dict[str, Any], how: str) -> list[Any]:
+    print(f"burst of {n} one-row uploads ({how}) ...", flush=True)
+    result = burst(api, instance, path, n, probe_body)
+    demo = demo_way(api, [path] * n, work)
+    extra["bursts"][f"{n} {how}"] = {**result, "demo_s": demo}
+    exactly_once = "yes" if not result["not_exactly_once"] else f"NO: {result['not_exactly_once']}"
+    return [
+        f"burst of {n} one-row files, {how}", round(result["median_s"], 2), round(result["last_s"], 2),
+        f"{result['files_per_s']:.2f} files/s in {result['runs']} runs; exactly once: {exactly_once}; "
+        f"/predict/onnx {result['predict_ok']} ok, {result['predict_failed']} failed, "
+        f"p95 {result['predict_p95_ms']:.0f} ms",
+        round(demo, 2), round(demo / result["last_s"], 2),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=8, help="uploads of each single file")
+    parser.add_argument("--bursts", type=int, nargs="*", default=[30, 300])
+    parser.add_argument("--one-run-each", type=int, nargs="*", default=[30], metavar="N",
+                        help="bursts measured again with one run per upload (AIMQ_SCORING_UPLOADS_PER_RUN=1)")
+    parser.add_argument("--files-dir", type=Path, default=Path(tempfile.gettempdir()) / "aimq-batch-bench")
+    parser.add_argument("--train-rows", type=int, default=20_000, help="rows per group to train on")
+    args = parser.parse_args()
+
+    args.files_dir.mkdir(parents=True, exist_ok=True)
+    thousand = args.files_dir / "listings_1000.xlsx"
+    if not thousand.exists():
+        generate(thousand, 1000)
+    files = {1: SAMPLES / "1_row.xlsx", 100: SAMPLES / "100_rows.xlsx", 1000: thousand}
+
+    tag = f"aimqbench-{uuid.uuid4().hex[:8]}"
+    work = Path(tempfile.mkdtemp(prefix="aimq-small-bench-"))
+    os.environ.update({**throwaway_env(tag, work), "AIMQ_RATE_LIMIT_ENABLED": "false"})
+
+    import dagster as dg
+    import pandas as pd
+
+    from aimq_pipelines.definitions import defs
+    from aimq_pipelines.resources import ModelStoreResource, TrainingDataSource
+    from aimq_serving.settings import AimqSettings
+
+    settings = AimqSettings()
+    print(f"training models ({args.train_rows} rows per group) ...", flush=True)
+    with dg.DagsterInstance.ephemeral() as ephemeral:
+        trained = defs.resolve_job_def("train_models").execute_in_process(
+            instance=ephemeral,
+            resources={"model_store": ModelStoreResource(), "training_source": TrainingDataSource(rows_per_group=args.train_rows)},
+        )
+        assert trained.success
+    probe_body = {k: (int(v) if isinstance(v, float) else v)
+                  for k, v in pd.read_excel(files[1], keep_default_na=False).to_dict("records")[0].items()}
+
+    load_before = os.getloadavg()
+    rows: list[list[Any]] = []
+    extra: dict[str, Any] = {"single": {}, "bursts": {}}
+    try:
+        with Platform({**os.environ}, work) as platform, dg.DagsterInstance.get() as instance:
+            score_via_api(platform.api, files[1], work / "warmup.xlsx")  # the code server's first start
+            for size, path in files.items():
+                print(f"single uploads of {size} row(s) ...", flush=True)
+                latencies, stages = [], []
+                for _ in range(args.repeats):
+                    upload_id, sent = upload(platform.api, path)
+                    record = finished(platform.api, upload_id)
+                    latencies.append(record["finished_at"] - sent)
+                    stages.append(breakdown(instance, record))
+                demo = demo_way(platform.api, [path], work)
+                where = {k: statistics.median(s[k] for s in stages) for k in stages[0]}
+                extra["single"][str(size)] = {"latencies_s": latencies, "stages_median_s": where, "demo_s": demo}
+                rows.append([
+                    f"1 file, {size:,} row(s)", round(statistics.median(latencies), 2), round(pct(latencies, 0.95), 2),
+                    "; ".join(f"{k} {v:.2f}" for k, v in where.items()), round(demo, 2),
+                    round(demo / statistics.median(latencies), 2),
+                ])
+            for n in args.bursts:
+                rows.append(burst_row(platform.api, instance, files[1], n, probe_body, work, extra, "backlog runs"))
+        if args.one_run_each:
+            # The same bursts with every upload its own run: what backlog runs are measured against.
+            alone = {**os.environ, "AIMQ_SCORING_UPLOADS_PER_RUN": "1"}
+            with Platform(alone, work) as platform, dg.DagsterInstance.get() as instance:
+                score_via_api(platform.api, files[1], work / "warmup.xlsx")
+                for n in args.one_run_each:
+                    rows.append(burst_row(platform.api, instance, files[1], n, probe_body, work, extra, "one run each"))
+    finally:
+        remove_throwaway(settings, work)
+
+    load_after = os.getloadavg()
+    extra["loadavg_before"], extra["loadavg_after"] = load_before, load_after
+    notes = (
+        "single: p50/p95 of upload -> `succeeded` (status `finished_at` minus the moment the upload was sent); "
+        "'where' is the median per stage: sensor = broker confirm -> Dagster run created, queue+start = run "
+        "created -> scoring op started (Dagster's run queue, the run process's start and imports), op+finish = "
+        "the scoring op and its status write. burst: median/last upload `succeeded` after the burst began. "
+        "demo = the original demo's way (one worker, per file: read, one /predict/onnx request per row, write), "
+        "same files, same API, this run; ratio = demo time / AIMQ time (> 1: AIMQ faster).\n\n"
+        f"Load average (1 min) before {load_before[0]:.1f}, after {load_after[0]:.1f}, on {os.cpu_count()} cores "
+        "shared with other work."
+    )
+    report.write(
+        "small_files",
+        "Many small files: upload to succeeded",
+        "python -m benchmarks.small_files_benchmark " + " ".join(sys.argv[1:]),
+        ["case", "p50 / median s", "p95 / last s", "where / checks", "demo way s", "ratio demo/AIMQ"],
+        rows,
+        extra=extra,
+        notes=notes,
+    )
+
+
+if __name__ == "__main__":
+    main()
