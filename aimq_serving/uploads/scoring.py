@@ -151,7 +151,7 @@ def score_file(
             if columns is None:
                 columns = _Columns.resolve(batch.schema.names, location)
                 writer = open_result(fmt, tmp_result, columns.kept, _csv_delimiter(source, fmt))
-            numbers, next_row = _row_numbers(batch, next_row)
+            numbers, next_row = _row_numbers(batch, next_row, lines=fmt == "csv")
             scoring.append(score_pool.submit(_score_batch, batch, columns, models, numbers))
             collect(limit=2)
         collect(limit=0)
@@ -214,13 +214,13 @@ def _read(
     return csv_reader.iter_csv_batches(source, block_bytes=max(1 << 20, chunk_rows * 80)), None
 
 
-def _row_numbers(batch: pa.RecordBatch, first: int) -> tuple[np.ndarray, int]:
+def _row_numbers(batch: pa.RecordBatch, first: int, *, lines: bool) -> tuple[np.ndarray, int]:
     """The sheet row (xlsx) or first line (CSV) of each row of ``batch``, and the next one's.
 
     xlsx batches hold every sheet row below the header, blank ones too. A CSV row spans one line
     plus one per line break inside its quoted cells (a spreadsheet's multi-line cell)."""
     spans = np.ones(batch.num_rows, dtype=np.int64)
-    for column in batch.columns:
+    for column in batch.columns if lines else ():
         if pa.types.is_string(column.type) and pc.any(pc.match_substring_regex(column, "[\r\n]")).as_py():
             breaks = pc.count_substring_regex(column, "\r\n|\r|\n")
             spans += pc.fill_null(breaks, 0).to_numpy(zero_copy_only=False).astype(np.int64)

@@ -88,7 +88,8 @@ def openpyxl_book(path: Path, rows: list[list[Any]]) -> None:
     sheet.title = "Data"
     sheet.append([*EXTRA, *schema.INPUT_COLUMNS])
     for row in rows:
-        sheet.append(row)
+        # openpyxl refuses control characters (it cannot escape them): left out of its workbook.
+        sheet.append([v.replace("\x07", "") if isinstance(v, str) else v for v in row])
         for cell in sheet[sheet.max_row]:
             if isinstance(cell.value, str) and cell.value.startswith("="):
                 cell.data_type = "s"  # openpyxl would store it as a formula
@@ -104,13 +105,13 @@ def soffice_resave(path: Path, out_dir: Path) -> Path:
          "--outdir", str(out_dir), str(path)],
         check=True, capture_output=True, timeout=180,
     )
-    return out_dir / path.name
+    return out_dir / f"{path.stem}.xlsx"
 
 
 def cells(path: Path, sheet: str | None = None) -> list[dict[str, Any]]:
     """Rows below the header as openpyxl reads them, text decoded as OOXML escapes it (openpyxl
     leaves ``_xHHHH_`` as is; Excel, LibreOffice and calamine decode it)."""
-    book = openpyxl.load_workbook(path)
+    book = openpyxl.load_workbook(path, data_only=True)  # LibreOffice saves TRUE as the formula TRUE()
     ws = book[sheet] if sheet else book.worksheets[0]
     rows = [r for r in ws.iter_rows(values_only=True) if any(v is not None for v in r)]
     header = [str(h) for h in rows[0]]
@@ -126,7 +127,7 @@ def assert_kept_cells_equal(uploaded: list[dict[str, Any]], result: list[dict[st
         for name in EXTRA:
             b, a = before.get(name), after.get(name)
             assert (type(a), a) == (type(b), b), f"row {i + 1}, {name}: uploaded {b!r}, result {a!r}"
-        assert isinstance(after["predicted_price"], float), after
+        assert isinstance(after["predicted_price"], (int, float)), after  # scored
 
 
 # --- the API and the scoring job ---------------------------------------------------------------
@@ -157,6 +158,7 @@ def upload(client: TestClient, uploads_settings: AimqSettings, instance: dg.Dags
             result = client.get(f"/uploads/{message.upload_id}/result")
             assert result.status_code == 200
             status["result"] = result.content
+            status["rejected"] = client.get(f"/uploads/{message.upload_id}/rejected").content
         return status
 
     return run
@@ -229,28 +231,33 @@ def test_the_data_is_found_below_a_title_and_after_notes_and_hidden_sheets(uploa
     """Case 8: a hidden sheet and an instructions sheet first, a title row above the header."""
 
     def before(book: Any) -> None:
-        book.add_worksheet("Secret").hide()
-        book.add_worksheet("Instructions").write(0, 0, "Instructions: fill in the sheet Data")
+        secret = book.add_worksheet("Secret")
+        notes = book.add_worksheet("Instructions")
+        notes.write(0, 0, "Instructions: fill in the sheet Data")
+        notes.activate()  # xlsxwriter hides no active sheet
+        secret.hide()
 
     rows = _rows()[:4]
     source = tmp_path / "listings.xlsx"
     xlsxwriter_book(source, rows, header_at=1, before=before)
     book = openpyxl.load_workbook(source)
     book["Data"]["A1"] = "Price list, December"
-    book.active = 1
     book.save(source)
     status = upload(source)
     assert (status["data_sheet"], status["header_row"], status["rows_total"]) == ("Data", 2, 4)
 
     missing = tmp_path / "no-data.xlsx"
     other = xlsxwriter.Workbook(str(missing))
-    other.add_worksheet("Hidden notes").hide()
-    other.add_worksheet("Instructions").write(0, 0, "Instructions...")
+    hidden = other.add_worksheet("Hidden notes")
+    notes = other.add_worksheet("Instructions")
+    notes.write(0, 0, "Instructions...")
+    notes.activate()
+    hidden.hide()
     other.add_worksheet("Prices").write_row(0, 0, ["model_group", "model"])
     other.close()
     failed = upload(missing)
     assert failed["state"] == "failed"
-    assert "missing column(s): kilometers" in failed["error"]
+    assert "missing column(s): model_group, model, kilometers" in failed["error"]
     assert "visible sheets: 'Instructions', 'Prices'" in failed["error"] and "Hidden notes" not in failed["error"]
 
 
@@ -269,14 +276,14 @@ def test_csv_cells_come_back_and_formulas_are_neutralised(upload, tmp_path: Path
     source = tmp_path / "listings.csv"
     source.write_bytes(_csv(rows))
     status = upload(source)
-    result = list(csv.DictReader(io.StringIO(result_file(status, tmp_path, ".csv").decode())))
+    result = list(csv.DictReader(io.StringIO(result_file(status, tmp_path, ".csv").read_text())))
     notes = [r["note"] for r in result]
     assert notes[:3] == ["N/A", "null", "NA"]  # no text taken for a missing value
     assert notes[3:10] == ["'=1+1", "-5", "+3.5", "'@SUM(A1)", "'=HYPERLINK(\"http://x\",\"y\")", "two\nlines", ""]
-    assert status["rows_rejected"] == 1
-    rejected = (tmp_path / "rejected.csv")
     assert status["header_row"] == 1 and status["data_sheet"] is None
-    del rejected
+    assert status["rows_rejected"] == 1
+    rejected = list(csv.DictReader(io.StringIO(status["rejected"].decode())))
+    assert [(r["row"], r["errors"]) for r in rejected] == [("13", "kilometers: 'n/a' is not a number")]
 
 
 @needs_soffice
