@@ -349,7 +349,10 @@ def _bound_text(batch: pa.RecordBatch, errors: dict[int, list[RowError]]) -> pa.
     """Reject rows with a text cell longer than MAX_CELL_CHARS and cut those cells."""
     columns = list(batch.columns)
     for j, column in enumerate(columns):
-        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        mixed = xlsx_cells.is_mixed(column.type)
+        if mixed:
+            column = xlsx_cells.as_text(column)  # measured on its text; the writer cuts its text cells
+        elif not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
             continue
         # Bytes bound characters from above: the character count is only needed past the limit.
         if (pc.max(pc.binary_length(column)).as_py() or 0) <= MAX_CELL_CHARS:
@@ -362,7 +365,8 @@ def _bound_text(batch: pa.RecordBatch, errors: dict[int, list[RowError]]) -> pa.
         for i in too_long:
             message = f"text of {int(lengths[i]):,} characters; a cell holds at most {MAX_CELL_CHARS:,} (cut to that length)"
             errors[int(i)].append(RowError(int(i), name, message))
-        columns[j] = pc.utf8_slice_codeunits(column, 0, MAX_CELL_CHARS)
+        if not mixed:
+            columns[j] = pc.utf8_slice_codeunits(column, 0, MAX_CELL_CHARS)
     return pa.RecordBatch.from_arrays(columns, schema=batch.schema)
 
 

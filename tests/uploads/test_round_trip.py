@@ -297,3 +297,32 @@ def test_libreoffice_opens_the_csv_result_as_text(upload, tmp_path: Path) -> Non
     values = [r[0] for r in openpyxl.load_workbook(opened).active.iter_rows(values_only=True)]
     assert values[1] != 2 and "1+1" in str(values[1])  # shown as text, never computed
     assert values[2] == -5  # a number stays a number
+
+
+# --- the scoring function alone: parts of a few rows ---------------------------------------------
+@pytest.fixture(scope="module")
+def pinned(trained_store: ModelStore):
+    from aimq_serving.predictor import ModelCache
+    from aimq_serving.uploads.scoring import PinnedModels
+
+    return PinnedModels.from_cache(ModelCache(trained_store))
+
+
+def test_a_text_cell_in_a_later_part_changes_no_other_cell(pinned, tmp_path: Path) -> None:
+    """Types are decided per part: the part holding the text cell reads the column cell by cell, the
+    others as numbers; every cell comes back in its kind, whichever part it was in."""
+    from aimq_serving.uploads.scoring import score_file
+
+    rows = [[*_rows()[i % 12][:1], *[None] * (len(EXTRA) - 1), *good_row(i % 100)] for i in range(120)]
+    for i, row in enumerate(rows):
+        row[0] = "ask" if i == 95 else 10_000.5 + i
+    rows[30][0] = None  # an empty cell in a number column stays empty
+    source = tmp_path / "listings.xlsx"
+    xlsxwriter_book(source, rows)
+    result_path, rejected_path = tmp_path / "result.xlsx", tmp_path / "rejected.csv"
+    result = score_file(source, "xlsx", result_path=result_path, rejected_path=rejected_path, models=pinned,
+                        max_rows=1000, chunk_rows=40, work_dir=tmp_path)
+    assert (result.rows_total, result.rows_rejected, result.header_row) == (120, 0, 1)
+    asking = [r["asking"] for r in cells(result_path, "predictions")]
+    assert asking == [r[0] for r in rows]
+    assert all(type(a) is type(r[0]) for a, r in zip(asking, rows))
