@@ -550,19 +550,6 @@ def _take_header_row(chunk: bytes, ordinal: int) -> tuple[bytes, bytes, int]:
     return b"", b"", ordinal
 
 
-def _value_rows(chunk: bytes, limit: int) -> list[bytes]:
-    rows: list[bytes] = []
-    pos = 0
-    for end in _ROW_END.finditer(chunk):
-        row = chunk[pos : end.end()]
-        pos = end.end()
-        if _HAS_VALUE.search(row):
-            rows.append(row)
-            if len(rows) >= limit:
-                break
-    return rows
-
-
 def _errors_as_text(rows: bytes) -> bytes:
     """Error cells (``#N/A``, ``#DIV/0!``) as the text they show: calamine reads them as missing,
     and an upload's ``#N/A`` must come back (as text: the result holds no formulas) and be quoted
