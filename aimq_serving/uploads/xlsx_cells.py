@@ -95,34 +95,44 @@ def _markers_read_as_missing(reader: fastexcel.ExcelReader, sheet: str, batch: p
     return False
 
 
-def _load(reader: fastexcel.ExcelReader, sheet: str, dtype: str | None) -> pa.RecordBatch:
+def _load(reader: fastexcel.ExcelReader, sheet: str, dtype: str) -> pa.RecordBatch:
     return reader.load_sheet(sheet, header_row=0, schema_sample_rows=None, dtypes=dtype, eager=True)
 
 
 def _load_mixed(reader: fastexcel.ExcelReader, sheet: str) -> pa.RecordBatch:
-    guessed = _load(reader, sheet, None)
     text = _load(reader, sheet, "string")
     number = _load(reader, sheet, "float")
     boolean = _load(reader, sheet, "boolean")
     stamp = _load(reader, sheet, "datetime")
-    columns = []
-    for j in range(guessed.num_columns):
+    reads = {TEXT: text, NUMBER: number, BOOLEAN: boolean}
+    columns: list[pa.Array | None] = []
+    dated = []  # columns of date-formatted cells only: their guessed type tells dates from durations
+    for j in range(text.num_columns):
         s, f, b, d = text.column(j), number.column(j), boolean.column(j), stamp.column(j)
         kinds = _kinds(s, f, b, d)
         present = np.unique(kinds[kinds != EMPTY])
-        if len(present) <= 1:
-            columns.append(guessed.column(j))  # one kind: the guessed type coerced nothing
-            continue
-        is_bool = kinds == BOOLEAN
-        shown = pc.if_else(pa.array(is_bool), pc.if_else(b, "TRUE", "FALSE"), s)  # as a spreadsheet shows it
-        columns.append(
-            pa.StructArray.from_arrays(
-                [pa.array(kinds, pa.int8()), shown, f, b, d.cast(pa.timestamp("ms"))],
-                fields=list(MIXED),
-                mask=pa.array(kinds == EMPTY),
+        if len(present) == 0:
+            columns.append(s)  # all empty
+        elif len(present) == 1 and present[0] == DATETIME:
+            columns.append(None)
+            dated.append(j)
+        elif len(present) == 1:
+            columns.append(reads[int(present[0])].column(j))  # one kind: that read changed nothing
+        else:
+            is_bool = kinds == BOOLEAN
+            shown = pc.if_else(pa.array(is_bool), pc.if_else(b, "TRUE", "FALSE"), s)  # as a spreadsheet shows it
+            columns.append(
+                pa.StructArray.from_arrays(
+                    [pa.array(kinds, pa.int8()), shown, f, b, d.cast(pa.timestamp("ms"))],
+                    fields=list(MIXED),
+                    mask=pa.array(kinds == EMPTY),
+                )
             )
-        )
-    return pa.RecordBatch.from_arrays(columns, names=guessed.schema.names)
+    if dated:
+        guessed = reader.load_sheet(sheet, header_row=0, schema_sample_rows=None, use_columns=dated, eager=True)
+        for j, column in zip(dated, guessed.columns):
+            columns[j] = column
+    return pa.RecordBatch.from_arrays(columns, names=text.schema.names)
 
 
 def _kinds(s: pa.Array, f: pa.Array, b: pa.Array, d: pa.Array) -> np.ndarray:
