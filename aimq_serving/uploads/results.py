@@ -81,7 +81,7 @@ class CsvResult:
         self.done = False
 
     def write(self, batch: pa.RecordBatch) -> None:
-        self.writer.write_batch(neutralise_formulas(batch.cast(self.schema)))
+        self.writer.write_batch(_empty_unquoted(neutralise_formulas(batch.cast(self.schema))))
 
     def finish(self, rejected: list[pa.Table]) -> None:
         self.writer.close()
@@ -102,6 +102,16 @@ def neutralise_formulas(batch: pa.RecordBatch | pa.Table) -> pa.RecordBatch | pa
         if pc.any(risky).as_py():
             columns[j] = pc.if_else(risky, pc.binary_join_element_wise("'", column, ""), column)
     return type(batch).from_arrays(columns, schema=batch.schema)
+
+
+def _empty_unquoted(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """An empty cell is read as empty text; written as missing it comes back as the upload had it
+    (``a,,b``), not as a quoted empty string (``a,"",b``)."""
+    columns = [
+        pc.if_else(pc.equal(c, ""), pa.scalar(None, c.type), c) if pa.types.is_string(c.type) else c
+        for c in batch.columns
+    ]
+    return pa.RecordBatch.from_arrays(columns, schema=batch.schema)
 
 
 def write_rejected_csv(path: Path, tables: list[pa.Table], kept: list[str]) -> None:
