@@ -156,6 +156,8 @@ def score_upload(
         rows_rejected=result.rows_rejected,
         model_versions=result.model_versions,
         stats=result.stats,
+        data_sheet=result.data_sheet,
+        header_row=result.header_row,
     )
     context.log.info(
         f"upload {upload_id} scored: {result.rows_total:,} rows, {result.rows_rejected:,} rejected, stats {result.stats}"
@@ -166,6 +168,8 @@ def score_upload(
             "upload_id": upload_id,
             "rows_total": result.rows_total,
             "rows_rejected": result.rows_rejected,
+            "data_sheet": result.data_sheet or "",
+            "header_row": result.header_row,
             "model_versions": dg.MetadataValue.json(result.model_versions),
             **{k: float(v) for k, v in result.stats.items()},
         },

@@ -72,8 +72,10 @@ def iter_csv_batches(path: Path, *, block_bytes: int = 8 << 20) -> Iterator[pa.R
         # Quoted values may hold line breaks (a spreadsheet's multi-line cell). Empty lines stay
         # rows (of nulls, skipped as blank later) so row numbers stay those of the file.
         "parse_options": pcsv.ParseOptions(delimiter=delimiter, newlines_in_values=True, ignore_empty_lines=False),
+        # No text is a missing value: pyarrow's null markers (N/A, NA, null, #N/A...) are cells the
+        # user typed and come back as typed; an empty cell is an empty string (blank for validation).
         "convert_options": pcsv.ConvertOptions(
-            column_types={n: pa.string() for n in unique}, strings_can_be_null=True, quoted_strings_can_be_null=False
+            column_types={n: pa.string() for n in unique}, strings_can_be_null=False, quoted_strings_can_be_null=False
         ),
     }
     rows = 0

@@ -34,13 +34,11 @@ from aimq_serving import schema
 from aimq_serving.features import _MAX_ERRORS_PER_COLUMN, RowError
 from aimq_serving.model_store import NoModel, UnknownGroup
 from aimq_serving.predictor import LoadedModel, ModelCache
-from aimq_serving.uploads import csv_reader, xlsx_reader
+from aimq_serving.uploads import csv_reader, xlsx_cells, xlsx_reader
 from aimq_serving.uploads.results import ERRORS, PRICE, ROW, VERSION, ResultWriter, open_result, write_rejected_csv
 from aimq_serving.uploads.storage import Format
 from aimq_serving.uploads.xlsx_writer import XlsxWriteError
 
-# Rows of the upload are numbered as a spreadsheet shows them: the header is row 1.
-_FIRST_DATA_ROW = 2
 # The most characters a spreadsheet cell holds (Excel's limit). A longer text (possible in a CSV or
 # a hand-made xlsx) rejects its row and is cut to this length where it is written back, so one
 # cell can neither make the result unreadable in Excel nor repeat megabytes in error messages.
@@ -61,6 +59,9 @@ class ScoreResult:
     rows_rejected: int = 0
     model_versions: dict[str, int] = field(default_factory=dict)
     stats: dict[str, float] = field(default_factory=dict)
+    # Where the table was found: the sheet (xlsx; None for CSV) and the header's row (CSV: line).
+    data_sheet: str | None = None
+    header_row: int = 1
 
 
 @dataclass
@@ -133,23 +134,25 @@ def score_file(
             with timer("write_wait_s"):
                 writing.popleft().result()
 
-    batches = _read(source, fmt, chunk_rows, work_dir)
+    batches, location = _read(source, fmt, chunk_rows, work_dir)
+    if location is not None:
+        result.data_sheet, result.header_row = location.sheet, location.header_row
     score_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="score")
     # One writer thread: batches reach the file in order, while the next ones are scored.
     write_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="write")
     try:
         columns: _Columns | None = None
-        offset = 0
+        next_row = result.header_row + 1  # rows are numbered as the sheet (or the CSV's lines) numbers them
         while True:
             with timer("read_wait_s"):
                 batch = next(batches, None)
             if batch is None:
                 break
             if columns is None:
-                columns = _Columns.resolve(batch.schema.names)
+                columns = _Columns.resolve(batch.schema.names, location)
                 writer = open_result(fmt, tmp_result, columns.kept, _csv_delimiter(source, fmt))
-            scoring.append(score_pool.submit(_score_batch, batch, columns, models, offset))
-            offset += batch.num_rows
+            numbers, next_row = _row_numbers(batch, next_row, lines=fmt == "csv")
+            scoring.append(score_pool.submit(_score_batch, batch, columns, models, numbers))
             collect(limit=2)
         collect(limit=0)
         if columns is None or writer is None:
@@ -189,15 +192,40 @@ def estimate_data_rows(source: Path, fmt: Format) -> int | None:
     """How many data rows the file looks like it has, before reading it: what a run's progress is
     measured against. None when the file does not say (an xlsx without a sheet dimension)."""
     if fmt == "xlsx":
-        return xlsx_reader.declared_data_rows(source)
+        try:
+            location = xlsx_reader.locate_data(source, schema.INPUT_COLUMNS)
+        except xlsx_reader.XlsxFormatError:
+            return None  # the run reports it
+        return xlsx_reader.declared_data_rows(source, location.sheet, location.header_row)
     return csv_reader.counted_data_rows(source)
 
 
-def _read(source: Path, fmt: Format, chunk_rows: int, work_dir: Path | None) -> Iterator[pa.RecordBatch]:
+def _read(
+    source: Path, fmt: Format, chunk_rows: int, work_dir: Path | None
+) -> tuple[Iterator[pa.RecordBatch], xlsx_reader.DataLocation | None]:
     if fmt == "xlsx":
-        return xlsx_reader.iter_xlsx_batches(source, rows_per_part=chunk_rows, work_dir=work_dir)
+        try:
+            location = xlsx_reader.locate_data(source, schema.INPUT_COLUMNS, work_dir=work_dir)
+        except xlsx_reader.XlsxFormatError as exc:
+            raise BadInput(str(exc)) from exc
+        batches = xlsx_reader.iter_xlsx_batches(source, location=location, rows_per_part=chunk_rows, work_dir=work_dir)
+        return batches, location
     # ~80 bytes per row in a typical listings CSV: blocks of about chunk_rows rows.
-    return csv_reader.iter_csv_batches(source, block_bytes=max(1 << 20, chunk_rows * 80))
+    return csv_reader.iter_csv_batches(source, block_bytes=max(1 << 20, chunk_rows * 80)), None
+
+
+def _row_numbers(batch: pa.RecordBatch, first: int, *, lines: bool) -> tuple[np.ndarray, int]:
+    """The sheet row (xlsx) or first line (CSV) of each row of ``batch``, and the next one's.
+
+    xlsx batches hold every sheet row below the header, blank ones too. A CSV row spans one line
+    plus one per line break inside its quoted cells (a spreadsheet's multi-line cell)."""
+    spans = np.ones(batch.num_rows, dtype=np.int64)
+    for column in batch.columns if lines else ():
+        if pa.types.is_string(column.type) and pc.any(pc.match_substring_regex(column, "[\r\n]")).as_py():
+            breaks = pc.count_substring_regex(column, "\r\n|\r|\n")
+            spans += pc.fill_null(breaks, 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    ends = first + np.cumsum(spans)
+    return ends - spans, int(ends[-1]) if len(ends) else first
 
 
 def _csv_delimiter(source: Path, fmt: Format) -> str:
@@ -215,16 +243,24 @@ class _Columns:
     kept: list[str]  # the upload's columns, in order, without earlier prediction columns
 
     @classmethod
-    def resolve(cls, names: list[str]) -> "_Columns":
+    def resolve(cls, names: list[str], location: xlsx_reader.DataLocation | None = None) -> "_Columns":
         by_key = {}
         for name in names:
             by_key.setdefault(name.strip().lower(), name)
         missing = [c for c in schema.INPUT_COLUMNS if c not in by_key]
         if missing:
             shown = ", ".join(repr(n if len(n) <= 60 else n[:60] + "…") for n in names[:30]) or "none"
+            where = ""
+            if location is not None:
+                # Only visible sheets are named: a hidden one is not what the user sees or means.
+                sheets = ", ".join(repr(n) for n in location.visible_sheets)
+                where = (
+                    f" (no row among the first {xlsx_reader.HEADER_SEARCH_ROWS} with a value of any visible sheet "
+                    f"holds them; visible sheets: {sheets}; shown: sheet {location.sheet!r} row {location.header_row})"
+                )
             raise BadInput(
                 f"missing column(s): {', '.join(missing)}. Required: {', '.join(schema.INPUT_COLUMNS)}; "
-                f"the file has: {shown}"
+                f"the file has: {shown}{where}"
             )
         # A result file uploaded again: its prediction columns are replaced, not duplicated.
         kept = [n for n in names if n.strip().lower() not in (PRICE, VERSION)]
@@ -232,7 +268,7 @@ class _Columns:
 
 
 def _score_batch(
-    batch: pa.RecordBatch, columns: _Columns, models: PinnedModels, offset: int
+    batch: pa.RecordBatch, columns: _Columns, models: PinnedModels, row_numbers: np.ndarray
 ) -> tuple[pa.RecordBatch, pa.Table | None, int]:
     """Predictions for one batch; returns (result rows, rejected rows or None, non-blank rows)."""
     n = batch.num_rows
@@ -280,7 +316,7 @@ def _score_batch(
         reasons = ["; ".join(_describe(e) for e in errors[int(i)]) for i in bad]
         rejected = pa.Table.from_batches([batch.select(columns.kept).take(pa.array(bad))])
         rejected = rejected.add_column(0, ERRORS, pa.array(reasons, pa.string()))
-        rejected = rejected.add_column(0, ROW, pa.array(bad + offset + _FIRST_DATA_ROW))
+        rejected = rejected.add_column(0, ROW, pa.array(row_numbers[bad]))
     return out, rejected, len(keep)
 
 
@@ -313,7 +349,10 @@ def _bound_text(batch: pa.RecordBatch, errors: dict[int, list[RowError]]) -> pa.
     """Reject rows with a text cell longer than MAX_CELL_CHARS and cut those cells."""
     columns = list(batch.columns)
     for j, column in enumerate(columns):
-        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        mixed = xlsx_cells.is_mixed(column.type)
+        if mixed:
+            column = xlsx_cells.as_text(column)  # measured on its text; the writer cuts its text cells
+        elif not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
             continue
         # Bytes bound characters from above: the character count is only needed past the limit.
         if (pc.max(pc.binary_length(column)).as_py() or 0) <= MAX_CELL_CHARS:
@@ -326,15 +365,21 @@ def _bound_text(batch: pa.RecordBatch, errors: dict[int, list[RowError]]) -> pa.
         for i in too_long:
             message = f"text of {int(lengths[i]):,} characters; a cell holds at most {MAX_CELL_CHARS:,} (cut to that length)"
             errors[int(i)].append(RowError(int(i), name, message))
-        columns[j] = pc.utf8_slice_codeunits(column, 0, MAX_CELL_CHARS)
+        if not mixed:
+            columns[j] = pc.utf8_slice_codeunits(column, 0, MAX_CELL_CHARS)
     return pa.RecordBatch.from_arrays(columns, schema=batch.schema)
 
 
 def _cell_values(column: pa.Array) -> pd.Series:
     """A column as validation sees it. A column of dates or durations becomes its text (as pandas
-    numbers they would pass as counts of nanoseconds): the row is rejected with the value as the
-    sheet shows it. (Booleans already arrive as text: see xlsx_reader._booleans_as_text.)"""
+    numbers they would pass as counts of nanoseconds), booleans become TRUE/FALSE (as numbers they
+    would pass as 1 and 0 km), and a column of mixed kinds its cells' text: the row is rejected
+    with the value as the sheet shows it (``kilometers: 'n/a' is not a number``)."""
     kind = column.type
+    if xlsx_cells.is_mixed(kind):
+        return xlsx_cells.as_text(column).to_pandas()
+    if pa.types.is_boolean(kind):
+        return pd.Series([None if v is None else ("TRUE" if v else "FALSE") for v in column.to_pylist()], dtype=object)
     if pa.types.is_temporal(kind):
         return pd.Series([None if v is None else str(v) for v in column.to_pylist()], dtype=object)
     return column.to_pandas()

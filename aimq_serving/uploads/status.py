@@ -29,7 +29,7 @@ from aimq_serving.uploads.messages import UploadMessage
 State = Literal["queued", "running", "succeeded", "failed"]
 STATES: tuple[State, ...] = ("queued", "running", "succeeded", "failed")
 _JSON_FIELDS = ("model_versions", "stats")
-_INT_FIELDS = ("size", "rows_total", "rows_expected", "rows_done", "rows_rejected")
+_INT_FIELDS = ("size", "rows_total", "rows_expected", "rows_done", "rows_rejected", "header_row")
 _FLOAT_FIELDS = ("created_at", "started_at", "finished_at", "updated_at")
 
 
@@ -77,6 +77,10 @@ class UploadRecord(BaseModel):
     updated_at: float | None = None
     # Timings and peak memory of the run (seconds, MB), for operators and the benchmark.
     stats: dict[str, float] = {}
+    # Where the table was found, once finished: the sheet (xlsx; null for CSV) and the header's row
+    # as the sheet numbers it (CSV: its line); the rejected rows' numbers count the same way.
+    data_sheet: str | None = None
+    header_row: int | None = None
 
 
 class UploadStatusStore:
@@ -149,8 +153,13 @@ class UploadStatusStore:
         rows_rejected: int,
         model_versions: dict[str, int],
         stats: dict[str, float],
+        data_sheet: str | None = None,
+        header_row: int | None = None,
     ) -> None:
         now = repr(time.time())
+        where: dict[str, Any] = {"header_row": header_row} if header_row is not None else {}
+        if data_sheet is not None:
+            where["data_sheet"] = data_sheet
         with _available():
             pipe = self.client.pipeline(transaction=True)
             pipe.hdel(self.key(upload_id), "error")
@@ -165,6 +174,7 @@ class UploadStatusStore:
                     "stats": json.dumps(stats, sort_keys=True),
                     "finished_at": now,
                     "updated_at": now,
+                    **where,
                 },
             )
             pipe.execute()

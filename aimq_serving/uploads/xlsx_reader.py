@@ -1,4 +1,4 @@
-"""Read the first sheet of an xlsx file in bounded memory, as Arrow record batches.
+"""Read the data sheet of an xlsx file in bounded memory, as Arrow record batches.
 
 fastexcel (calamine) parses a sheet about ten times faster than openpyxl, but it builds the whole
 sheet in memory first: measured here, a full 1,048,575 x 12 sheet peaks at about 1.2 GB in the
@@ -9,6 +9,10 @@ size, not on the file, and calamine still does all the XML and cell-type work.
 
 Cutting between ``</row>`` tags is safe: ``<`` is always escaped inside XML text, so the byte
 sequence can only be markup.
+
+The data need not start at the first sheet's first row: ``locate_data`` looks for the header (a
+row holding given column names) in the first rows of each visible sheet, so a title row above the
+header or an instructions sheet in front of the data is skipped, and row numbers stay the sheet's.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import re
 import tempfile
 import threading
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -28,7 +32,7 @@ from xml.etree import ElementTree
 import fastexcel
 import pyarrow as pa
 
-from aimq_serving.uploads import xlsx_guard
+from aimq_serving.uploads import xlsx_cells, xlsx_guard
 
 _MAIN_NS = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
 _REL_NS = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
@@ -40,8 +44,8 @@ _ROW_NUMBER = re.compile(rb'(<(?:\w+:)?row\b[^>]*?\sr=")(\d+)"')
 _CELL_REF = re.compile(rb'(<(?:\w+:)?c\b[^>]*?\sr=")([A-Z]+)\d+"')
 _HAS_VALUE = re.compile(rb"<(?:\w+:)?(?:v|t)\b[^>]*>[^<]")
 _DIMENSION = re.compile(rb"<(?:\w+:)?dimension\b[^>]*/>")
-# A boolean cell: ``t="b"`` and a value of 0 or 1, possibly after a formula.
-_BOOL_CELL = re.compile(rb'(<(?:\w+:)?c\b[^>]*?\s)t="b"([^>]*>(?:(?!</(?:\w+:)?c>).)*?<((?:\w+:)?v)>)([01])(</\3>)', re.S)
+# An error cell (``#N/A``, ``#DIV/0!``...): its type attribute, rewritten so it reads as its text.
+_ERROR_CELL = re.compile(rb'(<(?:\w+:)?c\b[^>]*?\s)t="e"')
 _EMPTY_SHEET = (
     b'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
     b'<worksheet xmlns="' + _MAIN_NS.encode() + b'"><sheetData/></worksheet>'
@@ -54,21 +58,58 @@ class XlsxFormatError(ValueError):
 
 
 @dataclass(frozen=True)
+class Sheet:
+    name: str
+    part: str
+    visible: bool
+
+
+@dataclass(frozen=True)
+class DataLocation:
+    """Where a sheet's table starts: its header row, as the sheet numbers it."""
+
+    sheet: str
+    header_row: int  # the sheet's own row number (1 = the first row)
+    header_found: bool  # False: no row holds the columns asked for; the sheet's first row is used
+    visible_sheets: tuple[str, ...]
+    header_ordinal: int = 0  # which of the sheet's rows with a value is the header (0 = the first)
+
+
+@dataclass(frozen=True)
 class _Layout:
-    sheet_part: str
-    other_sheets: frozenset[str]
+    sheets: tuple[Sheet, ...]
     keep: tuple[str, ...]  # metadata parts every stand-alone part needs (workbook, styles, strings)
+
+    def sheet(self, name: str | None) -> Sheet:
+        for sheet in self.sheets:
+            if name is None or sheet.name == name:
+                return sheet
+        raise XlsxFormatError(f"the workbook has no sheet {name!r}")
+
+
+# Rows with a value searched for the header, per sheet: a title, notes and blank lines above a
+# table fit easily; a sheet whose table starts further down is not what the upload means.
+HEADER_SEARCH_ROWS = 30
 
 
 def iter_xlsx_batches(
-    path: Path, *, rows_per_part: int = 100_000, work_dir: Path | None = None, block_bytes: int = 8 << 20
+    path: Path,
+    *,
+    location: DataLocation | None = None,
+    rows_per_part: int = 100_000,
+    work_dir: Path | None = None,
+    block_bytes: int = 8 << 20,
 ) -> Iterator[pa.RecordBatch]:
-    """Yield the first sheet's rows as record batches; the first row holds the column names.
+    """Yield a sheet's rows below its header as record batches; the header holds the column names.
 
-    Every batch has the same column names (a sheet with only a header row yields one empty
-    batch). A part ends with the first block of ``block_bytes`` of decompressed XML that takes it
-    to ``rows_per_part`` rows or more. Column types are inferred per batch (a column of numbers
-    with one text cell comes back as text), so callers must not assume one schema.
+    ``location`` (from ``locate_data``) says which sheet and row; without it, the first sheet and
+    its first row with a value. Every batch has the same column names (a sheet with only a header
+    row yields one empty batch); the first batch's first row is the row below the header, and
+    every row of the sheet after it is a row of the batches (blank ones too), so row numbers can
+    be counted from the header's. A part ends with the first block of ``block_bytes`` of
+    decompressed XML that takes it to ``rows_per_part`` rows or more. Column types are decided
+    per batch: a column whose cells are of one kind gets that type, a column mixing kinds gets
+    ``xlsx_cells.MIXED`` (every cell keeps its kind), so callers must not assume one schema.
 
     Cutting the next part and parsing the current one run in two threads (calamine releases the
     GIL), so the caller's work on one batch overlaps the reading of the next. At most two parts
@@ -80,8 +121,10 @@ def iter_xlsx_batches(
         raise XlsxFormatError(f"not a readable xlsx file: {exc}") from exc
     with archive, tempfile.TemporaryDirectory(dir=work_dir, prefix="xlsx-parts-") as tmp:
         layout = _layout(archive)
+        sheet = layout.sheet(location.sheet if location else None)
+        ordinal = location.header_ordinal if location else 0
         metadata = {name: _read_member(archive, name) for name in layout.keep}
-        parts = _PartPipeline(archive, layout, metadata, Path(tmp), rows_per_part, block_bytes)
+        parts = _PartPipeline(archive, layout, sheet, ordinal, metadata, Path(tmp), rows_per_part, block_bytes)
         names: list[str] | None = None
         try:
             for batch in parts:
@@ -96,28 +139,151 @@ def iter_xlsx_batches(
             parts.close()
 
 
+def locate_data(
+    path: Path, columns: Collection[str], *, work_dir: Path | None = None, block_bytes: int = 1 << 20
+) -> DataLocation:
+    """The first visible sheet whose first ``HEADER_SEARCH_ROWS`` rows with a value include a row
+    holding all ``columns`` (names compared trimmed and case-insensitively), and that row.
+
+    When no sheet has one, the first visible sheet and its first row with a value, with
+    ``header_found`` False: the caller reports which columns are missing. Hidden sheets are
+    never used nor named (the user may not know they exist).
+    """
+    wanted = {c.strip().lower() for c in columns}
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise XlsxFormatError(f"not a readable xlsx file: {exc}") from exc
+    with archive, tempfile.TemporaryDirectory(dir=work_dir, prefix="xlsx-head-") as tmp:
+        layout = _layout(archive)
+        candidates = [s for s in layout.sheets if s.visible] or list(layout.sheets)
+        names = tuple(s.name for s in candidates)
+        metadata: dict[str, bytes] | None = None
+        first: tuple[Sheet, int] | None = None
+        for sheet in candidates:
+            rows, opened = _head_rows(archive, sheet, block_bytes)
+            if not rows:
+                continue
+            if first is None:
+                first = (sheet, rows[0][1])
+            if metadata is None:
+                metadata = {name: _read_member(archive, name) for name in layout.keep}
+            ordinal = _find_header([row for row, _ in rows], wanted, layout, sheet, opened, metadata, Path(tmp))
+            if ordinal is not None:
+                return DataLocation(sheet.name, rows[ordinal][1], True, names, ordinal)
+        sheet, row = first if first is not None else (candidates[0], 1)
+        return DataLocation(sheet.name, row, False, names, 0)
+
+
+def _head_rows(archive: zipfile.ZipFile, sheet: Sheet, block: int) -> tuple[list[tuple[bytes, int]], _OpenSheet]:
+    """The sheet's first rows with a value, with their row numbers (at most HEADER_SEARCH_ROWS)."""
+    stream, opened = _open_sheet(archive, sheet, block)
+    with stream:
+        if opened.empty:
+            return [], opened
+        buf, row_end = opened.buf, b"</" + opened.prefix + b"row>"
+        data_end = b"</" + opened.prefix + b"sheetData>"
+        while True:
+            data = opened.blocks.read()
+            buf += data
+            if not data or data_end in buf or buf.count(row_end) >= 4 * HEADER_SEARCH_ROWS or len(buf) > xlsx_guard.MAX_ROW_BYTES:
+                break
+    out: list[tuple[bytes, int]] = []
+    position = 0  # rows without numbers are numbered by position
+    pos = 0
+    chunk = bytes(buf)
+    for end in _ROW_END.finditer(chunk):
+        row = chunk[pos : end.end()]
+        pos = end.end()
+        own = _ROW_NUMBER.search(row)
+        position = int(own.group(2)) if own else position + 1
+        if _HAS_VALUE.search(row):
+            out.append((row, position))
+            if len(out) >= HEADER_SEARCH_ROWS:
+                break
+    return out, opened
+
+
+def _find_header(
+    rows: list[bytes],
+    wanted: set[str],
+    layout: _Layout,
+    sheet: Sheet,
+    opened: _OpenSheet,
+    metadata: dict[str, bytes],
+    tmp: Path,
+) -> int | None:
+    """Which of ``rows`` holds all ``wanted`` names; calamine reads the cells (shared strings,
+    inline text) from a small workbook of these rows, numbered 1, 2, 3... so row i is grid row i."""
+    footer = b"</" + opened.prefix + b"sheetData></" + opened.prefix + b"worksheet>"
+    part = _Part(tmp / "head.xlsx", layout, sheet, metadata, opened.header, footer)
+    try:
+        for number, row in enumerate(rows, start=1):
+            part.write(_renumber(row, number))
+        path = part.finish()
+    except BaseException:
+        part.abort()
+        raise
+    try:
+        grid = fastexcel.read_excel(str(path)).load_sheet(sheet.name, header_row=None, dtypes="string", eager=True)
+    except Exception:  # noqa: BLE001 - a head calamine cannot read has no header; the sheet is read (and refused) later
+        return None
+    finally:
+        path.unlink(missing_ok=True)
+    for i, values in enumerate(zip(*(c.to_pylist() for c in grid.columns))):
+        if wanted <= {v.strip().lower() for v in values if v}:
+            return i
+    return None
+
+
+def _renumber(row: bytes, number: int) -> bytes:
+    """The row and its cell references as sheet row ``number`` (rows without numbers get one)."""
+    text = str(number).encode()
+    if _ROW_NUMBER.search(row):
+        out = _ROW_NUMBER.sub(lambda m: m.group(1) + text + b'"', row, count=1)
+    else:
+        out = re.sub(rb"<((?:\w+:)?row)\b", lambda m: b"<" + m.group(1) + b' r="' + text + b'"', row, count=1)
+    return _CELL_REF.sub(lambda m: m.group(1) + m.group(2) + text + b'"', out)
+
+
 class _PartPipeline:
     """split thread -> queue of parse futures (bounded) -> the consumer, in order."""
 
     def __init__(
-        self, archive: zipfile.ZipFile, layout: _Layout, metadata: dict[str, bytes], tmp: Path, rows: int, block: int
+        self,
+        archive: zipfile.ZipFile,
+        layout: _Layout,
+        sheet: Sheet,
+        ordinal: int,
+        metadata: dict[str, bytes],
+        tmp: Path,
+        rows: int,
+        block: int,
     ):
         self._queue: queue.Queue[Future[pa.RecordBatch] | BaseException | None] = queue.Queue(maxsize=2)
         self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xlsx-parse")
         self._thread = threading.Thread(
-            target=self._split, args=(archive, layout, metadata, tmp, rows, block), name="xlsx-split", daemon=True
+            target=self._split, args=(archive, layout, sheet, ordinal, metadata, tmp, rows, block), name="xlsx-split", daemon=True
         )
         self._thread.start()
 
     def _split(
-        self, archive: zipfile.ZipFile, layout: _Layout, metadata: dict[str, bytes], tmp: Path, rows: int, block: int
+        self,
+        archive: zipfile.ZipFile,
+        layout: _Layout,
+        sheet: Sheet,
+        ordinal: int,
+        metadata: dict[str, bytes],
+        tmp: Path,
+        rows: int,
+        block: int,
     ) -> None:
         try:
-            for part in _split_sheet(archive, layout, metadata, tmp, rows, block):
+            for part in _split_sheet(archive, layout, sheet, ordinal, metadata, tmp, rows, block):
                 if self._stop.is_set():
                     return
-                self._put(self._pool.submit(_load_and_delete, part))
+                self._put(self._pool.submit(_load_and_delete, part, sheet.name))
             self._put(None)
         except BaseException as exc:  # handed to the consumer, which raises it in its own thread
             self._put(exc)
@@ -181,23 +347,20 @@ def _layout(archive: zipfile.ZipFile) -> _Layout:
     except (ElementTree.ParseError, KeyError) as exc:
         raise XlsxFormatError(f"the xlsx file is damaged (workbook: {exc})") from exc
     targets = {r.get("Id"): r.get("Target", "") for r in rels.iter(f"{{{_PKG_REL_NS}}}Relationship")}
-    sheet_parts = []
-    for sheet in workbook.iter(f"{{{_MAIN_NS}}}sheet"):
-        target = targets.get(sheet.get(f"{{{_REL_NS}}}id"))
-        if target:
-            sheet_parts.append(_resolve(target))
-    if not sheet_parts or sheet_parts[0] not in names:
+    sheets = []
+    for entry in workbook.iter(f"{{{_MAIN_NS}}}sheet"):
+        target = targets.get(entry.get(f"{{{_REL_NS}}}id"))
+        if target and _resolve(target) in names:
+            visible = entry.get("state", "visible") == "visible"  # not "hidden" or "veryHidden"
+            sheets.append(Sheet(name=entry.get("name", ""), part=_resolve(target), visible=visible))
+    if not sheets:
         raise XlsxFormatError("the workbook has no readable worksheet")
-    others = frozenset(p for p in sheet_parts[1:] if p in names)
+    parts = {sheet.part for sheet in sheets}
     # Everything but worksheets and binary payloads (images, printer settings, macros): calamine
     # needs the workbook, its relationships, shared strings and styles, and nothing else.
-    keep = tuple(
-        n
-        for n in names
-        if (n.endswith(".xml") or n.endswith(".rels")) and n != sheet_parts[0] and n not in others
-    )
+    keep = tuple(n for n in names if (n.endswith(".xml") or n.endswith(".rels")) and n not in parts)
     _check_archive(archive, keep)
-    return _Layout(sheet_part=sheet_parts[0], other_sheets=others, keep=keep)
+    return _Layout(sheets=tuple(sheets), keep=keep)
 
 
 def _resolve(target: str) -> str:
@@ -213,42 +376,72 @@ def _resolve(target: str) -> str:
     return "/".join(parts)
 
 
-def _split_sheet(
-    archive: zipfile.ZipFile, layout: _Layout, metadata: dict[str, bytes], tmp: Path, rows_per_part: int, block: int
-) -> Iterator[Path]:
-    """Write the sheet as stand-alone parts of about ``rows_per_part`` rows and yield their paths.
+@dataclass
+class _OpenSheet:
+    """A worksheet stream positioned just after its ``<sheetData>`` tag."""
 
-    Yields at least one part if the sheet has a header row, so a sheet with column names and no
-    rows still reports its columns.
-    """
+    blocks: "_Blocks"
+    buf: bytearray  # what was read past the tag
+    header: bytes  # the worksheet's XML up to and including ``<sheetData>``, without its dimension
+    prefix: bytes  # the namespace prefix of the sheet's elements (``x:``), or empty
+    empty: bool  # ``<sheetData/>``: not even a header row
+
+
+def _open_sheet(archive: zipfile.ZipFile, sheet: Sheet, block: int) -> tuple[IO[bytes], _OpenSheet]:
     try:
-        stream = archive.open(layout.sheet_part)
+        stream = archive.open(sheet.part)
     except (zipfile.BadZipFile, OSError, RuntimeError) as exc:
-        raise XlsxFormatError(f"the xlsx file is damaged ({layout.sheet_part}: {exc})") from exc
-    with stream:
-        reader = _Blocks(stream, layout.sheet_part, block)
+        raise XlsxFormatError(f"the xlsx file is damaged ({sheet.part}: {exc})") from exc
+    try:
+        reader = _Blocks(stream, sheet.part, block)
         buf = bytearray()
         while (match := _SHEET_DATA_OPEN.search(buf)) is None:
             if len(buf) > xlsx_guard.MAX_PROLOG_BYTES:
                 raise XlsxFormatError(
-                    f"the first worksheet has no sheetData element in its first {xlsx_guard.MAX_PROLOG_BYTES >> 20} MiB"
+                    f"the worksheet {sheet.name!r} has no sheetData element in its first {xlsx_guard.MAX_PROLOG_BYTES >> 20} MiB"
                 )
-            block = reader.read()
-            if not block:
-                raise XlsxFormatError("the first worksheet has no sheetData element")
-            buf += block
+            data = reader.read()
+            if not data:
+                raise XlsxFormatError(f"the worksheet {sheet.name!r} has no sheetData element")
+            buf += data
         try:
-            xlsx_guard.refuse_dtd(bytes(buf[: match.start()]), layout.sheet_part)
+            xlsx_guard.refuse_dtd(bytes(buf[: match.start()]), sheet.part)
         except xlsx_guard.UnsafeWorkbook as exc:
             raise XlsxFormatError(str(exc)) from exc
-        prefix = match.group(1) + b":" if match.group(1) else b""
-        if match.group(2) == b"/":  # <sheetData/>: not even a header row
+    except BaseException:
+        stream.close()
+        raise
+    prefix = match.group(1) + b":" if match.group(1) else b""
+    header = _DIMENSION.sub(b"", bytes(buf[: match.start()])) + b"<" + prefix + b"sheetData>"
+    empty = match.group(2) == b"/"
+    del buf[: match.end()]
+    return stream, _OpenSheet(reader, buf, header, prefix, empty)
+
+
+def _split_sheet(
+    archive: zipfile.ZipFile,
+    layout: _Layout,
+    sheet: Sheet,
+    ordinal: int,
+    metadata: dict[str, bytes],
+    tmp: Path,
+    rows_per_part: int,
+    block: int,
+) -> Iterator[Path]:
+    """Write the sheet as stand-alone parts of about ``rows_per_part`` rows and yield their paths.
+
+    The header is the sheet's ``ordinal``-th row with a value; rows above it are left out. Yields
+    at least one part if the sheet has a header row, so a sheet with column names and no rows
+    still reports its columns.
+    """
+    stream, opened = _open_sheet(archive, sheet, block)
+    with stream:
+        if opened.empty:
             return
-        header = _DIMENSION.sub(b"", bytes(buf[: match.start()])) + b"<" + prefix + b"sheetData>"
+        reader, buf, header, prefix = opened.blocks, opened.buf, opened.header, opened.prefix
         footer = b"</" + prefix + b"sheetData></" + prefix + b"worksheet>"
         row_end = b"</" + prefix + b"row>"
         data_end = b"</" + prefix + b"sheetData>"
-        del buf[: match.end()]
 
         header_row = b""
         part: _Part | None = None
@@ -256,25 +449,25 @@ def _split_sheet(
         last_row: int | None = None  # sheet row number of the previous part's last row
         try:
             while True:
-                block = reader.read()
-                buf += block
+                data = reader.read()
+                buf += data
                 last = buf.rfind(row_end)
                 if last >= 0:
                     last += len(row_end)
                     complete = bytes(buf[:last])
                     del buf[:last]  # O(1) for a bytearray: it moves its start, not its bytes
                     if not header_row:
-                        header_row, complete = _take_header_row(complete)
+                        header_row, complete, ordinal = _take_header_row(complete, ordinal)
                     if header_row and complete:
                         if part is None:
-                            part = _Part(tmp / f"part-{count}.xlsx", layout, metadata, header, footer)
+                            part = _Part(tmp / f"part-{count}.xlsx", layout, sheet, metadata, header, footer)
                             part.write(_place_header(header_row, last_row))
-                        part.write(_booleans_as_text(complete))
+                        part.write(_errors_as_text(complete))
                         part.rows += complete.count(row_end)
                         last_row = _last_row_number(complete, prefix) or last_row
                 # What follows the rows (merged ranges, page setup...) is never needed: stop reading
                 # there rather than inflate whatever a file puts after its data.
-                finished = not block or data_end in buf
+                finished = not data or data_end in buf
                 if not finished and len(buf) > xlsx_guard.MAX_ROW_BYTES:
                     after = f"sheet row {last_row}" if last_row else "the header"
                     raise XlsxFormatError(
@@ -288,9 +481,11 @@ def _split_sheet(
                     if data_end not in buf:
                         # What follows the last complete row must close the sheet data: anything else
                         # is a cut-off or damaged sheet, never silently shortened.
-                        raise XlsxFormatError("the first worksheet is damaged: its XML ends in the middle of the data")
+                        raise XlsxFormatError(
+                            f"the worksheet {sheet.name!r} is damaged: its XML ends in the middle of the data"
+                        )
                     if header_row and count == 0:
-                        empty = _Part(tmp / "part-0.xlsx", layout, metadata, header, footer)
+                        empty = _Part(tmp / "part-0.xlsx", layout, sheet, metadata, header, footer)
                         empty.write(header_row)
                         yield empty.finish()
                     return
@@ -305,7 +500,9 @@ def _split_sheet(
 class _Part:
     """One stand-alone workbook: the original's metadata parts and a slice of the sheet."""
 
-    def __init__(self, path: Path, layout: _Layout, metadata: dict[str, bytes], header: bytes, footer: bytes):
+    def __init__(
+        self, path: Path, layout: _Layout, sheet: Sheet, metadata: dict[str, bytes], header: bytes, footer: bytes
+    ):
         self.path = path
         self.rows = 0
         self._footer = footer
@@ -313,9 +510,10 @@ class _Part:
         self._zip = zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
         for name, data in metadata.items():
             self._zip.writestr(name, data)
-        for name in layout.other_sheets:
-            self._zip.writestr(name, _EMPTY_SHEET)
-        self._sheet = self._zip.open(layout.sheet_part, "w", force_zip64=True)
+        for other in layout.sheets:
+            if other.part != sheet.part:
+                self._zip.writestr(other.part, _EMPTY_SHEET)
+        self._sheet = self._zip.open(sheet.part, "w", force_zip64=True)
         self._sheet.write(header)
 
     def write(self, data: bytes) -> None:
@@ -335,23 +533,30 @@ class _Part:
             self._zip.close()
 
 
-def _take_header_row(chunk: bytes) -> tuple[bytes, bytes]:
-    """Split off the first row that holds a value (leading empty or styled-only rows are dropped)."""
+def _take_header_row(chunk: bytes, ordinal: int) -> tuple[bytes, bytes, int]:
+    """Split off the ``ordinal``-th row that holds a value (rows above it are dropped).
+
+    Returns (header row, the rows after it, ordinal left): the header is b"" when the chunk ends
+    before it, and the search goes on in the next chunk with the ordinal left.
+    """
     pos = 0
     for end in _ROW_END.finditer(chunk):
         row = chunk[pos : end.end()]
         pos = end.end()
         if _HAS_VALUE.search(row):
-            return row, chunk[pos:]
-    return b"", b""
+            if ordinal == 0:
+                return row, chunk[pos:], 0
+            ordinal -= 1
+    return b"", b"", ordinal
 
 
-def _booleans_as_text(rows: bytes) -> bytes:
-    """TRUE/FALSE cells as the text TRUE/FALSE. calamine turns a boolean in a column of numbers into
-    1 or 0, which would pass as a number (1 km); as text it is reported as not a number."""
-    if b't="b"' not in rows:
+def _errors_as_text(rows: bytes) -> bytes:
+    """Error cells (``#N/A``, ``#DIV/0!``) as the text they show: calamine reads them as missing,
+    and an upload's ``#N/A`` must come back (as text: the result holds no formulas) and be quoted
+    in a rejection, not reported as a missing value."""
+    if b't="e"' not in rows:
         return rows
-    return _BOOL_CELL.sub(lambda m: m.group(1) + b't="str"' + m.group(2) + (b"TRUE" if m.group(4) == b"1" else b"FALSE") + m.group(5), rows)
+    return _ERROR_CELL.sub(lambda m: m.group(1) + b't="str"', rows)
 
 
 def _place_header(header_row: bytes, previous_last_row: int | None) -> bytes:
@@ -376,14 +581,11 @@ def _last_row_number(chunk: bytes, prefix: bytes) -> int | None:
     return int(match.group(2)) if match else None
 
 
-def _load_and_delete(part: Path) -> pa.RecordBatch:
+def _load_and_delete(part: Path, sheet: str) -> pa.RecordBatch:
     try:
-        reader = fastexcel.read_excel(str(part))
-        # All rows decide a column's type: a number column with one text cell becomes text, so the
-        # text reaches validation (and the error message) as the user typed it.
-        return reader.load_sheet(0, header_row=0, schema_sample_rows=None, eager=True)
+        return xlsx_cells.load_part(part, sheet)
     except Exception as exc:  # fastexcel raises its own hierarchy; all of it means "cannot read"
-        raise XlsxFormatError(f"the first worksheet cannot be read: {exc}") from exc
+        raise XlsxFormatError(f"the worksheet {sheet!r} cannot be read: {exc}") from exc
     finally:
         part.unlink(missing_ok=True)
 
@@ -405,18 +607,19 @@ _DIMENSION_REF = re.compile(rb'<(?:\w+:)?dimension\b[^>]*?\sref="[A-Z]*\d+(?::[A
 _DIMENSION_SCAN_BYTES = 64 << 10
 
 
-def declared_data_rows(path: Path) -> int | None:
-    """Data rows below the header as the first sheet's ``<dimension>`` declares them, read from the
-    first bytes of the sheet; None when the sheet declares none. Only an estimate for progress
+def declared_data_rows(path: Path, sheet_name: str | None = None, header_row: int = 1) -> int | None:
+    """Data rows below the header as the sheet's ``<dimension>`` declares them, read from the
+    first bytes of the sheet (the first sheet if ``sheet_name`` is None); None when the sheet
+    declares none. Only an estimate for progress
     (a writer may omit the element or count trailing blank rows): the reader never trusts it."""
     try:
         with zipfile.ZipFile(path) as archive:
             layout = _layout(archive)
-            with archive.open(layout.sheet_part) as sheet:
+            with archive.open(layout.sheet(sheet_name).part) as sheet:
                 head = sheet.read(_DIMENSION_SCAN_BYTES)
     except (XlsxFormatError, zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, KeyError, RuntimeError):
         return None
     match = _DIMENSION_REF.search(head)
     if match is None or match.group(1) is None:
         return None
-    return max(int(match.group(1)) - 1, 0)
+    return max(int(match.group(1)) - header_row, 0)

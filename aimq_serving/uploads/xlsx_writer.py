@@ -7,7 +7,21 @@ faster (see docs/batch.md for the measurements).
 
 It writes the part of SpreadsheetML (ECMA-376) a table of values needs: cells with explicit
 references, shared strings for repeated text (category columns; a cap keeps memory bounded and
-sends further new text inline), numbers, booleans, dates with a date format, a frozen header row.
+sends further new text inline), numbers, booleans, dates, times and durations, a frozen header row.
+
+Faithful to what was read (docs/batch.md, "Round trip"):
+
+- dates and times are serial numbers of Excel's 1900 date system, which counts the 29 February
+  1900 that never was: serials from 1900-03-01 on are one higher than the days since 1899-12-30,
+  earlier ones are not. Each cell gets a fitting format: a date (no time of day), a date-time, a
+  time of day (serial below 1, which is how a sheet stores a time), a duration (``[h]:mm:ss``).
+  Dates before 1899-12-31 have no serial and are written as ISO text.
+- text is escaped as OOXML requires: ``_xHHHH_`` itself as ``_x005F_xHHHH_``, characters XML 1.0
+  cannot hold (control characters) as ``_xHHHH_``, and a carriage return as ``&#13;`` (a literal
+  one would become a line feed in any XML parser). Excel, LibreOffice and calamine decode these;
+  openpyxl does not decode ``_xHHHH_``.
+- a column of ``xlsx_cells.MIXED`` cells is written cell by cell in each cell's own kind.
+Written with Arrow kernels rather than a library's per-cell escaping, for the speed above.
 """
 
 from __future__ import annotations
@@ -17,35 +31,47 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO
-from xml.sax.saxutils import escape, quoteattr
+from xml.sax.saxutils import quoteattr
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from aimq_serving.uploads import xlsx_cells
 
 MAX_ROWS = 1_048_576
 MAX_COLUMNS = 16_384
 MAX_CELL_CHARS = 32_767
 # Arrow string offsets are 32-bit; chunks of this many rows stay far below 2 GiB of XML.
 _CHUNK_ROWS = 65_536
-# XML 1.0 forbids these characters even escaped; Excel refuses a file that has them.
-_INVALID_XML = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x{fffe}\x{ffff}]"
+# XML 1.0 forbids these characters even escaped (``&#7;``): OOXML writes them as ``_xHHHH_``.
+_INVALID_XML = [*map(chr, [*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20)]), "\ufffe", "\uffff"]
+_INVALID_XML_PATTERN = "[" + "".join(f"\\x{{{ord(c):x}}}" for c in _INVALID_XML) + "]"
 _EXCEL_EPOCH_DAYS = 25_569  # 1970-01-01 as an Excel serial date (1900 date system)
+_DAY_US = 86_400_000_000
+_UNIX_DAY_1899_12_31 = -25_568  # serial 0 ("1900-01-00"): a time of day has this date
+_UNIX_DAY_1900_03_01 = -25_508  # the first day after Excel's 29 February 1900
 
 _NS = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
 _R_NS = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
 _XML_DECL = '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
-_STYLE_DATE = 1
-_STYLE_DATETIME = 2
+_STYLE_DATE = "1"
+_STYLE_DATETIME = "2"
+_STYLE_TIME = "3"
+_STYLE_DURATION = "4"
 _STYLES = (
     _XML_DECL + f'<styleSheet xmlns="{_NS}">'
+    '<numFmts count="2"><numFmt numFmtId="164" formatCode="yyyy-mm-dd hh:mm:ss"/>'
+    '<numFmt numFmtId="165" formatCode="[h]:mm:ss"/></numFmts>'
     '<fonts count="1"><font><sz val="11"/><name val="Calibri"/><family val="2"/></font></fonts>'
     '<fills count="2"><fill><patternFill patternType="none"/></fill><fill><patternFill patternType="gray125"/></fill></fills>'
     '<borders count="1"><border><left/><right/><top/><bottom/><diagonal/></border></borders>'
     '<cellStyleXfs count="1"><xf numFmtId="0" fontId="0" fillId="0" borderId="0"/></cellStyleXfs>'
-    '<cellXfs count="3"><xf numFmtId="0" fontId="0" fillId="0" borderId="0" xfId="0"/>'
+    '<cellXfs count="5"><xf numFmtId="0" fontId="0" fillId="0" borderId="0" xfId="0"/>'
     '<xf numFmtId="14" fontId="0" fillId="0" borderId="0" xfId="0" applyNumberFormat="1"/>'
-    '<xf numFmtId="22" fontId="0" fillId="0" borderId="0" xfId="0" applyNumberFormat="1"/></cellXfs>'
+    '<xf numFmtId="164" fontId="0" fillId="0" borderId="0" xfId="0" applyNumberFormat="1"/>'
+    '<xf numFmtId="21" fontId="0" fillId="0" borderId="0" xfId="0" applyNumberFormat="1"/>'
+    '<xf numFmtId="165" fontId="0" fillId="0" borderId="0" xfId="0" applyNumberFormat="1"/></cellXfs>'
     '<cellStyles count="1"><cellStyle name="Normal" xfId="0" builtinId="0"/></cellStyles>'
     "</styleSheet>"
 )
@@ -193,10 +219,19 @@ class SheetStream:
 
     def _cells(self, values: pa.Array, letter: str, refs: pa.Array) -> pa.Array:
         kind = values.type
-        style = ""
         if pa.types.is_dictionary(kind):
             values = values.cast(kind.value_type)
             kind = values.type
+        if xlsx_cells.is_mixed(kind):
+            # One XML string per kind, empty where a cell is of another kind: joined, each cell
+            # is written once, in its own kind.
+            kinds = pc.struct_field(values, "kind")
+            parts = []
+            for code, name in ((xlsx_cells.NUMBER, "number"), (xlsx_cells.TEXT, "text"),
+                               (xlsx_cells.BOOLEAN, "boolean"), (xlsx_cells.DATETIME, "datetime")):
+                child = pc.struct_field(values, name)
+                parts.append(self._cells(pc.if_else(pc.equal(kinds, code), child, pa.scalar(None, child.type)), letter, refs))
+            return pc.binary_join_element_wise(*parts, "")
         if pa.types.is_null(kind):
             return pa.nulls(len(values), pa.string()).fill_null("")
         if pa.types.is_boolean(kind):
@@ -208,11 +243,14 @@ class SheetStream:
                 # NaN and infinities have no xlsx number form: they are left empty.
                 values = pc.if_else(pc.is_finite(values), values, pa.scalar(None, values.type))
             return _join(f'<c r="{letter}', refs, '"><v>', pc.cast(values, pa.string()), "</v></c>")
-        if pa.types.is_date(kind) or pa.types.is_timestamp(kind):
-            serial, style = _excel_serial(values)
-            return _join(f'<c r="{letter}', refs, f'" s="{style}"><v>', pc.cast(serial, pa.string()), "</v></c>")
+        if pa.types.is_date(kind) or pa.types.is_timestamp(kind) or pa.types.is_time(kind) or pa.types.is_duration(kind):
+            serial, style, text = _excel_serial(values)
+            number = _join(f'<c r="{letter}', refs, '" s="', style, '"><v>', pc.cast(serial, pa.string()), "</v></c>")
+            if text is None:
+                return number
+            return pc.binary_join_element_wise(number, self._cells(text, letter, refs), "")
         if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
-            values = pc.cast(values, pa.string())  # durations, times, binary: shown as text
+            values = pc.cast(values, pa.string())  # binary: shown as text
         values = pc.if_else(pc.equal(values, ""), pa.scalar(None, values.type), values)
         encoded = pc.dictionary_encode(values)
         ids = self.book.shared_ids(encoded.dictionary.to_pylist())
@@ -249,24 +287,53 @@ def _data_bytes(array: pa.Array) -> memoryview:
 
 def _escape_array(values: pa.Array) -> pa.Array:
     values = pc.utf8_slice_codeunits(values, 0, MAX_CELL_CHARS)
-    values = pc.replace_substring_regex(values, _INVALID_XML, "")
+    values = pc.replace_substring_regex(values, "_(x[0-9A-Fa-f]{4}_)", "_x005F_\\1")
+    if pc.any(pc.match_substring_regex(values, _INVALID_XML_PATTERN)).as_py():
+        for char in _INVALID_XML:
+            values = pc.replace_substring(values, char, f"_x{ord(char):04X}_")
     values = pc.replace_substring(values, "&", "&amp;")
     values = pc.replace_substring(values, "<", "&lt;")
-    return pc.replace_substring(values, ">", "&gt;")
+    values = pc.replace_substring(values, ">", "&gt;")
+    return pc.replace_substring(values, "\r", "&#13;")
 
 
 def _escape_text(text: str) -> str:
-    text = "".join(ch for ch in text[:MAX_CELL_CHARS] if ch in "\t\n\r" or (ch >= " " and ch not in "\ufffe\uffff"))
-    return escape(text)
+    return _escape_array(pa.array([text], pa.string()))[0].as_py()
 
 
-def _excel_serial(values: pa.Array) -> tuple[pa.Array, int]:
-    if pa.types.is_date(values.type):
-        days = pc.cast(values.cast(pa.date32()), pa.int32())
-        return pc.add(pc.cast(days, pa.int64()), _EXCEL_EPOCH_DAYS), _STYLE_DATE
-    micros = pc.cast(values.cast(pa.timestamp("us", tz=values.type.tz)), pa.int64())
-    serial = pc.add(pc.divide(pc.cast(micros, pa.float64()), 86_400_000_000.0), float(_EXCEL_EPOCH_DAYS))
-    return serial, _STYLE_DATETIME
+def _excel_serial(values: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array | None]:
+    """Serial numbers (1900 date system), the style of each cell, and ISO text for the dates
+    before 1899-12-31 that have no serial (None when there are none)."""
+    kind = values.type
+    valid = pc.is_valid(values).to_numpy(zero_copy_only=False)
+    if pa.types.is_duration(kind):
+        micros = _micros(pc.cast(values.cast(pa.duration("us")), pa.int64()))
+        return pa.array(micros / _DAY_US, mask=~valid), _styles(_STYLE_DURATION, valid), None
+    if pa.types.is_time(kind):
+        micros = _micros(pc.cast(values.cast(pa.time64("us")), pa.int64()))
+        return pa.array(micros / _DAY_US, mask=~valid), _styles(_STYLE_TIME, valid), None
+    if pa.types.is_date(kind):
+        values = values.cast(pa.timestamp("us"))
+    micros = _micros(pc.cast(values.cast(pa.timestamp("us", tz=values.type.tz)), pa.int64()))
+    days, rest = np.divmod(micros, _DAY_US)
+    leap = np.where(days >= _UNIX_DAY_1900_03_01, _EXCEL_EPOCH_DAYS, _EXCEL_EPOCH_DAYS - 1)
+    serial = (days + leap) + rest / _DAY_US
+    before = valid & (days < _UNIX_DAY_1899_12_31)
+    style = np.where(days == _UNIX_DAY_1899_12_31, _STYLE_TIME, np.where(rest == 0, _STYLE_DATE, _STYLE_DATETIME))
+    styles = pa.array(style, mask=~valid | before)
+    text = None
+    if before.any():
+        shown = pc.cast(values.cast(pa.timestamp("us")), pa.string())
+        text = pc.if_else(pa.array(before), shown, pa.scalar(None, pa.string()))
+    return pa.array(serial, mask=~valid | before), styles, text
+
+
+def _micros(values: pa.Array) -> np.ndarray:
+    return pc.fill_null(values, 0).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def _styles(style: str, valid: np.ndarray) -> pa.Array:
+    return pa.array(np.full(len(valid), style), mask=~valid)
 
 
 def _content_types(sheets: int) -> str:

@@ -26,7 +26,8 @@ def test_delimiter_bom_quotes_and_multiline_cells(tmp_path: Path, delimiter: str
     table = read(path)
     assert table.column_names == ["a", "b", "a_1", "column_4"]
     assert table.column("a").to_pylist() == ["1", "007"]  # text, exactly as written
-    assert table.column("b").to_pylist() == [f"two{d} lines\nhere", None]
+    # An empty cell is empty text: no text is taken for a missing value (N/A, null...).
+    assert table.column("b").to_pylist() == [f"two{d} lines\nhere", ""]
     assert table.column("a_1").to_pylist() == ["x", ""]  # a quoted empty string is not missing
 
 
