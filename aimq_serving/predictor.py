@@ -106,6 +106,10 @@ class LoadedModel:
                     self._sklearn = self._stored.load_sklearn()
         return self._sklearn
 
+    def sklearn_if_loaded(self) -> Any:
+        """The unpickled estimator, or None before ``sklearn_model`` loaded it (for event-loop callers)."""
+        return self._sklearn
+
     def predict_sklearn(self, features: np.ndarray) -> np.ndarray:
         return predict_with_sklearn(self.sklearn_model(), features)
 
