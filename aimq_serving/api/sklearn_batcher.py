@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from aimq_serving.predictor import predict_with_sklearn
+from aimq_serving.predictor import one_openmp_thread, sklearn_prices
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class _Job:
 
 
 class SklearnBatcher:
-    """One thread that runs ``predict_with_sklearn`` for every queued request, one call per model."""
+    """One thread that runs scikit-learn for every queued request, one call per model, on one OpenMP thread."""
 
     def __init__(self, max_queued_rows: int):
         self.max_queued_rows = max_queued_rows
@@ -88,6 +88,10 @@ class SklearnBatcher:
         self._thread.join(timeout=10)
 
     def _run(self) -> None:
+        with one_openmp_thread():  # OpenMP's limit is per thread: set once for every call made here
+            self._serve()
+
+    def _serve(self) -> None:
         while True:
             with self._cond:
                 while not self._jobs and not self._closed:
@@ -106,7 +110,7 @@ class SklearnBatcher:
     def _run_batch(self, jobs: list[_Job]) -> None:
         try:
             matrix = jobs[0].rows if len(jobs) == 1 else np.concatenate([j.rows for j in jobs])
-            prices = predict_with_sklearn(jobs[0].estimator, matrix)
+            prices = sklearn_prices(jobs[0].estimator, matrix)
         except Exception as exc:  # every waiting request gets the error; the thread goes on
             if len(jobs) > 1:
                 # One request's rows must not fail the others: price them one request at a time.
