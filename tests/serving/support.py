@@ -55,7 +55,7 @@ def free_port() -> int:
 
 @contextmanager
 def uvicorn_server(env: Mapping[str, str], workers: int = 2, ready_timeout_s: float = 90.0,
-                   log_path: Path | None = None, deployed: bool = False) -> Iterator[str]:
+                   log_path: Path | None = None, deployed: bool = False, cwd: Path = REPO) -> Iterator[str]:
     """A real server (``python -m aimq_serving.api --workers N``: uvicorn, and with several workers
     Prometheus' multiprocess directory) on a free port; yields its URL once /ready answers 200, stops
     it and its workers afterwards. Its output goes to ``log_path`` when given (kept), else to a
@@ -63,7 +63,8 @@ def uvicorn_server(env: Mapping[str, str], workers: int = 2, ready_timeout_s: fl
 
     ``deployed``: the command line ``aimq up``, the compose file and the Kubernetes manifests run
     (``uvicorn --factory aimq_serving.api.app:create_app --host --port``, with ``--workers N`` and
-    an empty PROMETHEUS_MULTIPROC_DIR as docs/api.md says when N > 1).
+    an empty PROMETHEUS_MULTIPROC_DIR as docs/api.md says when N > 1). ``cwd``: the checkout whose
+    code it serves (uvicorn and ``python -m`` import from the working directory first).
 
     A server that does not stop within 15 s of SIGTERM is killed and the block fails (unless it is
     already failing): a worker whose event loop is stuck answers no request and never shuts down,
@@ -83,7 +84,7 @@ def uvicorn_server(env: Mapping[str, str], workers: int = 2, ready_timeout_s: fl
             if workers > 1:
                 cmd += ["--workers", str(workers)]
                 full_env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-        proc = subprocess.Popen(cmd, env=full_env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(cmd, env=full_env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         url = f"http://127.0.0.1:{port}"
         try:
             _wait_ready(proc, url, ready_timeout_s, log)
