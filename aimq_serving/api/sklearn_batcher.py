@@ -1,10 +1,11 @@
 """scikit-learn predictions of concurrent requests, on one thread, batched per model.
 
-Why (issue 18, measured with py-spy on the server under wrk, docs/api.md): one HistGradientBoosting
-``predict`` walks its 300 trees in a Python loop, one Cython call and one OpenMP region per tree,
-so a call costs ~2.5 ms whether it prices 1 row or 64. With every request running its own call in
-the thread pool, 64 connections meant up to 40 threads taking turns on the GIL for the same fixed
-cost, plus OpenMP's thread-pool set-up per call and thread: 9 ms of server CPU per request.
+Why (issue 18; py-spy on a worker under wrk, docs/api.md): one HistGradientBoosting ``predict``
+walks its 300 trees in a Python loop, one Cython call and one OpenMP region per tree, so a call
+costs about the same for 1 row as for 64 (measured in process on the loaded machine: 5.5 ms both,
+10 ms for 256). With every request making its own call in the thread pool, 64 connections kept
+~40 threads taking turns on the GIL, each paying that fixed cost for one row (9 ms of server CPU
+per request in the issue's measurement).
 
 Here one thread (per worker process) runs every sklearn call. Requests queue their encoded rows;
 when the thread is free it takes everything queued, makes one ``predict`` call per model (what
