@@ -166,3 +166,41 @@ def test_a_full_queue_is_a_503_with_json_and_retry_after(api_settings, estimator
         if response.status_code != 503:
             assert response.status_code == 200
             assert response.json()["predicted_price"] == one_record_price(estimators, record)
+
+
+PROBE = """
+import asyncio, sys
+import numpy as np
+from aimq_serving.api.sklearn_batcher import SklearnBatcher
+assert "sklearn" not in sys.modules  # as in a worker that has not unpickled a model yet
+
+class OpenMPThreads:
+    # Reports the OpenMP thread count its caller would get, after loading sklearn's OpenMP code late.
+    def predict(self, rows):
+        from sklearn.ensemble import HistGradientBoostingRegressor  # noqa: F401
+        from threadpoolctl import threadpool_info
+        counts = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "openmp"]
+        return np.full(len(rows), min(counts))
+
+async def main():
+    batcher = SklearnBatcher(10)
+    try:
+        print(int((await batcher.predict(OpenMPThreads(), np.zeros((1, 3))))[0]))
+    finally:
+        batcher.close()
+
+asyncio.run(main())
+"""
+
+
+def test_sklearn_runs_on_one_openmp_thread_even_when_loaded_after_the_batcher_started() -> None:
+    import os
+    import subprocess
+    import sys
+
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one CPU: OpenMP would use one thread anyway")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "1"
