@@ -22,6 +22,7 @@ with 503 and Retry-After instead of waiting behind work that would take longer t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from aimq_serving.predictor import one_openmp_thread, sklearn_prices
+from aimq_serving.predictor import one_openmp_thread, openmp_controller, sklearn_prices
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ class SklearnBatcher:
         self._queued_rows = 0
         self._cond = threading.Condition()
         self._closed = False
+        openmp_controller()  # imports sklearn here, before any request can be importing it too
         self._thread = threading.Thread(target=self._run, name="sklearn-predict", daemon=True)
         self._thread.start()
 
@@ -89,7 +91,12 @@ class SklearnBatcher:
         self._thread.join(timeout=10)
 
     def _run(self) -> None:
-        with one_openmp_thread():  # OpenMP's limit is per thread: set once for every call made here
+        try:
+            limit = one_openmp_thread()  # OpenMP's limit is per thread: set once for every call made here
+        except Exception:  # serving slower beats a dead thread that every request would wait on
+            log.exception("could not limit OpenMP to one thread; scikit-learn runs with its default")
+            limit = contextlib.nullcontext()
+        with limit:
             self._serve()
 
     def _serve(self) -> None:

@@ -175,7 +175,7 @@ from aimq_serving.api.sklearn_batcher import SklearnBatcher
 assert "sklearn" not in sys.modules  # as in a worker that has not unpickled a model yet
 
 class OpenMPThreads:
-    # Reports the OpenMP thread count its caller would get, after loading sklearn's OpenMP code late.
+    # Reports the OpenMP thread count its caller gets.
     def predict(self, rows):
         from sklearn.ensemble import HistGradientBoostingRegressor  # noqa: F401
         from threadpoolctl import threadpool_info
@@ -193,7 +193,7 @@ asyncio.run(main())
 """
 
 
-def test_sklearn_runs_on_one_openmp_thread_even_when_loaded_after_the_batcher_started() -> None:
+def test_sklearn_runs_on_one_openmp_thread_even_when_no_model_was_loaded_before() -> None:
     import os
     import subprocess
     import sys
