@@ -204,3 +204,15 @@ def test_sklearn_runs_on_one_openmp_thread_even_when_no_model_was_loaded_before(
     out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "1"
+
+
+def test_the_per_request_pickle_mode_answers_through_the_same_thread(api_settings, estimators, sample_records) -> None:
+    settings = api_settings.model_copy(update={"pickle_mode": "per_request"})
+    records = distinct_records(sample_records, 12)
+
+    async def work(client: httpx.AsyncClient, services: Any) -> list[httpx.Response]:
+        return await asyncio.gather(*(client.post("/predict/pickle", json=r) for r in records))
+
+    responses = run_with_app(settings, work)
+    assert [r.status_code for r in responses] == [200] * len(records)
+    assert [r.json()["predicted_price"] for r in responses] == [one_record_price(estimators, r) for r in records]
