@@ -38,15 +38,38 @@ def onnx_session(onnx_bytes: bytes) -> ort.InferenceSession:
 _threadpools: ThreadpoolController | None = None
 
 
-def predict_with_sklearn(estimator: Any, features: np.ndarray) -> np.ndarray:
-    """``estimator.predict`` on one OpenMP thread. HistGradientBoosting otherwise starts a thread per
-    core for every call; next to other busy processes on 2 cores that made one row take 60-400 ms
-    instead of 3-5 ms (measured). The limit is per calling thread (OpenMP ICVs), hence per call."""
+def openmp_controller() -> ThreadpoolController:
+    """The process's threadpoolctl controller, made once. Its scan sees only libraries loaded by
+    then: sklearn's OpenMP runtime comes with its tree code, which a process that has not unpickled a
+    model yet (no model at start-up, the per-request pickle mode) has not imported. Missing it, the
+    limit did nothing and a per-request pickle took 1 s instead of ~10 ms on the loaded machine
+    (measured). Call it first on a thread that imports nothing concurrently (the app's start-up):
+    importing sklearn from a new thread while a request unpickled a model deadlocked the import."""
     global _threadpools
     if _threadpools is None:
+        from sklearn.ensemble import HistGradientBoostingRegressor  # noqa: F401
+
         _threadpools = ThreadpoolController()  # scans the loaded libraries once (~ms)
-    with _threadpools.limit(limits=1, user_api="openmp"):
-        return np.asarray(estimator.predict(features), dtype=np.float64).reshape(-1)
+    return _threadpools
+
+
+def one_openmp_thread() -> Any:
+    """A context in which the calling thread's OpenMP code runs on one thread. HistGradientBoosting
+    otherwise starts a thread per core for every call; next to other busy processes on 2 cores that
+    made one row take 60-400 ms instead of 3-5 ms (measured). The limit is per calling thread
+    (OpenMP ICVs): a thread that makes every call can enter it once (~0.3 ms saved per call)."""
+    return openmp_controller().limit(limits=1, user_api="openmp")
+
+
+def sklearn_prices(estimator: Any, features: np.ndarray) -> np.ndarray:
+    """``estimator.predict`` as float64 prices; call it inside ``one_openmp_thread()``."""
+    return np.asarray(estimator.predict(features), dtype=np.float64).reshape(-1)
+
+
+def predict_with_sklearn(estimator: Any, features: np.ndarray) -> np.ndarray:
+    """``estimator.predict`` on one OpenMP thread (see ``one_openmp_thread``)."""
+    with one_openmp_thread():
+        return sklearn_prices(estimator, features)
 
 
 @dataclass
@@ -106,6 +129,10 @@ class LoadedModel:
             with self._lock:
                 if self._sklearn is None:
                     self._sklearn = self._stored.load_sklearn()
+        return self._sklearn
+
+    def sklearn_if_loaded(self) -> Any:
+        """The unpickled estimator, or None before ``sklearn_model`` loaded it (for event-loop callers)."""
         return self._sklearn
 
     def predict_sklearn(self, features: np.ndarray) -> np.ndarray:

@@ -63,6 +63,14 @@ class AimqSettings(BaseSettings):
     # per_request reloads the signed pickle from Redis on every request: the original demo's slow
     # baseline, for the benchmark only. Never use it to serve.
     pickle_mode: Literal["cached", "per_request"] = "cached"
+    # Rows waiting for the one scikit-learn thread of a worker (/predict/pickle) before a request is
+    # refused with 503: at ~20 us per queued row after ~2.5 ms per call (measured), 2000 rows keep a
+    # request's wait well under a second. An idle queue always takes a request, of any batch size.
+    pickle_queue_rows: int = Field(default=2000, ge=1)
+    # uvicorn's access log (one line per request). Off by default in every deployment: it cost 11 %
+    # of /predict/onnx throughput to /dev/null (issue 18); request metrics are at /metrics and
+    # errors are logged. On: every request logged, whatever command line started the server.
+    access_log: bool = False
 
     # Batch scoring: uploads -> RabbitMQ -> Dagster sensor -> one scoring run per upload
     rabbitmq_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/%2F")

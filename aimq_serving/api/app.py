@@ -29,8 +29,21 @@ Every error is JSON: `{"detail": ..., "errors": [{"field", "message", "row", "al
 """
 
 
+def configure_access_log(enabled: bool) -> None:
+    """AIMQ_ACCESS_LOG, applied by the app whatever command line started it (``aimq up``, compose,
+    Kubernetes and ``python -m aimq_serving.api`` all get the same): off, uvicorn's access logger
+    loses its handlers exactly as with ``--no-access-log``, and uvicorn, which checks
+    ``hasHandlers()`` once per connection, then skips even formatting the line. On, uvicorn's own
+    configuration stands (``--no-access-log`` on the command line still wins)."""
+    if not enabled:
+        access = logging.getLogger("uvicorn.access")
+        access.handlers = []
+        access.propagate = False
+
+
 def create_app(settings: AimqSettings | None = None) -> FastAPI:
     settings = settings or AimqSettings()
+    configure_access_log(settings.access_log)  # uvicorn configured its loggers before calling the factory
     api_keys = ApiKeys.from_settings(settings)  # a bad key configuration stops the start here
     api_metrics = ApiMetrics()
     limiter = (

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.requests import ClientDisconnect
 
 from aimq_serving import schema
+from aimq_serving.api.sklearn_batcher import Overloaded
 from aimq_serving.features import EncodingError
 from aimq_serving.model_store import ModelStoreError, NoModel, StoreUnavailable, TamperedModel, UnknownGroup
 
@@ -135,6 +136,9 @@ def install(app: FastAPI) -> None:
             503, f"model execution in Redis failed: {exc}", headers={"Retry-After": str(RETRY_AFTER_UNAVAILABLE_S)}
         )
 
+    async def overloaded(request: Request, exc: Overloaded) -> JSONResponse:
+        return error_response(503, str(exc), headers={"Retry-After": str(RETRY_AFTER_UNAVAILABLE_S)})
+
     async def client_gone(request: Request, exc: ClientDisconnect) -> Response:
         # The client closed the connection before sending its whole body (a timeout, a load
         # generator stopping): nothing to answer and nothing wrong with the server. 499 is what
@@ -151,6 +155,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(UnknownGroup, unknown_group)  # type: ignore[arg-type]
     app.add_exception_handler(ModelStoreError, store_error)  # type: ignore[arg-type]
     app.add_exception_handler(redis.RedisError, redis_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Overloaded, overloaded)  # type: ignore[arg-type]
     app.add_exception_handler(ClientDisconnect, client_gone)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, unexpected)
     _document_validation_errors(app)

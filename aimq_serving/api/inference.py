@@ -2,12 +2,14 @@
 
 In-process ONNX Runtime runs on the event loop: one row takes 15-100 us (between requests other
 work pushes the model's trees out of the CPU cache), about what a hop to the thread pool costs.
-Everything that can block (a model not loaded yet, Redis for RedisAI, sklearn's ~5 ms per row, the
-per-request pickle load) runs in the thread pool.
+What can block on I/O (a model not loaded yet, Redis for RedisAI, the per-request pickle load) runs
+in the thread pool. sklearn runs on the SklearnBatcher's one thread, which prices the rows queued by
+concurrent requests in one call per model: a HistGradientBoosting call costs about the same for 1
+row as for 64 (aimq_serving/api/sklearn_batcher.py).
 
-Batching the rows of concurrent requests into one call was tried twice and measured slower here
-(docs/api.md, benchmark section): at 64 connections one event-loop iteration holds only a few
-requests, spread over the groups' models, and each batched request pays a suspension.
+Batching the rows of concurrent ONNX requests into one call was tried twice and measured slower
+(docs/api.md, benchmark section): a one-row ONNX Runtime call costs less than the suspension each
+batched request pays, the opposite of sklearn's fixed ~2.5 ms per call.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from starlette.concurrency import run_in_threadpool
 
 from aimq_serving.api.errors import RejectedRecords
 from aimq_serving.api.metrics import ApiMetrics
+from aimq_serving.api.sklearn_batcher import SklearnBatcher
 from aimq_serving.features import EncodingError, FeatureSpec, RowError
 from aimq_serving.model_store import ModelStore
-from aimq_serving.predictor import LoadedModel, ModelCache, predict_with_sklearn
+from aimq_serving.predictor import LoadedModel, ModelCache
 from aimq_serving.settings import AimqSettings
 
 Route = Literal["onnx", "pickle"]
@@ -35,17 +38,21 @@ class _Runner:
 
     spec: FeatureSpec
     version: int
-    run: Callable[[np.ndarray], np.ndarray]
-    in_thread: bool
+    run: Callable[[np.ndarray], np.ndarray] | None = None
+    in_thread: bool = False
     # One encoded row -> its price, on the event loop; set where that is cheaper than ``run``.
     one: Callable[[list[float]], float] | None = None
+    # A scikit-learn estimator, run by the batcher instead of ``run``.
+    estimator: Any = None
 
 
 class OnlinePredictor:
-    def __init__(self, settings: AimqSettings, store: ModelStore, models: ModelCache, metrics: ApiMetrics):
+    def __init__(self, settings: AimqSettings, store: ModelStore, models: ModelCache, metrics: ApiMetrics,
+                 sklearn: SklearnBatcher):
         self.store = store
         self.models = models
         self.metrics = metrics
+        self.sklearn = sklearn
         self.onnx_backend = settings.predict_backend
         self.pickle_per_request = settings.pickle_mode == "per_request"
 
@@ -101,6 +108,9 @@ class OnlinePredictor:
         return price, group, runner.version
 
     async def _execute(self, runner: _Runner, matrix: np.ndarray) -> np.ndarray:
+        if runner.estimator is not None:
+            return await self.sklearn.predict(runner.estimator, matrix)
+        assert runner.run is not None
         if runner.in_thread:
             return await run_in_threadpool(runner.run, matrix)
         return runner.run(matrix)
@@ -113,7 +123,8 @@ class OnlinePredictor:
             return _Runner(model.spec, model.version, model.predict_onnx, in_thread=False, one=model.predict_one)
         if backend == "redisai":
             return _Runner(model.spec, model.version, self._redisai(model), in_thread=True)
-        return _Runner(model.spec, model.version, model.predict_sklearn, in_thread=True)
+        estimator = model.sklearn_if_loaded() or await run_in_threadpool(model.sklearn_model)
+        return _Runner(model.spec, model.version, estimator=estimator)
 
     def _redisai(self, model: LoadedModel) -> Callable[[np.ndarray], np.ndarray]:
         return lambda matrix: model.predict_redisai(self.store, matrix)
@@ -121,5 +132,4 @@ class OnlinePredictor:
     def _load_per_request(self, group: str) -> _Runner:
         # The original demo's baseline: fetch, verify and unpickle the model for every request.
         stored = self.store.get(group)
-        estimator = stored.load_sklearn()
-        return _Runner(stored.spec, stored.info.version, lambda m: predict_with_sklearn(estimator, m), in_thread=True)
+        return _Runner(stored.spec, stored.info.version, estimator=stored.load_sklearn())

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from aimq_serving.api.inference import OnlinePredictor
 from aimq_serving.api.metrics import ApiMetrics
 from aimq_serving.api.ratelimit import RateLimiter
+from aimq_serving.api.sklearn_batcher import SklearnBatcher
 from aimq_serving.model_store import ModelStore
 from aimq_serving.predictor import ModelCache
 from aimq_serving.settings import AimqSettings
@@ -20,6 +21,7 @@ class Services:
     models: ModelCache
     metrics: ApiMetrics
     predictor: OnlinePredictor
+    sklearn: SklearnBatcher
     limiter: RateLimiter | None = None
     uploads: UploadServices | None = None
 
@@ -34,14 +36,16 @@ class Services:
         )
         models.refresh_all()  # warm: a missing model or a Redis outage is not fatal, /ready says so
         models.start()
-        predictor = OnlinePredictor(settings, store, models, metrics)
-        return cls(settings=settings, store=store, models=models, metrics=metrics, predictor=predictor, limiter=limiter,
-                   uploads=UploadServices.from_settings(settings))
+        sklearn = SklearnBatcher(settings.pickle_queue_rows)
+        predictor = OnlinePredictor(settings, store, models, metrics, sklearn)
+        return cls(settings=settings, store=store, models=models, metrics=metrics, predictor=predictor,
+                   sklearn=sklearn, limiter=limiter, uploads=UploadServices.from_settings(settings))
 
     def close(self) -> None:
         if self.uploads is not None:
             self.uploads.close()
         self.models.stop()
+        self.sklearn.close()
         self.store.client.close()
 
     async def aclose(self) -> None:

@@ -55,11 +55,16 @@ def free_port() -> int:
 
 @contextmanager
 def uvicorn_server(env: Mapping[str, str], workers: int = 2, ready_timeout_s: float = 90.0,
-                   log_path: Path | None = None) -> Iterator[str]:
+                   log_path: Path | None = None, deployed: bool = False, cwd: Path = REPO) -> Iterator[str]:
     """A real server (``python -m aimq_serving.api --workers N``: uvicorn, and with several workers
     Prometheus' multiprocess directory) on a free port; yields its URL once /ready answers 200, stops
     it and its workers afterwards. Its output goes to ``log_path`` when given (kept), else to a
     temporary file shown only if it fails to start.
+
+    ``deployed``: the command line ``aimq up``, the compose file and the Kubernetes manifests run
+    (``uvicorn --factory aimq_serving.api.app:create_app --host --port``, with ``--workers N`` and
+    an empty PROMETHEUS_MULTIPROC_DIR as docs/api.md says when N > 1). ``cwd``: the checkout whose
+    code it serves (uvicorn and ``python -m`` import from the working directory first).
 
     A server that does not stop within 15 s of SIGTERM is killed and the block fails (unless it is
     already failing): a worker whose event loop is stuck answers no request and never shuts down,
@@ -67,11 +72,19 @@ def uvicorn_server(env: Mapping[str, str], workers: int = 2, ready_timeout_s: fl
     port = free_port()
     if log_path is not None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
-    with (open(log_path, "w+b") if log_path is not None else tempfile.TemporaryFile()) as log:
+    with (open(log_path, "w+b") if log_path is not None else tempfile.TemporaryFile()) as log, \
+            tempfile.TemporaryDirectory(prefix="aimq-metrics-") as metrics_dir:
         full_env = {**os.environ, **env, "AIMQ_API_HOST": "127.0.0.1", "AIMQ_API_PORT": str(port)}
         full_env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        cmd = [sys.executable, "-m", "aimq_serving.api", "--workers", str(workers)]
-        proc = subprocess.Popen(cmd, env=full_env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        if not deployed:
+            cmd = [sys.executable, "-m", "aimq_serving.api", "--workers", str(workers)]
+        else:
+            cmd = [str(Path(sys.executable).parent / "uvicorn"), "--factory", "aimq_serving.api.app:create_app",
+                   "--host", "127.0.0.1", "--port", str(port)]
+            if workers > 1:
+                cmd += ["--workers", str(workers)]
+                full_env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        proc = subprocess.Popen(cmd, env=full_env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         url = f"http://127.0.0.1:{port}"
         try:
             _wait_ready(proc, url, ready_timeout_s, log)

@@ -18,7 +18,7 @@ import redis
 
 from aimq_serving import schema
 from aimq_serving.model_store import ModelStore
-from aimq_serving.predictor import LoadedModel
+from aimq_serving.predictor import LoadedModel, predict_with_sklearn
 from aimq_serving.settings import AimqSettings
 from tests.serving.support import clear_prefix, copy_models, distinct_records, server_env, uvicorn_server
 
@@ -85,6 +85,30 @@ def test_200_concurrent_requests_each_get_their_own_answer(
     after = httpx.get(f"{server}/metrics").text
     counted = _metric_sum(after, "aimq_predictions_total") - _metric_sum(before, "aimq_predictions_total")
     assert counted == len(records)
+
+
+def test_200_concurrent_pickle_requests_get_exactly_their_one_record_answers(
+    server: str, load_store: ModelStore, sample_records: list[dict[str, Any]]
+) -> None:
+    # Batched on each worker's sklearn thread, yet each answer is the one-record predict's, to the bit.
+    records = distinct_records(sample_records, 200)
+    stored = {g: load_store.get(g) for g in schema.MODEL_GROUPS}
+    estimators = {g: s.load_sklearn() for g, s in stored.items()}
+    expected = [
+        float(predict_with_sklearn(estimators[r["model_group"]], stored[r["model_group"]].spec.encode_records([r]))[0])
+        for r in records
+    ]
+
+    async def fire() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=0)
+        async with httpx.AsyncClient(base_url=server, limits=limits, timeout=60) as client:
+            return await asyncio.gather(*(client.post("/predict/pickle", json=r) for r in records))
+
+    responses = asyncio.run(fire())
+    assert [r.status_code for r in responses] == [200] * len(records)
+    bodies = [r.json() for r in responses]
+    assert [b["predicted_price"] for b in bodies] == expected
+    assert [b["model_version"] for b in bodies] == [stored[r["model_group"]].info.version for r in records]
 
 
 def test_a_promotion_under_load_fails_no_request(

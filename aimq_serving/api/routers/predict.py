@@ -21,7 +21,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorBody, "description": "a field is missing, extra, of the wrong type, out of range, or a "
           "category the group's model does not know (`allowed` lists the values it does)"},
     429: {"model": ErrorBody, "description": "rate limit exceeded; see Retry-After"},
-    503: {"model": ErrorBody, "description": "no model for the group yet, or Redis unreachable; see Retry-After"},
+    503: {"model": ErrorBody, "description": "no model for the group yet, Redis unreachable, or (/predict/pickle) "
+          "the scikit-learn queue is full (AIMQ_PICKLE_QUEUE_ROWS); see Retry-After"},
 }
 _DESCRIPTION = (
     "Send one record (a JSON object with the 12 fields of the sample files) for one prediction, or a "
