@@ -12,6 +12,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -149,3 +150,20 @@ def wait_for_upload(api_url: str, upload_id: str, timeout_s: float = 240.0, plat
                 return record
         time.sleep(0.5)
     raise AssertionError(f"upload {upload_id} not finished within {timeout_s:.0f} s: {record}")
+
+
+def prediction_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows as read back from a result file -> the JSON records /predict takes (the integer fields
+    as ints: a CSV or a workbook may have given them as text or floats)."""
+    from aimq_serving import schema
+
+    body = []
+    for record in records:
+        row = {}
+        for key in schema.INPUT_COLUMNS:
+            value = record[key]
+            if key == "model" or key in schema.NUMERIC_BY_NAME:
+                value = int(float(value))
+            row[key] = value
+        body.append(row)
+    return body

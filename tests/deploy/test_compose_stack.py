@@ -30,7 +30,7 @@ import pytest
 from aimq_serving import schema
 from tests.conftest import REPO, SAMPLES
 from tests.deploy.support import read_env_file
-from tests.platform import free_port
+from tests.platform import free_port, prediction_records
 
 # The first test includes bringing the stack up: a cold build takes minutes on 2 busy cores.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2700)]
@@ -127,16 +127,7 @@ def trained(stack: Stack) -> dict[str, Any]:
 
 
 def prediction_body(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    rows = []
-    for record in frame.to_dict("records"):
-        row = {}
-        for key in schema.INPUT_COLUMNS:
-            value = record[key]
-            if key == "model" or key in schema.NUMERIC_BY_NAME:
-                value = int(float(value))
-            row[key] = value
-        rows.append(row)
-    return rows
+    return prediction_records(frame.to_dict("records"))
 
 
 def sample() -> pd.DataFrame:

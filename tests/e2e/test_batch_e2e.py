@@ -22,7 +22,7 @@ from aimq_pipelines.scoring.job import runs_of_upload, uploads_of
 from aimq_serving import schema
 from aimq_serving.uploads.broker import ERROR_HEADER, connect
 from tests.conftest import SAMPLES
-from tests.platform import Platform, wait_for_upload
+from tests.platform import Platform, prediction_records, wait_for_upload
 
 pytestmark = pytest.mark.slow
 
@@ -34,15 +34,7 @@ def upload(platform: Platform, name: str, content: bytes) -> str:
 
 
 def api_prices(platform: Platform, records: list[dict[str, Any]]) -> list[float]:
-    body = []
-    for record in records:
-        row = {}
-        for key in schema.INPUT_COLUMNS:
-            value = record[key]
-            if key == "model" or key in schema.NUMERIC_BY_NAME:
-                value = int(float(value))
-            row[key] = value
-        body.append(row)
+    body = prediction_records(records)
     response = httpx.post(f"{platform.api_url}/predict/onnx", json=body, timeout=30)
     assert response.status_code == 200, response.text
     return [item["predicted_price"] for item in response.json()]
