@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+import redis
 from fastapi.testclient import TestClient
 
 from aimq_serving import schema
@@ -180,8 +181,19 @@ def test_tampered_model_is_503_never_loaded(make_client, api_settings: AimqSetti
 
 
 def test_redisai_backend_without_the_module_is_503_saying_so(make_client, api_settings: AimqSettings,
-                                                            sample_records: list[dict[str, Any]]) -> None:
-    client = make_client(api_settings.model_copy(update={"predict_backend": "redisai"}))
+                                                            sample_records: list[dict[str, Any]],
+                                                            redis_client: redis.Redis) -> None:
+    # Versions stored without RedisAI (a Redis without the module; the suite's Redis may have it).
+    from tests.serving.support import copy_models
+
+    plain = api_settings.model_copy(update={"redis_prefix": f"{api_settings.redis_prefix}-noai", "predict_backend": "redisai"})
+    copied = copy_models(redis_client, api_settings.redis_prefix, plain.redis_prefix)
+    for key in copied:
+        if ":ai:" in key:
+            redis_client.delete(key)
+        elif ":v:" in key:
+            redis_client.hset(key, "redisai", 0)
+    client = make_client(plain, owns_prefix=True)
     response = client.post("/predict/onnx", json=sample_records[0])
     assert response.status_code == 503
     assert "not stored in RedisAI" in response.json()["detail"]
