@@ -213,6 +213,8 @@ def test_burst_with_the_daemon_killed_midway_scores_each_upload_once(
         records = [wait_for_upload(platform.api_url, i, timeout_s=600, platform=platform) for i in ids]
         assert [r["state"] for r in records] == ["succeeded"] * BURST, [r for r in records if r["state"] != "succeeded"]
         for upload_id, record in zip(ids, records):
+            # A backlog run ends after its last upload: an upload is succeeded before its run is.
+            finished_run(instance, record["run_id"], timeout_s=180)
             runs = runs_of(upload_id)
             # Exactly one run from the sensor per upload. (A run retry, which a run whose launch was
             # cut by the kill may get, is not a second request: it has a parent run.)
