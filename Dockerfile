@@ -17,8 +17,10 @@ COPY pyproject.toml constraints.txt ./
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt \
  && pip install --only-binary=:all: -c constraints.txt -r requirements.txt
 COPY README.md LICENSE ./
+COPY aimq_cli ./aimq_cli
 COPY aimq_pipelines ./aimq_pipelines
 COPY aimq_serving ./aimq_serving
+COPY aimq_tabular ./aimq_tabular
 # The build backend at the exact version of constraints.txt: pip's isolated build environment would
 # install the newest setuptools that pyproject.toml's [build-system] allows (`-c` does not reach it),
 # so install the pinned one into the venv and build without isolation.

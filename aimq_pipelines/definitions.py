@@ -1,17 +1,13 @@
-"""The AIMQ code location."""
+"""The AIMQ code location: the models and uploads domains merged, with the resources they share."""
 
 from __future__ import annotations
 
 import dagster as dg
 
-from aimq_pipelines.assets import MODEL_CHAINS
-from aimq_pipelines.jobs import train_models_job
-from aimq_pipelines.resources import ModelStoreResource, TrainingDataSource
-from aimq_pipelines.schedules import purge_uploads_schedule, retrain_schedule
-from aimq_pipelines.scoring.job import score_upload_job, score_uploads_job
-from aimq_pipelines.scoring.resources import UploadsResource
-from aimq_pipelines.scoring.retention import purge_uploads_job
-from aimq_pipelines.sensors import upload_run_failure, upload_sensor
+from aimq_pipelines.models import definitions as models
+from aimq_pipelines.models.resources import ModelStoreResource, TrainingDataSource
+from aimq_pipelines.uploads import definitions as uploads
+from aimq_pipelines.uploads.resources import UploadsResource
 from aimq_serving.settings import get_settings
 
 
@@ -30,11 +26,4 @@ def build_resources() -> dict[str, dg.ConfigurableResource | dg.ConfigurableIOMa
     }
 
 
-defs = dg.Definitions(
-    assets=[a for a in MODEL_CHAINS if not isinstance(a, dg.AssetChecksDefinition)],
-    asset_checks=[a for a in MODEL_CHAINS if isinstance(a, dg.AssetChecksDefinition)],
-    jobs=[train_models_job, score_upload_job, score_uploads_job, purge_uploads_job],
-    sensors=[upload_sensor, upload_run_failure],
-    schedules=[retrain_schedule, purge_uploads_schedule],
-    resources=build_resources(),
-)
+defs = dg.Definitions.merge(models.defs, uploads.defs, dg.Definitions(resources=build_resources()))

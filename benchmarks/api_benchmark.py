@@ -51,9 +51,9 @@ import pandas as pd
 import redis
 
 from aimq_pipelines.definitions import defs
-from aimq_pipelines.resources import ModelStoreResource, TrainingDataSource
+from aimq_pipelines.models.resources import ModelStoreResource, TrainingDataSource
 from benchmarks import report
-from tests.serving.support import REPO, clear_prefix, uvicorn_server
+from tests.helpers.serving import REPO, clear_prefix, uvicorn_server
 
 SAMPLES = Path(os.environ.get("AIMQ_SAMPLES_DIR", Path(__file__).resolve().parents[1] / "samples"))
 NOOP = "/ping"
@@ -225,10 +225,10 @@ BEFORE = " (before: --baseline)"
 def beside_dagster(env: dict[str, str], prefix: str, home: str) -> Iterator[None]:
     """A Dagster webserver and daemon as ``aimq up`` starts them (the same commands), on the
     benchmark's prefix, a DAGSTER_HOME and RabbitMQ queues of their own; stopped and removed after."""
-    from aimq_pipelines.cli import REPO_DAGSTER_YAML
+    from aimq_cli.main import REPO_DAGSTER_YAML
     from aimq_serving.settings import AimqSettings
     from aimq_serving.uploads.broker import Topology, connect
-    from tests.serving.support import free_port
+    from tests.helpers.serving import free_port
 
     dagster_home = Path(home) / "dagster_home"
     dagster_home.mkdir()

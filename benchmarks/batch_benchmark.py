@@ -50,7 +50,7 @@ def generate(path: Path, rows: int) -> None:
     import pandas as pd
     import xlsxwriter
 
-    from aimq_pipelines.synthetic import generate_listings
+    from aimq_pipelines.models.synthetic import generate_listings
     from aimq_serving import schema
 
     per_group = [rows // 3 + (1 if i < rows % 3 else 0) for i in range(3)]
@@ -149,8 +149,8 @@ def compare_readers_and_writers(path: Path, work: Path) -> list[list[Any]]:
     import pyarrow as pa
     import xlsxwriter
 
-    from aimq_serving.uploads.xlsx_reader import iter_xlsx_batches
-    from aimq_serving.uploads.xlsx_writer import XlsxTableWriter
+    from aimq_tabular.xlsx_reader import iter_xlsx_batches
+    from aimq_tabular.xlsx_writer import XlsxTableWriter
 
     rows: list[list[Any]] = []
 
@@ -228,7 +228,7 @@ def main() -> None:
     import dagster as dg
 
     from aimq_pipelines.definitions import defs
-    from aimq_pipelines.resources import ModelStoreResource, TrainingDataSource
+    from aimq_pipelines.models.resources import ModelStoreResource, TrainingDataSource
     from aimq_serving.settings import AimqSettings
 
     settings = AimqSettings()

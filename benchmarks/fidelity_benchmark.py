@@ -34,8 +34,8 @@ import json, sys, time
 from pathlib import Path
 import pyarrow as pa
 from aimq_serving import schema
-from aimq_serving.uploads import xlsx_reader
-from aimq_serving.uploads.xlsx_writer import XlsxTableWriter
+from aimq_tabular import xlsx_reader
+from aimq_tabular.xlsx_writer import XlsxTableWriter
 path, work = Path(sys.argv[1]), Path(sys.argv[2])
 started = time.perf_counter()
 kwargs = {}

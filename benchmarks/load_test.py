@@ -176,7 +176,7 @@ def upload_files(count: int, rows: int) -> list[tuple[str, bytes]]:
     """``count`` CSV files of ``rows`` generated listings each (all groups), every file different."""
     import pandas as pd
 
-    from aimq_pipelines.synthetic import generate_listings
+    from aimq_pipelines.models.synthetic import generate_listings
     from aimq_serving import schema
 
     files = []
@@ -246,8 +246,8 @@ def main() -> None:
     if shutil.which("wrk") is None:
         raise SystemExit("needs wrk: apt-get install -y wrk")
 
-    from tests.platform import BIN, make_platform
-    from tests.serving.support import uvicorn_server
+    from tests.helpers.platform import BIN, make_platform
+    from tests.helpers.serving import uvicorn_server
 
     tag = f"aimqload-{uuid.uuid4().hex[:8]}"
     work = Path(tempfile.mkdtemp(prefix="aimq-load-"))

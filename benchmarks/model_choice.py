@@ -17,11 +17,11 @@ import numpy as np
 from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
 from threadpoolctl import threadpool_limits
 
-from aimq_pipelines.onnx_export import export_onnx
-from aimq_pipelines.synthetic import generate_listings
-from aimq_pipelines.training import holdout_metrics, spec_from_data
+from aimq_pipelines.models.onnx_export import export_onnx
+from aimq_pipelines.models.synthetic import generate_listings
+from aimq_pipelines.models.training import holdout_metrics, spec_from_data
 from aimq_serving import schema
-from aimq_serving.predictor import onnx_session
+from aimq_serving.loaded_models import onnx_session
 from benchmarks import report
 
 

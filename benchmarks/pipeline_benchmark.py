@@ -17,8 +17,8 @@ from collections import defaultdict
 
 import dagster as dg
 
-from aimq_pipelines.assets import MODEL_CHAINS
-from aimq_pipelines.resources import ModelStoreResource, TrainingDataSource
+from aimq_pipelines.models.assets import MODEL_CHAINS
+from aimq_pipelines.models.resources import ModelStoreResource, TrainingDataSource
 from aimq_serving import schema
 from benchmarks import report
 

@@ -123,7 +123,7 @@ class PredictProbe:
 
 
 def burst(api: str, instance: Any, path: Path, n: int, probe_body: dict[str, Any]) -> dict[str, Any]:
-    from aimq_pipelines.scoring.job import runs_of_upload
+    from aimq_pipelines.uploads.jobs import runs_of_upload
 
     with PredictProbe(api, probe_body) as probe:
         started = time.time()
@@ -185,7 +185,7 @@ def main() -> None:
     import pandas as pd
 
     from aimq_pipelines.definitions import defs
-    from aimq_pipelines.resources import ModelStoreResource, TrainingDataSource
+    from aimq_pipelines.models.resources import ModelStoreResource, TrainingDataSource
     from aimq_serving.settings import AimqSettings
 
     settings = AimqSettings()

@@ -4,7 +4,7 @@
     .venv/bin/python scripts/make-samples.py [DIR]
 
 xlsxwriter writes them, not AIMQ's own writer, so tests read files the code under test did not make.
-The creation date is fixed, so the same code writes the same bytes. tests/pipelines/test_samples.py
+The creation date is fixed, so the same code writes the same bytes. tests/pipelines/models/test_samples.py
 checks that the committed files hold what this writes.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import xlsxwriter
 
-from aimq_pipelines.synthetic import sample_listings
+from aimq_pipelines.models.synthetic import sample_listings
 
 SAMPLE_ROWS = {"1_row.xlsx": 1, "100_rows.xlsx": 100}
 FIXED_DATE = dt.datetime(2026, 1, 1)

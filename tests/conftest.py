@@ -15,14 +15,17 @@ import redis
 from aimq_serving.model_store import ModelStore
 from aimq_serving.settings import AimqSettings
 
+# Fixtures shared by the API and upload tests, wherever those tests live (tests/helpers).
+pytest_plugins = ["tests.helpers.api_fixtures", "tests.helpers.upload_fixtures"]
+
 if TYPE_CHECKING:
-    from tests.platform import Platform
+    from tests.helpers.platform import Platform
 
 REPO = Path(__file__).resolve().parents[1]
 # The repository's own sample workbooks (scripts/make-samples.py): a clone anywhere has them.
 SAMPLES = REPO / "samples"
 # The original demo's two files, where this workplace lays them beside the clone: reference input that
-# must score unchanged (tests/pipelines/test_samples.py). Never required.
+# must score unchanged (tests/pipelines/models/test_samples.py). Never required.
 REFERENCE_SAMPLES = Path(os.environ.get("AIMQ_REFERENCE_SAMPLES_DIR", REPO.parent / "shared" / "samples"))
 REDIS_URL = os.environ.get("AIMQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 # Small enough to train in a second, large enough for the quality checks to mean something.
@@ -87,7 +90,7 @@ def store(settings: AimqSettings, redis_client: redis.Redis) -> Iterator[ModelSt
 def training_run(store: ModelStore, settings: AimqSettings, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
     """One real materialization of the whole model chain (all groups) into the test prefix."""
     from aimq_pipelines.definitions import defs
-    from aimq_pipelines.resources import ModelStoreResource, TrainingDataSource
+    from aimq_pipelines.models.resources import ModelStoreResource, TrainingDataSource
 
     result = defs.resolve_job_def("train_models").execute_in_process(
         instance=instance,
@@ -159,7 +162,7 @@ def platform(
     upload_records: None,
 ) -> Iterator["Platform"]:
     """One daemon and one API for the whole session, over the trained models, with a queue of their own."""
-    from tests.platform import make_platform
+    from tests.helpers.platform import make_platform
 
     own = unique_topology_settings(settings, run_id, session_dir / "e2e-uploads")
     own = own.model_copy(update={"sensor_interval_s": 1})

@@ -19,7 +19,7 @@ from aimq_serving.api.ratelimit import RateLimiter
 from aimq_serving.api.routers import health, metrics, models, predict, ui, uploads
 from aimq_serving.api.services import Services
 from aimq_serving.settings import AimqSettings
-from aimq_serving.uploads.service import UploadServices
+from aimq_serving.api.intake.service import UploadServices
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import os
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from aimq_serving.predictor import LoadedModel
+from aimq_serving.loaded_models import LoadedModel
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 # Predictions take tens of microseconds; the default buckets start at 5 ms and would hide them.

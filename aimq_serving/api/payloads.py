@@ -41,7 +41,7 @@ def _record_model() -> type[BaseModel]:
 
 
 # The first rows of the original demo's sample files (1_row.xlsx is the first of 100_rows.xlsx);
-# tests/serving/test_payloads.py checks they still match the files.
+# tests/serving/api/test_payloads.py checks they still match the files.
 SAMPLE_ROWS: list[dict[str, Any]] = [
     {"model_group": "A", "model": 180, "kilometers": 1000, "fuel_type": "Diesel", "gear_type": "Manual",
      "vehicle_type": "Sedan Car", "age_in_months": 10, "color": "Black", "line": "Sportline",

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aimq_serving.api.inference import OnlinePredictor
+from aimq_serving.api.predictor import OnlinePredictor
 from aimq_serving.api.metrics import ApiMetrics
 from aimq_serving.api.ratelimit import RateLimiter
 from aimq_serving.api.sklearn_batcher import SklearnBatcher
 from aimq_serving.model_store import ModelStore
-from aimq_serving.predictor import ModelCache
+from aimq_serving.loaded_models import ModelCache
 from aimq_serving.settings import AimqSettings
-from aimq_serving.uploads.service import UploadServices
+from aimq_serving.api.intake.service import UploadServices
 
 
 @dataclass

@@ -12,7 +12,7 @@ when the thread is free it takes everything queued, makes one ``predict`` call p
 arrived during the previous call), and hands each request its own rows back. Nothing waits for a
 batch to fill: an idle thread starts on the first request at once, so a lone request costs what it
 did. The answers are exactly those of one-record calls: HistGradientBoosting sums each row's leaf
-values in float64 independently of the other rows (tests/serving/test_sklearn_batcher.py asserts
+values in float64 independently of the other rows (tests/serving/api/test_sklearn_batcher.py asserts
 equality, not closeness).
 
 The queue is bounded in rows (``AIMQ_PICKLE_QUEUE_ROWS``): past it a request is refused at once
@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from aimq_serving.predictor import one_openmp_thread, openmp_controller, sklearn_prices
+from aimq_serving.loaded_models import one_openmp_thread, openmp_controller, sklearn_prices
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ confirm, and only then acknowledging the original: the reason travels with the m
 crash in between leaves the original in the queue rather than losing it.
 
 Classic, not quorum, queue: the sensor deliberately lets messages be redelivered (see
-``aimq_pipelines/sensors.py``), and a quorum queue's delivery limit would dead-letter them.
+``aimq_pipelines/uploads/sensors.py``), and a quorum queue's delivery limit would dead-letter them.
 """
 
 from __future__ import annotations

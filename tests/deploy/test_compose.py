@@ -19,7 +19,7 @@ import pytest
 import yaml
 from compose_spec import PyCompose
 
-from tests.deploy.support import (
+from tests.helpers.deploy import (
     COMPOSE_FILE,
     ENV_EXAMPLE,
     REPO,

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 
-from tests.deploy.support import (
+from tests.helpers.deploy import (
     ENV_EXAMPLE,
     K8S,
     REPO,

@@ -39,7 +39,7 @@ from dagster_docker import DockerRunLauncher
 from dagster_k8s import K8sRunLauncher
 from dagster_postgres.utils import pg_url_from_config
 
-from tests.deploy.support import (
+from tests.helpers.deploy import (
     ENV_EXAMPLE,
     K8S,
     LOCAL_SECRETS_EXAMPLE,

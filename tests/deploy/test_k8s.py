@@ -19,7 +19,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.deploy.support import (
+from tests.helpers.deploy import (
     ENV_EXAMPLE,
     K8S,
     LOCAL_SECRETS_EXAMPLE,

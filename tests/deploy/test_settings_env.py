@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from aimq_serving.settings import AimqSettings
-from tests.deploy.support import ENV_EXAMPLE, K8S, LOCAL_SECRETS_EXAMPLE, REPO, filled, load_compose, read_env_file
+from tests.helpers.deploy import ENV_EXAMPLE, K8S, LOCAL_SECRETS_EXAMPLE, REPO, filled, load_compose, read_env_file
 
 AIMQ_VAR = re.compile(r"\bAIMQ_[A-Z0-9_]*[A-Z0-9]\b")
 

@@ -1,6 +1,6 @@
-"""A few cases of the bad-input corpus (tests/uploads/corpus.py) through the real path: the API under
+"""A few cases of the bad-input corpus (tests/helpers/corpus.py) through the real path: the API under
 uvicorn, RabbitMQ, the sensor and a Dagster run process. The rest of the corpus runs in
-tests/uploads/test_bad_input.py against the same code, without the processes."""
+tests/serving/api/test_bad_uploads.py against the same code, without the processes."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import dagster as dg
 import httpx
 import pytest
 
-from aimq_pipelines.scoring.job import runs_of_upload
+from aimq_pipelines.uploads.jobs import runs_of_upload
 from tests.e2e.test_batch_e2e import finished_run
-from tests.platform import Platform, wait_for_upload
-from tests.uploads.corpus import BY_ID, HEADER, Failed, Refused, csv_bytes, sample_rows
+from tests.helpers.platform import Platform, wait_for_upload
+from tests.helpers.corpus import BY_ID, HEADER, Failed, Refused, csv_bytes, sample_rows
 
 pytestmark = pytest.mark.slow
 

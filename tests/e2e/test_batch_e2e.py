@@ -18,11 +18,11 @@ import pandas as pd
 import pika
 import pytest
 
-from aimq_pipelines.scoring.job import runs_of_upload, uploads_of
+from aimq_pipelines.uploads.jobs import runs_of_upload, uploads_of
 from aimq_serving import schema
 from aimq_serving.uploads.broker import ERROR_HEADER, connect
 from tests.conftest import SAMPLES
-from tests.platform import Platform, prediction_records, wait_for_upload
+from tests.helpers.platform import Platform, prediction_records, wait_for_upload
 
 pytestmark = pytest.mark.slow
 

@@ -19,18 +19,18 @@ import httpx
 import numpy as np
 import pytest
 
-from aimq_pipelines import onnx_export
-from aimq_pipelines.cli import CliError, cmd_train
+from aimq_pipelines.models import onnx_export
+from aimq_cli.main import CliError, cmd_train
 from aimq_pipelines.definitions import defs
-from aimq_pipelines.resources import ModelStoreResource, TrainingDataSource
+from aimq_pipelines.models.resources import ModelStoreResource, TrainingDataSource
 from aimq_serving import schema
 from aimq_serving.model_store import ModelStore
-from aimq_serving.predictor import ModelCache
+from aimq_serving.loaded_models import ModelCache
 from aimq_serving.settings import AimqSettings
-from aimq_serving.uploads.scoring import PinnedModels, score_file
+from aimq_pipelines.uploads.scoring import PinnedModels, score_file
 from tests.conftest import SAMPLES, TEST_ROWS_PER_GROUP
-from tests.faults.servers import RedisAIServer
-from tests.serving.support import distinct_records, server_env, uvicorn_server
+from tests.helpers.servers import RedisAIServer
+from tests.helpers.serving import distinct_records, server_env, uvicorn_server
 
 REDISAI_HOME = os.environ.get("AIMQ_TEST_REDISAI_HOME")
 pytestmark = [

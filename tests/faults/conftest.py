@@ -6,7 +6,7 @@ checks only its own uploads. Its Dagster instance is its own too: the e2e platfo
 still be running on the session's instance.
 
 Each test that takes ``cpu`` runs twice: on the machine as it is, and with every core contended
-(``tests.contention``): production machines are busy, and timing windows that never open on a quiet
+(``tests.helpers.contention``): production machines are busy, and timing windows that never open on a quiet
 machine open there.
 """
 
@@ -26,10 +26,10 @@ from pydantic import SecretStr
 from aimq_serving.model_store import ModelStore
 from aimq_serving.settings import AimqSettings
 from tests.conftest import REPO, unique_topology_settings
-from tests.contention import busy_cpus
-from tests.faults.servers import RabbitServer, RedisServer
-from tests.platform import Platform, make_platform
-from tests.serving.support import copy_models
+from tests.helpers.contention import busy_cpus
+from tests.helpers.servers import RabbitServer, RedisServer
+from tests.helpers.platform import Platform, make_platform
+from tests.helpers.serving import copy_models
 
 # Incoming bodies idle this long are swept (test d); longer than any pause a live request makes here,
 # and than a queued message takes to reach its run, which claims the body: 8 s was not, on 2 cores

@@ -16,13 +16,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from aimq_pipelines.scoring.job import uploads_of
+from aimq_pipelines.uploads.jobs import uploads_of
 from aimq_serving.uploads.broker import Topology, UploadPublisher
 from aimq_serving.uploads.messages import UploadMessage
 from aimq_serving.uploads.status import utc_now
 from aimq_serving.uploads.storage import UploadStorage
 from tests.faults.conftest import ABANDONED_AFTER_S, FaultPlatform
-from tests.faults.support import (
+from tests.helpers.faults import (
     assert_scored_once, csv_bytes, incoming, runs_of, status_store, stored_ids, wait_queue_drained, wait_until,
     withdrawn,
 )

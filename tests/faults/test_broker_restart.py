@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.faults.conftest import FaultPlatform
-from tests.faults.support import (
+from tests.helpers.faults import (
     assert_scored_once, csv_bytes, incoming, runs_of, stored_ids, wait_queue_drained, wait_until, withdrawn,
 )
 

@@ -12,9 +12,9 @@ import dagster as dg
 import httpx
 import pytest
 
-from aimq_pipelines.sensors import WILL_RETRY_TAG
+from aimq_pipelines.uploads.sensors import WILL_RETRY_TAG
 from tests.faults.conftest import FaultPlatform
-from tests.faults.support import (
+from tests.helpers.faults import (
     PARENT_RUN_TAG, assert_scored_once, process_group, retry_wait_s, run_pid, runs_of, status_store,
     upload_and_catch_mid_file,
 )

@@ -15,12 +15,12 @@ import pandas as pd
 import pytest
 import redis
 
-from aimq_pipelines.onnx_export import export_onnx
-from aimq_pipelines.synthetic import generate_listings
-from aimq_pipelines.training import TrainedModel, spec_from_data, train
+from aimq_pipelines.models.onnx_export import export_onnx
+from aimq_pipelines.models.synthetic import generate_listings
+from aimq_pipelines.models.training import TrainedModel, spec_from_data, train
 from aimq_serving import redisai
 from aimq_serving.model_store import ModelStore
-from aimq_serving.predictor import LoadedModel, ModelCache
+from aimq_serving.loaded_models import LoadedModel, ModelCache
 from aimq_serving.settings import AimqSettings
 from tests.conftest import SAMPLES
 

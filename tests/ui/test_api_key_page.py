@@ -12,7 +12,7 @@ from pydantic import SecretStr
 
 from aimq_serving.model_store import ModelStore
 from aimq_serving.settings import AimqSettings
-from tests.serving.support import clear_prefix, copy_models, server_env, uvicorn_server
+from tests.helpers.serving import clear_prefix, copy_models, server_env, uvicorn_server
 from tests.ui.conftest import screenshot
 
 if TYPE_CHECKING:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from aimq_pipelines.assets import group_name
+from aimq_pipelines.models.assets import group_name
 from aimq_serving import schema
 from aimq_serving.model_store import ModelStore
 from tests.ui.conftest import screenshot

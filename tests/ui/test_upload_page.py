@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import SAMPLES
-from tests.platform import Platform
+from tests.helpers.platform import Platform
 from tests.ui.conftest import new_page, screenshot
 
 if TYPE_CHECKING:

@@ -13,7 +13,7 @@ from aimq_serving import schema
 from aimq_serving.api import deps
 from aimq_serving.api.services import Services
 from aimq_serving.model_store import ModelStoreError
-from aimq_serving.predictor import LoadedModel
+from aimq_serving.loaded_models import LoadedModel
 
 router = APIRouter(tags=["health"])
 

@@ -12,7 +12,7 @@ from starlette.requests import ClientDisconnect
 
 from aimq_serving import schema
 from aimq_serving.api import deps, payloads
-from aimq_serving.api.inference import Route
+from aimq_serving.api.predictor import Route
 from aimq_serving.api.payloads import ErrorBody, Prediction
 
 _ERRORS: dict[int | str, dict[str, Any]] = {

@@ -11,8 +11,8 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from aimq_serving.api.errors import RETRY_AFTER_UNAVAILABLE_S, BodyTooLarge, error_response
-from aimq_serving.uploads.receive import FIELD, UploadRejected
-from aimq_serving.uploads.service import UploadNotQueued, UploadServices
+from aimq_serving.api.intake.receive import FIELD, UploadRejected
+from aimq_serving.api.intake.service import UploadNotQueued, UploadServices
 from aimq_serving.uploads.status import State, StatusUnavailable, UploadRecord
 
 router = APIRouter(tags=["uploads"])

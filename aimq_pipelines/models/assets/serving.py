@@ -1,0 +1,61 @@
+"""Stage 5: the served model: a new signed version in the model store, promoted atomically."""
+
+from importlib.metadata import version as package_version
+
+import dagster as dg
+
+from aimq_pipelines.models.resources import ModelStoreResource
+from aimq_pipelines.models.training import TrainedModel
+from aimq_serving import redisai
+from aimq_pipelines.models.groups import group_name
+
+
+def build_served_model(group: str) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=[group, "served_model"],
+        ins={
+            "onnx_model": dg.AssetIn([group, "onnx_model"]),
+            "trained_model": dg.AssetIn([group, "trained_model"]),
+        },
+        deps=[dg.AssetKey([group, "training_data"])],
+        group_name=group_name(group),
+        description="Writes ONNX, signed pickle, spec, metrics and lineage as a new version, then promotes it.",
+        kinds={"redis"},
+        retry_policy=dg.RetryPolicy(max_retries=3, delay=1, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS),
+    )
+    def served_model(
+        context: dg.AssetExecutionContext, model_store: ModelStoreResource, onnx_model: bytes, trained_model: TrainedModel
+    ) -> dg.Output[dict]:
+        store = model_store.store()
+        data_event = context.instance.get_latest_materialization_event(dg.AssetKey([group, "training_data"]))
+        data_meta = data_event.asset_materialization.metadata if data_event and data_event.asset_materialization else {}
+        lineage = {
+            "dagster_run_id": context.run_id,
+            "data_hash": data_meta["data_hash"].value if "data_hash" in data_meta else None,
+            "data_source": data_meta["source"].value if "source" in data_meta else None,
+            "spec_version": trained_model.spec.version,
+            "sklearn_version": package_version("scikit-learn"),
+            "estimator": type(trained_model.model).__name__,
+        }
+        try:
+            version = store.put(group, onnx_model, trained_model.model, trained_model.spec, trained_model.metrics, lineage)
+        except (redisai.ModelRefused, redisai.WrongDatabase) as exc:
+            # Not transient: storing the same model again is refused again, so no retry. Nothing was
+            # written and nothing promoted: the current version stays served.
+            raise dg.Failure(description=f"group {group}: {exc}", allow_retries=False) from None
+        store.promote(group, version)
+        pruned = store.prune(group)
+        info = store.info(group, version, version)
+        context.log.info(f"group {group}: version {version} is current (pruned {pruned or 'none'})")
+        return dg.Output(
+            {"group": group, "version": version},
+            metadata={
+                "version": version,
+                "store_prefix": store.prefix,
+                "redisai": info.redisai,
+                "pruned_versions": dg.MetadataValue.json(pruned),
+                "lineage": dg.MetadataValue.json(lineage),
+            },
+        )
+
+    return served_model

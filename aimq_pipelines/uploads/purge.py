@@ -1,0 +1,53 @@
+"""The purge_uploads job: delete finished uploads older than AIMQ_UPLOAD_RETENTION_DAYS
+(``aimq_serving/uploads/retention.py``), and the purge_uploads schedule that runs it
+(AIMQ_UPLOAD_RETENTION_CRON)."""
+
+import dagster as dg
+
+from aimq_pipelines.uploads.jobs import RETRY_POLICY
+from aimq_pipelines.uploads.resources import UploadsResource
+from aimq_serving.settings import get_settings
+from aimq_serving.uploads.retention import PurgeReport, purge_finished
+
+_DAY_S = 86_400.0
+
+
+@dg.op(name="purge_finished_uploads", retry_policy=RETRY_POLICY,
+       description="Delete the files and status records of uploads finished more than the retention period ago.")
+def purge_finished_uploads_op(context: dg.OpExecutionContext, uploads: UploadsResource) -> dg.Output[int]:
+    settings = uploads.settings()
+    days = settings.upload_retention_days
+    if days == 0:
+        context.log.info("AIMQ_UPLOAD_RETENTION_DAYS is 0: uploads are kept forever")
+        return dg.Output(0, metadata={"deleted": 0, "retention_days": 0.0})
+
+    def progress(report: PurgeReport) -> None:
+        context.log.info(f"{len(report.deleted):,} uploads deleted so far ({report.bytes_freed / 1e6:,.1f} MB)")
+
+    report = purge_finished(uploads.status_store(), uploads.storage(), older_than_s=days * _DAY_S,
+                            on_progress=progress)
+    context.log.info(
+        f"deleted {len(report.deleted):,} uploads finished more than {days:g} days ago "
+        f"({report.bytes_freed / 1e6:,.1f} MB); kept {report.unfinished} older ones still queued or running"
+    )
+    return dg.Output(len(report.deleted), metadata={
+        "deleted": len(report.deleted),
+        "mb_freed": round(report.bytes_freed / 1e6, 3),
+        "kept_unfinished": report.unfinished,
+        "retention_days": float(days),
+    })
+
+
+@dg.job(name="purge_uploads", executor_def=dg.in_process_executor, tags={"aimq/kind": "maintenance"},
+        description="Delete finished uploads (files and status) older than AIMQ_UPLOAD_RETENTION_DAYS.")
+def purge_uploads_job() -> None:
+    purge_finished_uploads_op()
+
+
+purge_uploads_schedule = dg.ScheduleDefinition(
+    name="purge_uploads",
+    job=purge_uploads_job,
+    cron_schedule=get_settings().upload_retention_cron,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Deletes finished uploads older than AIMQ_UPLOAD_RETENTION_DAYS (0 keeps them).",
+)

@@ -1,0 +1,425 @@
+"""Score an uploaded table with the shared predictor and write the result in the upload's format.
+
+Same numbers as ``/predict/onnx``: rows are grouped by model group, encoded with that group's own
+``FeatureSpec.encode_frame`` and run through ``LoadedModel.predict_onnx``, the code path of the API.
+Models are pinned once per file, so every row of a group is scored by the same version.
+
+The input is streamed in batches (bounded memory); each batch is validated, scored and appended to
+the result before the next one is read. Rejected rows (a bad cell, an unknown group, a group with
+no model) keep their place in the result with an empty prediction, and are listed with their
+reasons in a ``rejected`` sheet (xlsx) and in ``rejected.csv``. Completely blank rows (a
+spreadsheet's formatted but empty rows) are skipped and not counted.
+
+Results are written under temporary names and renamed when complete, so a reader never sees a
+half-written file.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from aimq_serving import schema
+from aimq_serving.features import _MAX_ERRORS_PER_COLUMN, RowError
+from aimq_serving.model_store import NoModel, UnknownGroup
+from aimq_serving.loaded_models import LoadedModel, ModelCache
+from aimq_tabular import csv_reader, xlsx_cells, xlsx_reader
+from aimq_pipelines.uploads.results import ERRORS, PRICE, ROW, VERSION, ResultWriter, open_result, write_rejected_csv
+from aimq_serving.uploads.storage import Format
+from aimq_tabular.xlsx_writer import XlsxWriteError
+
+# The most characters a spreadsheet cell holds (Excel's limit). A longer text (possible in a CSV or
+# a hand-made xlsx) rejects its row and is cut to this length where it is written back, so one
+# cell can neither make the result unreadable in Excel nor repeat megabytes in error messages.
+MAX_CELL_CHARS = 32_767
+# Error messages quote the user's values: past twice this length, the middle is cut out.
+_MAX_QUOTED_CHARS = 200
+
+Progress = Callable[[int, int], None]
+
+
+class BadInput(ValueError):
+    """The file cannot be scored at all (unreadable, wrong columns, too many rows); for the user."""
+
+
+@dataclass
+class ScoreResult:
+    rows_total: int = 0
+    rows_rejected: int = 0
+    model_versions: dict[str, int] = field(default_factory=dict)
+    stats: dict[str, float] = field(default_factory=dict)
+    # Where the table was found: the sheet (xlsx; None for CSV) and the header's row (CSV: line).
+    data_sheet: str | None = None
+    header_row: int = 1
+
+
+@dataclass
+class PinnedModels:
+    """The model of each group for one file; groups without a servable model and why."""
+
+    models: dict[str, LoadedModel]
+    unavailable: dict[str, str]
+
+    @classmethod
+    def from_cache(cls, cache: ModelCache) -> "PinnedModels":
+        models: dict[str, LoadedModel] = {}
+        unavailable: dict[str, str] = {}
+        for group in schema.MODEL_GROUPS:
+            try:
+                models[group] = cache.get(group)
+            except (NoModel, UnknownGroup) as exc:  # StoreUnavailable and TamperedModel propagate
+                unavailable[group] = str(exc)
+        return cls(models, unavailable)
+
+
+def score_file(
+    source: Path,
+    fmt: Format,
+    *,
+    result_path: Path,
+    rejected_path: Path,
+    models: PinnedModels,
+    max_rows: int,
+    chunk_rows: int = 100_000,
+    work_dir: Path | None = None,
+    progress: Progress | None = None,
+) -> ScoreResult:
+    """Score ``source`` into ``result_path`` and ``rejected_path``; raise BadInput if it cannot be.
+
+    Three stages overlap: the reader's threads prepare the next batches, two scoring threads
+    validate and predict (ONNX Runtime and most of Arrow release the GIL; each call runs the
+    API's single-threaded session, so the numbers stay the API's), and one writer thread appends
+    the scored batches in order. At most two batches wait at each stage, which bounds memory.
+    """
+    started = time.perf_counter()
+    result = ScoreResult()
+    timer = _Timer()
+    # In the work dir when there is one (same file system, so the rename stays atomic): a run killed
+    # mid-file leaves its partial files there, and the upload's next run clears them with it.
+    tmp_dir = work_dir if work_dir is not None else result_path.parent
+    tmp_result = tmp_dir / f".{result_path.name}.{os.getpid()}.tmp"
+    tmp_rejected = tmp_dir / f".{rejected_path.name}.{os.getpid()}.tmp"
+    writer: ResultWriter | None = None
+    rejected_tables: list[pa.Table] = []
+    scoring: deque[Future[_Scored]] = deque()
+    writing: deque[Future[None]] = deque()
+
+    def collect(limit: int) -> None:
+        """Hand finished scoring to the writer, in order; keep at most ``limit`` of each waiting."""
+        while scoring and (len(scoring) > limit or scoring[0].done()):
+            with timer("score_wait_s"):
+                scored, rejected, rows = scoring.popleft().result()
+            result.rows_total += rows
+            if result.rows_total > max_rows:
+                raise BadInput(f"the file has more than {max_rows:,} data rows (the limit per upload)")
+            if rejected is not None:
+                result.rows_rejected += rejected.num_rows
+                rejected_tables.append(rejected)
+            assert writer is not None
+            writing.append(write_pool.submit(writer.write, scored))
+            if progress is not None:
+                progress(result.rows_total, result.rows_rejected)
+        while len(writing) > limit or (writing and writing[0].done()):
+            with timer("write_wait_s"):
+                writing.popleft().result()
+
+    batches, location = _read(source, fmt, chunk_rows, work_dir)
+    if location is not None:
+        result.data_sheet, result.header_row = location.sheet, location.header_row
+    score_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="score")
+    # One writer thread: batches reach the file in order, while the next ones are scored.
+    write_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="write")
+    try:
+        columns: _Columns | None = None
+        next_row = result.header_row + 1  # rows are numbered as the sheet (or the CSV's lines) numbers them
+        while True:
+            with timer("read_wait_s"):
+                batch = next(batches, None)
+            if batch is None:
+                break
+            if columns is None:
+                columns = _Columns.resolve(batch.schema.names, location)
+                writer = open_result(fmt, tmp_result, columns.kept, _csv_delimiter(source, fmt))
+            numbers, next_row = _row_numbers(batch, next_row, lines=fmt == "csv")
+            scoring.append(score_pool.submit(_score_batch, batch, columns, models, numbers))
+            collect(limit=2)
+        collect(limit=0)
+        if columns is None or writer is None:
+            raise BadInput("the file is empty: no header row with column names")
+        with timer("finish_s"):
+            writer.finish(rejected_tables)
+            write_rejected_csv(tmp_rejected, rejected_tables, columns.kept)
+        os.replace(tmp_rejected, rejected_path)
+        os.replace(tmp_result, result_path)
+    except (xlsx_reader.XlsxFormatError, csv_reader.CsvFormatError, XlsxWriteError) as exc:
+        raise BadInput(str(exc)) from exc
+    finally:
+        for future in (*scoring, *writing):
+            future.cancel()
+        score_pool.shutdown(wait=True)
+        write_pool.shutdown(wait=True)
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()
+        if writer is not None:
+            writer.abort()
+        tmp_result.unlink(missing_ok=True)
+        tmp_rejected.unlink(missing_ok=True)
+    result.model_versions = {g: m.version for g, m in models.models.items()}
+    result.stats = {
+        **timer.totals,
+        "total_s": round(time.perf_counter() - started, 3),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+    return result
+
+
+_Scored = tuple[pa.RecordBatch, "pa.Table | None", int]
+
+
+def estimate_data_rows(source: Path, fmt: Format) -> int | None:
+    """How many data rows the file looks like it has, before reading it: what a run's progress is
+    measured against. None when the file does not say (an xlsx without a sheet dimension)."""
+    if fmt == "xlsx":
+        try:
+            location = xlsx_reader.locate_data(source, schema.INPUT_COLUMNS)
+        except xlsx_reader.XlsxFormatError:
+            return None  # the run reports it
+        return xlsx_reader.declared_data_rows(source, location.sheet, location.header_row)
+    return csv_reader.counted_data_rows(source)
+
+
+def _read(
+    source: Path, fmt: Format, chunk_rows: int, work_dir: Path | None
+) -> tuple[Iterator[pa.RecordBatch], xlsx_reader.DataLocation | None]:
+    if fmt == "xlsx":
+        try:
+            location = xlsx_reader.locate_data(source, schema.INPUT_COLUMNS, work_dir=work_dir)
+        except xlsx_reader.XlsxFormatError as exc:
+            raise BadInput(str(exc)) from exc
+        batches = xlsx_reader.iter_xlsx_batches(source, location=location, rows_per_part=chunk_rows, work_dir=work_dir)
+        return batches, location
+    # ~80 bytes per row in a typical listings CSV: blocks of about chunk_rows rows.
+    return csv_reader.iter_csv_batches(source, block_bytes=max(1 << 20, chunk_rows * 80)), None
+
+
+def _row_numbers(batch: pa.RecordBatch, first: int, *, lines: bool) -> tuple[np.ndarray, int]:
+    """The sheet row (xlsx) or first line (CSV) of each row of ``batch``, and the next one's.
+
+    xlsx batches hold every sheet row below the header, blank ones too. A CSV row spans one line
+    plus one per line break inside its quoted cells (a spreadsheet's multi-line cell)."""
+    spans = np.ones(batch.num_rows, dtype=np.int64)
+    for column in batch.columns if lines else ():
+        if pa.types.is_string(column.type) and pc.any(pc.match_substring_regex(column, "[\r\n]")).as_py():
+            breaks = pc.count_substring_regex(column, "\r\n|\r|\n")
+            spans += pc.fill_null(breaks, 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    ends = first + np.cumsum(spans)
+    return ends - spans, int(ends[-1]) if len(ends) else first
+
+
+def _csv_delimiter(source: Path, fmt: Format) -> str:
+    if fmt != "csv":
+        return ","
+    with open(source, "rb") as fh:
+        return csv_reader.sniff_header(fh.read(1 << 16))[1]
+
+
+@dataclass(frozen=True)
+class _Columns:
+    """Where the schema's columns are in the upload, and the columns written back."""
+
+    source: dict[str, str]  # schema name -> the upload's column name
+    kept: list[str]  # the upload's columns, in order, without earlier prediction columns
+
+    @classmethod
+    def resolve(cls, names: list[str], location: xlsx_reader.DataLocation | None = None) -> "_Columns":
+        by_key = {}
+        for name in names:
+            by_key.setdefault(name.strip().lower(), name)
+        missing = [c for c in schema.INPUT_COLUMNS if c not in by_key]
+        if missing:
+            shown = ", ".join(repr(n if len(n) <= 60 else n[:60] + "…") for n in names[:30]) or "none"
+            where = ""
+            if location is not None:
+                # Only visible sheets are named: a hidden one is not what the user sees or means.
+                sheets = ", ".join(repr(n) for n in location.visible_sheets)
+                where = (
+                    f" (no row among the first {xlsx_reader.HEADER_SEARCH_ROWS} with a value of any visible sheet "
+                    f"holds them; visible sheets: {sheets}; shown: sheet {location.sheet!r} row {location.header_row})"
+                )
+            raise BadInput(
+                f"missing column(s): {', '.join(missing)}. Required: {', '.join(schema.INPUT_COLUMNS)}; "
+                f"the file has: {shown}{where}"
+            )
+        # A result file uploaded again: its prediction columns are replaced, not duplicated.
+        kept = [n for n in names if n.strip().lower() not in (PRICE, VERSION)]
+        return cls(source={c: by_key[c] for c in schema.INPUT_COLUMNS}, kept=kept)
+
+
+def _score_batch(
+    batch: pa.RecordBatch, columns: _Columns, models: PinnedModels, row_numbers: np.ndarray
+) -> tuple[pa.RecordBatch, pa.Table | None, int]:
+    """Predictions for one batch; returns (result rows, rejected rows or None, non-blank rows)."""
+    n = batch.num_rows
+    blank = _blank_rows(batch)
+    errors: dict[int, list[RowError]] = defaultdict(list)
+    batch = _bound_text(batch, errors)
+    frame = pd.DataFrame(
+        {c: _cell_values(batch.column(columns.source[c])) for c in schema.INPUT_COLUMNS}
+    )
+    price = np.full(n, np.nan)
+    version = np.zeros(n, dtype=np.int64)
+
+    groups = frame[schema.GROUP_FIELD].astype("string").str.strip()
+    assigned = np.zeros(n, dtype=bool)
+    for group in schema.MODEL_GROUPS:
+        rows = np.flatnonzero((groups == group).fillna(False).to_numpy(dtype=bool) & ~blank)
+        if len(rows) == 0:
+            continue
+        assigned[rows] = True
+        model = models.models.get(group)
+        if model is None:
+            reason = f"no model is served for group {group}: {models.unavailable.get(group, 'not loaded')}"
+            for i in rows:
+                errors[int(i)].append(RowError(int(i), schema.GROUP_FIELD, reason))
+            continue
+        _score_group(frame, rows, model, price, version, errors)
+    for i in np.flatnonzero(~assigned & ~blank):
+        raw = frame[schema.GROUP_FIELD].iloc[i]
+        message = "value is missing" if pd.isna(raw) or str(raw).strip() == "" else f"unknown value {raw!r}"
+        errors[int(i)].append(RowError(int(i), schema.GROUP_FIELD, message, schema.MODEL_GROUPS))
+
+    if errors:  # a row rejected for a cell outside the features is not scored either
+        price[np.fromiter(errors, dtype=np.int64)] = np.nan
+    keep = np.flatnonzero(~blank)
+    scored = np.isfinite(price)
+    out = batch.select(columns.kept)
+    out = out.append_column(PRICE, pa.array(price, mask=~scored))
+    out = out.append_column(VERSION, pa.array(version, mask=~scored))
+    if len(keep) < n:
+        out = out.take(pa.array(keep))
+
+    rejected = None
+    if errors:
+        bad = np.array(sorted(errors), dtype=np.int64)
+        reasons = ["; ".join(_describe(e) for e in errors[int(i)]) for i in bad]
+        rejected = pa.Table.from_batches([batch.select(columns.kept).take(pa.array(bad))])
+        rejected = rejected.add_column(0, ERRORS, pa.array(reasons, pa.string()))
+        rejected = rejected.add_column(0, ROW, pa.array(row_numbers[bad]))
+    return out, rejected, len(keep)
+
+
+def _score_group(
+    frame: pd.DataFrame,
+    rows: np.ndarray,
+    model: LoadedModel,
+    price: np.ndarray,
+    version: np.ndarray,
+    errors: dict[int, list[RowError]],
+) -> None:
+    sub = frame.iloc[rows]
+    matrix, valid, found = model.spec.encode_frame(sub)
+    if len(matrix):
+        price[rows[valid]] = model.predict_onnx(matrix)
+        version[rows[valid]] = model.version
+    for err in found:
+        errors[int(rows[err.row])].append(err)
+    # encode_frame caps its report per column; rows past the cap are encoded again in slices no
+    # larger than the cap, so every rejected row gets its reasons.
+    unexplained = [i for i in rows[~valid] if int(i) not in errors]
+    for start in range(0, len(unexplained), _MAX_ERRORS_PER_COLUMN):
+        part = np.array(unexplained[start : start + _MAX_ERRORS_PER_COLUMN])
+        _, _, more = model.spec.encode_frame(frame.iloc[part])
+        for err in more:
+            errors[int(part[err.row])].append(err)
+
+
+def _bound_text(batch: pa.RecordBatch, errors: dict[int, list[RowError]]) -> pa.RecordBatch:
+    """Reject rows with a text cell longer than MAX_CELL_CHARS and cut those cells."""
+    columns = list(batch.columns)
+    for j, column in enumerate(columns):
+        mixed = xlsx_cells.is_mixed(column.type)
+        if mixed:
+            column = xlsx_cells.as_text(column)  # measured on its text; the writer cuts its text cells
+        elif not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+            continue
+        # Bytes bound characters from above: the character count is only needed past the limit.
+        if (pc.max(pc.binary_length(column)).as_py() or 0) <= MAX_CELL_CHARS:
+            continue
+        lengths = pc.utf8_length(column).to_numpy(zero_copy_only=False)
+        too_long = np.flatnonzero(np.nan_to_num(lengths.astype(np.float64)) > MAX_CELL_CHARS)
+        if len(too_long) == 0:
+            continue
+        name = batch.schema.names[j]
+        for i in too_long:
+            message = f"text of {int(lengths[i]):,} characters; a cell holds at most {MAX_CELL_CHARS:,} (cut to that length)"
+            errors[int(i)].append(RowError(int(i), name, message))
+        if not mixed:
+            columns[j] = pc.utf8_slice_codeunits(column, 0, MAX_CELL_CHARS)
+    return pa.RecordBatch.from_arrays(columns, schema=batch.schema)
+
+
+def _cell_values(column: pa.Array) -> pd.Series:
+    """A column as validation sees it. A column of dates or durations becomes its text (as pandas
+    numbers they would pass as counts of nanoseconds), booleans become TRUE/FALSE (as numbers they
+    would pass as 1 and 0 km), and a column of mixed kinds its cells' text: the row is rejected
+    with the value as the sheet shows it (``kilometers: 'n/a' is not a number``)."""
+    kind = column.type
+    if xlsx_cells.is_mixed(kind):
+        return xlsx_cells.as_text(column).to_pandas()
+    if pa.types.is_boolean(kind):
+        return pd.Series([None if v is None else ("TRUE" if v else "FALSE") for v in column.to_pylist()], dtype=object)
+    if pa.types.is_temporal(kind):
+        return pd.Series([None if v is None else str(v) for v in column.to_pylist()], dtype=object)
+    return column.to_pandas()
+
+
+def _describe(error: RowError) -> str:
+    message = error.message
+    if len(message) > 2 * _MAX_QUOTED_CHARS:
+        # The middle goes: the start names the value, the end says what is wrong with it.
+        message = message[:_MAX_QUOTED_CHARS] + "…" + message[-_MAX_QUOTED_CHARS // 2 :]
+    text = f"{error.field}: {message}"
+    if error.allowed is not None:
+        text += f" (allowed: {', '.join(str(a) for a in error.allowed)})"
+    return text
+
+
+def _blank_rows(batch: pa.RecordBatch) -> np.ndarray:
+    blank = np.ones(batch.num_rows, dtype=bool)
+    for column in batch.columns:
+        empty = pc.is_null(column)
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            empty = pc.or_kleene(empty, pc.equal(pc.utf8_trim_whitespace(column), ""))
+        blank &= empty.to_numpy(zero_copy_only=False).astype(bool)
+    return blank
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = defaultdict(float)
+
+    def __call__(self, name: str) -> "_Span":
+        return _Span(self, name)
+
+
+class _Span:
+    def __init__(self, timer: _Timer, name: str):
+        self.timer, self.name = timer, name
+
+    def __enter__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        self.timer.totals[self.name] = round(self.timer.totals[self.name] + time.perf_counter() - self.start, 3)

@@ -1,0 +1,390 @@
+"""Sensors of batch scoring: queued uploads become runs; runs that die leave failed uploads.
+
+How ``upload_sensor`` acknowledges messages, so that killing the daemon (or the code server that
+evaluates the sensor) at any moment neither loses an upload nor scores one twice:
+
+Dagster creates and submits a tick's runs only after the sensor function returned. Acknowledging a
+message inside the function would therefore lose the upload if the daemon died between the return
+and the submission. So a tick:
+
+1. takes up to ``sensor_batch_size`` messages with ``basic_get``, within ``sensor_tick_budget_s``,
+   and does NOT acknowledge them. On an empty queue it waits (``sensor_wait_s``, polling) for the
+   first upload, and once it has one it goes on while more keep coming (``sensor_linger_s``): the
+   daemon starts a tick every 5 s at most, so waiting inside the tick is what makes an upload's
+   run start within a fraction of a second, and a burst one tick's runs;
+2. for a message whose upload already has a run of this sensor (looked up in the instance by the
+   run's ``aimq/upload.<id>`` tag) that has left NOT_STARTED: acknowledges it: the run exists, the
+   message is done;
+3. for the other messages: one new upload alone yields ``RunRequest(run_key=upload_id)`` for
+   ``score_upload``; several (a burst, a backlog) are split by ``plan_runs`` into ``score_uploads``
+   runs, each keyed by a hash of its upload ids (a run process start costs far more than scoring a
+   small file: docs/batch.md, "Many small files");
+4. closes its connection, which returns every unacknowledged message to the queue.
+
+The next tick gets the requested messages again, finds their runs (step 2) and acknowledges them.
+Failure cases:
+
+- killed before the runs are submitted: the messages are back in the queue (the connection died
+  with the process), no run exists, the next tick requests them again: nothing lost;
+- killed after the runs were submitted: the next tick finds the runs and only acknowledges;
+- a message delivered twice (a redelivery, or a publisher retry after a lost confirm): the
+  ``run_key`` makes Dagster skip the second request, and step 2 acknowledges it: no second run;
+- a run created but never launched (NOT_STARTED, the daemon died in between): not acknowledged
+  but requested again word for word (``request_again``: its job, run key, config and tags, so no
+  new upload joins it), and Dagster launches the existing run for that run key;
+- a backlog requested but never created (killed before submitting): its messages come back and are
+  planned again, maybe grouped differently; no run existed, so none is doubled.
+
+A message that is not valid JSON or lacks fields is copied to the dead-letter exchange with the
+reason in its ``x-aimq-error`` header; the original is acknowledged only after the broker
+confirmed the copy. It never blocks the queue: the next messages are taken in the same tick.
+
+Each tick also removes abandoned incoming bodies (``incoming/<id>.part`` untouched for
+``upload_abandoned_after_s``): what an API killed mid-upload leaves behind. None of them was
+answered with 202. One whose message was queued is kept while the tick takes that message or its
+upload has an unfinished run: the run moves it into place (``UploadStorage.claim_input``), so a
+run that finds neither body nor status record ends as withdrawn.
+"""
+
+import hashlib
+import logging
+import math
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import dagster as dg
+import pika
+import pika.exceptions
+
+from aimq_pipelines.uploads.jobs import (
+    SCORING_JOBS,
+    backlog_run_config,
+    backlog_run_tags,
+    run_config,
+    run_tags,
+    runs_of_upload,
+    score_upload_job,
+    score_uploads_job,
+    uploads_of,
+)
+from aimq_pipelines.uploads.resources import UploadsResource
+from aimq_serving.settings import get_settings
+from aimq_serving.uploads.broker import Topology, dead_letter
+from aimq_serving.uploads.messages import InvalidMessage, UploadMessage
+from aimq_serving.uploads.status import StatusUnavailable, UploadStatusStore
+
+log = logging.getLogger(__name__)
+
+UPLOAD_SENSOR = "upload_sensor"
+# Dagster's own tags on runs a sensor requested (dagster._core.storage.tags): how it de-duplicates.
+RUN_KEY_TAG = "dagster/run_key"
+SENSOR_NAME_TAG = "dagster/sensor_name"
+WILL_RETRY_TAG = "dagster/will_retry"
+# How long the run-failure sensor waits for a failed run's status to catch up with its failure
+# event (two consecutive writes of the reporting process; see retry_follows). Generous against a
+# process descheduled on a busy machine, and well inside Dagster's sensor evaluation timeout (60 s).
+RUN_STATUS_SETTLE_S = 20.0
+
+
+@dataclass
+class TickOutcome:
+    run_requests: list[dg.RunRequest] = field(default_factory=list)
+    # New uploads this tick requests runs for (run_requests holds their runs, and the reissued ones).
+    new_uploads: list[UploadMessage] = field(default_factory=list)
+    acknowledged: list[str] = field(default_factory=list)
+    dead_lettered: list[str] = field(default_factory=list)
+    swept: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (
+            f"{len(self.run_requests)} run(s) requested for {len(self.new_uploads)} new upload(s), "
+            f"{len(self.acknowledged)} message(s) acknowledged "
+            f"(their runs exist), {len(self.dead_lettered)} invalid message(s) dead-lettered, "
+            f"{len(self.swept)} abandoned incoming upload(s) removed"
+        )
+
+
+def runs_of(instance: dg.DagsterInstance, upload_id: str, sensor_name: str = UPLOAD_SENSOR) -> list[dg.DagsterRun]:
+    """The runs this sensor requested for ``upload_id``, alone or in a backlog (its upload tag), or
+    by the run key alone (runs requested before scoring runs carried upload tags)."""
+    runs = runs_of_upload(instance, upload_id, {SENSOR_NAME_TAG: sensor_name})
+    return runs or list(instance.get_runs(filters=dg.RunsFilter(tags={RUN_KEY_TAG: upload_id, SENSOR_NAME_TAG: sensor_name})))
+
+
+def existing_run(instance: dg.DagsterInstance, upload_id: str, sensor_name: str = UPLOAD_SENSOR) -> dg.DagsterRun | None:
+    """The run this sensor requested for ``upload_id`` that has been launched (or queued), if any."""
+    launched = [r for r in runs_of(instance, upload_id, sensor_name) if r.status != dg.DagsterRunStatus.NOT_STARTED]
+    return launched[0] if launched else None
+
+
+def unlaunched_run(instance: dg.DagsterInstance, upload_id: str, sensor_name: str = UPLOAD_SENSOR) -> dg.DagsterRun | None:
+    """A run created for ``upload_id`` that the daemon never launched (it died in between)."""
+    waiting = [r for r in runs_of(instance, upload_id, sensor_name) if r.status == dg.DagsterRunStatus.NOT_STARTED]
+    return waiting[0] if waiting else None
+
+
+def request_again(run: dg.DagsterRun) -> dg.RunRequest:
+    """The request that created ``run``, word for word: Dagster finds the NOT_STARTED run by its run
+    key and launches it, so its uploads are not put in a second run."""
+    tags = {k: v for k, v in run.tags.items() if not k.startswith("dagster/")}
+    return dg.RunRequest(run_key=run.tags[RUN_KEY_TAG], job_name=run.job_name, run_config=run.run_config, tags=tags)
+
+
+def plan_runs(messages: Sequence[UploadMessage], uploads_per_run: int, parallel_runs: int) -> list[dg.RunRequest]:
+    """Runs for the new uploads of one tick. One upload: a ``score_upload`` run of its own, keyed by
+    its id. Several (a burst, a backlog): split into backlog runs (``score_uploads``), at most
+    ``uploads_per_run`` each and at least as many runs as may run at once, so every run slot
+    works; a backlog run's key is derived from its uploads."""
+    if not messages:
+        return []
+    count = min(len(messages), max(math.ceil(len(messages) / uploads_per_run), parallel_runs))
+    groups = [list(messages[i::count]) for i in range(count)]
+    requests = []
+    for group in groups:
+        if len(group) == 1:
+            (message,) = group
+            requests.append(dg.RunRequest(
+                run_key=message.upload_id, job_name=score_upload_job.name, run_config=run_config(message),
+                tags=run_tags(message),
+            ))
+        else:
+            key = "uploads-" + hashlib.sha256(",".join(sorted(m.upload_id for m in group)).encode()).hexdigest()[:32]
+            requests.append(dg.RunRequest(
+                run_key=key, job_name=score_uploads_job.name, run_config=backlog_run_config(group),
+                tags=backlog_run_tags(group),
+            ))
+    return requests
+
+
+def parallel_runs(instance: dg.DagsterInstance) -> int:
+    """How many runs the instance runs at once (its run queue's limit), 1 without a queue."""
+    coordinator = instance.run_coordinator
+    if not isinstance(coordinator, dg.QueuedRunCoordinator):
+        return 1
+    limit = coordinator.get_run_queue_config().max_concurrent_runs
+    return limit if limit > 0 else sys.maxsize  # unlimited: every upload its own run
+
+
+# How often a waiting tick asks the broker again (a basic_get round trip on localhost is ~1 ms).
+POLL_INTERVAL_S = 0.05
+
+
+@dataclass
+class TickClock:
+    """When a tick stops taking messages: on an empty queue after ``wait_s`` while it has nothing
+    to request, or once it has requests and the queue stayed empty for ``linger_s``; in any case
+    at the budget."""
+
+    wait_s: float
+    linger_s: float
+    budget_s: float
+    started: float = field(default_factory=time.monotonic)
+    last_request: float | None = None
+
+    def requested(self) -> None:
+        self.last_request = time.monotonic()
+
+    def out_of_budget(self) -> bool:
+        return time.monotonic() >= self.started + self.budget_s
+
+    def keep_waiting(self) -> bool:
+        """Called on an empty queue: whether to ask again after ``POLL_INTERVAL_S``."""
+        now = time.monotonic()
+        if now >= self.started + self.budget_s:
+            return False
+        if self.last_request is None:
+            return now < self.started + self.wait_s
+        return now < self.last_request + self.linger_s
+
+
+def poll_uploads(instance: dg.DagsterInstance, uploads: UploadsResource, sensor_name: str = UPLOAD_SENSOR) -> TickOutcome:
+    """One tick's work (see the module docstring); never acknowledges a message without a run."""
+    settings = uploads.settings()
+    topology = uploads.topology()
+    status = uploads.status_store()
+    clock = TickClock(settings.sensor_wait_s, settings.sensor_linger_s, settings.sensor_tick_budget_s)
+    outcome = TickOutcome()
+    taker: _Taker | None = None
+    try:
+        connection = uploads.connect()
+    except BaseException:
+        _sweep(instance, uploads, outcome, set(), sensor_name)  # a broker outage must not keep them around
+        raise
+    try:
+        channel = connection.channel()
+        channel.confirm_delivery()
+        topology.declare(channel)
+        taker = _Taker(instance, channel, topology, status, sensor_name, outcome)
+        # Acknowledging is cheap and does not count against the batch; the bound on gets keeps a
+        # queue full of already-run messages from stretching a tick.
+        gets = 0
+        while len(taker.requested) < settings.sensor_batch_size and gets < settings.sensor_batch_size * 4:
+            if clock.out_of_budget():
+                break
+            method, properties, body = channel.basic_get(topology.queue, auto_ack=False)
+            if method is None:
+                if not clock.keep_waiting():
+                    break
+                connection.sleep(POLL_INTERVAL_S)  # also serves the connection's heartbeats
+                continue
+            gets += 1
+            if taker.take(method, properties, body):
+                clock.requested()
+    finally:
+        # Every message not acknowledged above goes back to the queue now (or when the broker
+        # notices the connection is gone, if this process dies first).
+        try:
+            connection.close()
+        except (pika.exceptions.AMQPError, OSError):
+            log.debug("closing the broker connection failed; the broker requeues on its own", exc_info=True)
+        _sweep(instance, uploads, outcome, taker.seen if taker else set(), sensor_name)
+    outcome.run_requests += plan_runs(outcome.new_uploads, settings.scoring_uploads_per_run, parallel_runs(instance))
+    return outcome
+
+
+@dataclass
+class _Taker:
+    """What one tick does with each message it takes (steps 2 and 3 of the module docstring)."""
+
+    instance: dg.DagsterInstance
+    channel: "pika.adapters.blocking_connection.BlockingChannel"
+    topology: Topology
+    status: UploadStatusStore
+    sensor_name: str
+    outcome: TickOutcome
+    requested: set[str] = field(default_factory=set)
+    seen: set[str] = field(default_factory=set)  # every valid upload id taken this tick
+
+    def take(self, method: "pika.spec.Basic.GetOk", properties: pika.BasicProperties, body: bytes) -> bool:
+        """True if the message became a run request."""
+        try:
+            message = UploadMessage.parse(body)
+        except InvalidMessage as exc:
+            dead_letter(self.channel, self.topology, body, properties, exc.reason)
+            self.channel.basic_ack(method.delivery_tag)
+            self.outcome.dead_lettered.append(exc.reason)
+            return False
+        upload_id = message.upload_id
+        self.seen.add(upload_id)
+        if upload_id in self.requested:
+            return False  # a duplicate in this tick: stays unacknowledged until the run exists
+        run = existing_run(self.instance, upload_id, self.sensor_name)
+        if run is not None:
+            _attach(self.status, upload_id, run.run_id)
+            self.channel.basic_ack(method.delivery_tag)
+            self.outcome.acknowledged.append(upload_id)
+            return False
+        waiting = unlaunched_run(self.instance, upload_id, self.sensor_name)
+        if waiting is not None:
+            # Every upload of that run is requested with it; their messages come back next tick.
+            self.requested.update(uploads_of(waiting))
+            self.outcome.run_requests.append(request_again(waiting))
+            return True
+        self.requested.add(upload_id)
+        self.outcome.new_uploads.append(message)
+        return True
+
+
+def _sweep(
+    instance: dg.DagsterInstance, uploads: UploadsResource, outcome: TickOutcome, seen: set[str], sensor_name: str
+) -> None:
+    """Remove abandoned incoming bodies, but never one whose message this tick took or whose upload
+    has a run that has not finished: that run moves it into place (``claim_input``), however
+    long it waited for the sensor or in Dagster's queue."""
+
+    def queued(upload_id: str) -> bool:
+        return upload_id in seen or any(not r.is_finished for r in runs_of(instance, upload_id, sensor_name))
+
+    try:
+        outcome.swept = uploads.storage().sweep_incoming(uploads.settings().upload_abandoned_after_s, keep=queued)
+    except OSError as exc:
+        log.warning("could not sweep abandoned incoming uploads: %s", exc)
+
+
+def _attach(status: UploadStatusStore, upload_id: str, run_id: str) -> None:
+    try:
+        status.attach_run(upload_id, run_id)
+    except StatusUnavailable as exc:  # only a link for the status page; the run records itself
+        log.warning("could not link upload %s to run %s: %s", upload_id, run_id, exc)
+
+
+@dg.sensor(
+    name=UPLOAD_SENSOR,
+    jobs=list(SCORING_JOBS),
+    minimum_interval_seconds=get_settings().sensor_interval_s,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Turns each queued upload (RabbitMQ) into exactly one scoring run: score_upload for an "
+    "upload alone, score_uploads for uploads waiting together (one step each).",
+)
+def upload_sensor(context: dg.SensorEvaluationContext, uploads: UploadsResource) -> dg.SensorResult:
+    outcome = poll_uploads(context.instance, uploads, context.sensor_name or UPLOAD_SENSOR)
+    context.log.info(outcome.summary())
+    for reason in outcome.dead_lettered:
+        context.log.warning(f"dead-lettered an invalid upload message: {reason}")
+    skip = None if outcome.run_requests else dg.SkipReason(outcome.summary())
+    return dg.SensorResult(run_requests=outcome.run_requests, skip_reason=skip)
+
+
+@dg.run_failure_sensor(
+    name="upload_run_failure",
+    monitored_jobs=list(SCORING_JOBS),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=get_settings().sensor_interval_s,
+    description="Marks an upload failed when its scoring run died without doing so (crash, "
+    "termination) and no run retry follows.",
+)
+def upload_run_failure(context: dg.RunFailureSensorContext, uploads: UploadsResource) -> None:
+    run = context.dagster_run
+    upload_ids = uploads_of(run)
+    if not upload_ids:
+        return
+    if retry_follows(context.instance, run.run_id):
+        # The uploads stay `running` (with the crashed run's progress) until the retry's run
+        # takes them over (UploadStatusStore.start) and finishes them.
+        context.log.info(f"run {run.run_id} of {len(upload_ids)} upload(s) failed; a run retry follows")
+        return
+    reason = context.failure_event.message or "the scoring run failed"
+    status = uploads.status_store()
+    for upload_id in upload_ids:
+        # Only uploads still running in this run: in a backlog, the others succeeded or failed on their own.
+        if status.fail(upload_id, f"scoring run {run.run_id} failed: {reason}", run_id=run.run_id):
+            context.log.info(f"marked upload {upload_id} failed (run {run.run_id})")
+
+
+def retry_follows(instance: dg.DagsterInstance, run_id: str, settle_timeout_s: float = RUN_STATUS_SETTLE_S) -> bool:
+    """Whether Dagster's run-retry daemon retries this failed run: the decision it acts on.
+
+    Not the run the sensor was handed: the process that reports a run failure stores the failure
+    event first, then sets the run's status, then computes ``dagster/will_retry`` and tags the run
+    (``DagsterInstance.handle_new_event``). A sensor tick that reads the run in between sees no
+    tag; on a busy machine the reporting process can be descheduled right there, and reading "no
+    tag" as "no retry" marked uploads failed that their retry then scored (issue 17). So the run is
+    read afresh until its status is FAILURE; then its tag decides, or, when not written yet, the
+    retry daemon's own function (``should_retry``, internal to the pinned dagster version) computes
+    it from the same inputs and writes it, so the daemon and this sensor act on one decision.
+    """
+    from dagster._daemon.auto_run_reexecution.auto_run_reexecution import should_retry
+
+    if not instance.run_retries_enabled:
+        return False
+    run = _failed_run(instance, run_id, settle_timeout_s)
+    if run is None:
+        return False
+    if WILL_RETRY_TAG in run.tags:  # decided already (should_retry would log its reason a second time)
+        return run.tags[WILL_RETRY_TAG] == "true"
+    return should_retry(run, instance)
+
+
+def _failed_run(instance: dg.DagsterInstance, run_id: str, timeout_s: float) -> dg.DagsterRun | None:
+    """The run once its status says FAILURE (it may lag its failure event), else None."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        run = instance.get_run_by_id(run_id)
+        if run is None or run.status == dg.DagsterRunStatus.FAILURE:
+            return run
+        if time.monotonic() >= deadline:
+            log.warning("run %s has a failure event but its status is still %s", run_id, run.status)
+            return None
+        time.sleep(0.2)
