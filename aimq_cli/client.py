@@ -80,7 +80,7 @@ class Api:
         self.http = httpx.Client(base_url=self.base_url, timeout=timeout_s, headers=headers)
         self.sends_key = bool(api_key)
 
-    def __enter__(self) -> "Api":
+    def __enter__(self) -> Api:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -130,7 +130,7 @@ def read_records(argument: str | None, stdin: IO[str]) -> Any:
         if argument is None and stdin.isatty():
             raise CliError(
                 "give the record as JSON, as an argument or on stdin, e.g. "
-                "aimq predict '{\"model_group\": \"A\", \"model\": 180, ...}'  (aimq predict --help)"
+                'aimq predict \'{"model_group": "A", "model": 180, ...}\'  (aimq predict --help)'
             )
         text = stdin.read()
     else:
@@ -141,8 +141,14 @@ def read_records(argument: str | None, stdin: IO[str]) -> Any:
         raise CliError(f"the input is not valid JSON: {exc}") from exc
 
 
-def cmd_predict(api_url: str, argument: str | None, engine: str, raw_json: bool, stdin: IO[str] = sys.stdin,
-                api_key: str | None = None) -> int:
+def cmd_predict(
+    api_url: str,
+    argument: str | None,
+    engine: str,
+    raw_json: bool,
+    stdin: IO[str] = sys.stdin,
+    api_key: str | None = None,
+) -> int:
     body = read_records(argument, stdin)
     batch = isinstance(body, list)
     path = {"onnx": "/predict/onnx", "pickle": "/predict/pickle"}[engine]
@@ -266,8 +272,11 @@ def _upload(api: Api, source: Path, progress: ProgressLine) -> str:
         reader = _CountingReader(fh, sent)
         # Uploads of large files take a while on a slow link; the API answers once stored and queued.
         response = api.request(
-            "POST", "/upload", f"the API refused {source.name}",
-            files={"file": (source.name, reader, mime)}, timeout=httpx.Timeout(30.0, write=None, read=120.0),
+            "POST",
+            "/upload",
+            f"the API refused {source.name}",
+            files={"file": (source.name, reader, mime)},
+            timeout=httpx.Timeout(30.0, write=None, read=120.0),
         )
     body = response.json()
     progress.message(f"uploaded {source.name} ({_size(size)}): upload {body['upload_id']}")
@@ -305,7 +314,9 @@ def _wait(api: Api, upload_id: str, options: ScoreOptions, progress: ProgressLin
         if state == "failed":
             progress.clear()
             run = f" (run: {record['run_url']})" if record.get("run_url") else ""
-            raise CliError(f"scoring {record['original_name']} failed: {record.get('error') or 'no reason recorded'}{run}")
+            raise CliError(
+                f"scoring {record['original_name']} failed: {record.get('error') or 'no reason recorded'}{run}"
+            )
         if state == "queued":
             progress.update("queued", None, "waiting for the Dagster sensor to start its run")
             if elapsed > _QUEUED_HINT_S and not hinted:
@@ -340,7 +351,11 @@ def _running_fraction(record: Mapping[str, Any]) -> float | None:
 
 def _rows_text(record: Mapping[str, Any]) -> str:
     total = record.get("rows_total") or record.get("rows_expected")
-    done = f"{record['rows_done']:,}/{total:,} rows" if total and record["rows_done"] <= total else f"{record['rows_done']:,} rows"
+    done = (
+        f"{record['rows_done']:,}/{total:,} rows"
+        if total and record["rows_done"] <= total
+        else f"{record['rows_done']:,} rows"
+    )
     return done + (f", {record['rows_rejected']:,} rejected" if record.get("rows_rejected") else "")
 
 

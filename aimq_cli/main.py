@@ -13,8 +13,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn, Sequence
+from typing import NoReturn
 
 from aimq_cli import supervise
 from aimq_serving import schema
@@ -48,9 +49,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     up.add_argument("--dagster-port", type=int, default=3000)
     up.add_argument("--host", default="127.0.0.1", help="address to bind (default: localhost only)")
     up.add_argument("--skip-training", action="store_true", help="do not train models on first start")
-    up.add_argument("--start-timeout", type=float, default=300.0, metavar="SECONDS",
-                    help="give up when the webserver or the API does not answer within this long (default 300: "
-                    "seconds on a quiet machine, minutes on a busy one)")
+    up.add_argument(
+        "--start-timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="give up when the webserver or the API does not answer within this long (default 300: "
+        "seconds on a quiet machine, minutes on a busy one)",
+    )
 
     train = sub.add_parser("train", help="materialize the model chain (all groups, or one)")
     train.add_argument("--group", choices=schema.MODEL_GROUPS, action="append", help="repeatable; default: all")
@@ -62,18 +68,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     rollback.add_argument("version", type=int, nargs="?", help="default: the version before the current one")
 
     score = sub.add_parser(
-        "score", parents=[http], help="score an xlsx or CSV file through the API and download the result",
+        "score",
+        parents=[http],
+        help="score an xlsx or CSV file through the API and download the result",
         description="Upload FILE, follow its scoring run with a progress bar, download the scored file "
         "and print a summary (rows scored and rejected with reasons, model versions).",
     )
     score.add_argument("file", type=Path, metavar="FILE", help="an xlsx workbook or a UTF-8 CSV file")
-    score.add_argument("--out", type=Path, help="where to write the result (default: FILE's folder, <stem>_scored.<ext>)")
+    score.add_argument(
+        "--out", type=Path, help="where to write the result (default: FILE's folder, <stem>_scored.<ext>)"
+    )
     score.add_argument("--force", action="store_true", help="overwrite --out if it exists")
-    score.add_argument("--timeout", type=float, metavar="SECONDS",
-                       help="stop waiting after this long (the upload goes on on the server); default: wait until done")
+    score.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="stop waiting after this long (the upload goes on on the server); default: wait until done",
+    )
 
     predict = sub.add_parser(
-        "predict", parents=[http], help="price one record or a batch (JSON) with the current models",
+        "predict",
+        parents=[http],
+        help="price one record or a batch (JSON) with the current models",
         description="JSON from the argument, or from stdin when RECORD is '-' or left out: one object "
         "(one record with the 12 fields of the sample files) or an array of them.",
     )
@@ -133,9 +149,9 @@ def dagster_home(settings: AimqSettings) -> Path:
 def cmd_train(settings: AimqSettings, groups: Sequence[str]) -> int:
     import dagster as dg
 
-    from aimq_pipelines.models.assets import MODEL_CHAINS, group_name
-    from aimq_pipelines.definitions import build_resources
     from aimq_cli.progress import progress_logger
+    from aimq_pipelines.definitions import build_resources
+    from aimq_pipelines.models.assets import MODEL_CHAINS, group_name
 
     ModelStore.from_settings(settings).current_versions()  # fail fast, in one line, when Redis is down
     dagster_home(settings)
@@ -145,11 +161,13 @@ def cmd_train(settings: AimqSettings, groups: Sequence[str]) -> int:
     cli_defs = dg.Definitions(
         assets=[a for a in MODEL_CHAINS if not isinstance(a, dg.AssetChecksDefinition)],
         asset_checks=[a for a in MODEL_CHAINS if isinstance(a, dg.AssetChecksDefinition)],
-        jobs=[dg.define_asset_job(
-            "train_models",
-            selection=dg.AssetSelection.groups(*(group_name(g) for g in groups)),
-            executor_def=dg.in_process_executor,
-        )],
+        jobs=[
+            dg.define_asset_job(
+                "train_models",
+                selection=dg.AssetSelection.groups(*(group_name(g) for g in groups)),
+                executor_def=dg.in_process_executor,
+            )
+        ],
         resources=build_resources(),
     )
     job = cli_defs.resolve_job_def("train_models").with_logger_defs({"progress": progress_logger})
@@ -190,7 +208,8 @@ def cmd_models(settings: AimqSettings) -> int:
             created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(v.created_at))
             print(
                 f"{group:5} {v.version:>7} {'*' if v.current else '':7} {created:19} "
-                f"{v.metrics.get('r2', float('nan')):>7.4f} {v.metrics.get('mape', float('nan')):>7.2%} {v.onnx_bytes / 1000:>8.0f}"
+                f"{v.metrics.get('r2', float('nan')):>7.4f} {v.metrics.get('mape', float('nan')):>7.2%} "
+                f"{v.onnx_bytes / 1000:>8.0f}"
             )
     return 0
 
@@ -228,11 +247,23 @@ def cmd_up(settings: AimqSettings, args: argparse.Namespace) -> int:
     bin_dir = Path(sys.executable).parent
     module = ["-m", "aimq_pipelines.definitions"]
     commands = {
-        "dagster-webserver": [str(bin_dir / "dagster-webserver"), *module, "-h", args.host, "-p", str(args.dagster_port)],
+        "dagster-webserver": [
+            str(bin_dir / "dagster-webserver"),
+            *module,
+            "-h",
+            args.host,
+            "-p",
+            str(args.dagster_port),
+        ],
         "dagster-daemon": [str(bin_dir / "dagster-daemon"), "run", *module],
         "api": [
-            str(bin_dir / "uvicorn"), "--factory", "aimq_serving.api.app:create_app",
-            "--host", args.host, "--port", str(args.api_port),
+            str(bin_dir / "uvicorn"),
+            "--factory",
+            "aimq_serving.api.app:create_app",
+            "--host",
+            args.host,
+            "--port",
+            str(args.api_port),
         ],
     }
     env = dict(os.environ)
@@ -245,13 +276,20 @@ def cmd_up(settings: AimqSettings, args: argparse.Namespace) -> int:
         for name, command in commands.items():
             # Own session each (see aimq_cli.supervise): a stop reaches the run processes too.
             procs[name] = subprocess.Popen(
-                command, start_new_session=True, env=env, preexec_fn=supervise.die_with_parent(os.getpid()),
+                command,
+                start_new_session=True,
+                env=env,
+                preexec_fn=supervise.die_with_parent(os.getpid()),
             )
             watchdog.watch(procs[name].pid)
-        _wait_until_serving(procs, {
-            "api": f"http://{args.host}:{args.api_port}/health",
-            "dagster-webserver": f"http://{args.host}:{args.dagster_port}/server_info",
-        }, args.start_timeout)
+        _wait_until_serving(
+            procs,
+            {
+                "api": f"http://{args.host}:{args.api_port}/health",
+                "dagster-webserver": f"http://{args.host}:{args.dagster_port}/server_info",
+            },
+            args.start_timeout,
+        )
         print(
             f"\nAIMQ is up (DAGSTER_HOME={home})\n"
             f"  Dagster UI  http://{args.host}:{args.dagster_port}\n"

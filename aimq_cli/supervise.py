@@ -81,7 +81,7 @@ def group_members(pgid: int) -> list[int]:
         except OSError:  # ended meanwhile
             continue
         # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
-        fields = stat[stat.rindex(")") + 2:].split()
+        fields = stat[stat.rindex(")") + 2 :].split()
         if fields[0] != "Z" and int(fields[2]) == pgid:
             members.append(int(entry.name))
     return members
@@ -106,7 +106,9 @@ def _wait_empty(pgids: list[int], timeout_s: float, reap: Callable[[], None]) ->
         time.sleep(_POLL_S)
 
 
-def stop_groups(pgids: Iterable[int], grace_s: float = STOP_GRACE_S, reap: Callable[[], None] = lambda: None) -> list[int]:
+def stop_groups(
+    pgids: Iterable[int], grace_s: float = STOP_GRACE_S, reap: Callable[[], None] = lambda: None
+) -> list[int]:
     """SIGTERM each process group, wait up to ``grace_s`` for all of them to be empty, SIGKILL the
     rest. ``reap`` collects exited children of the caller (a zombie leader is dead, not stopping).
     Returns the groups that had to be killed."""
@@ -125,7 +127,8 @@ class Watchdog:
     def __init__(self, grace_s: float = STOP_GRACE_S):
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "aimq_cli.supervise", str(grace_s)],
-            stdin=subprocess.PIPE, start_new_session=True,
+            stdin=subprocess.PIPE,
+            start_new_session=True,
         )
 
     def watch(self, pgid: int) -> None:

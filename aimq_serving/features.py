@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -54,7 +55,7 @@ class FeatureSpec:
         object.__setattr__(self, "_index", index)
 
     @classmethod
-    def from_schema(cls) -> "FeatureSpec":
+    def from_schema(cls) -> FeatureSpec:
         return cls(
             columns=schema.FEATURE_FIELDS,
             categorical={f.name: tuple(f.values) for f in schema.CATEGORICAL},
@@ -79,7 +80,7 @@ class FeatureSpec:
         return hashlib.sha256(self.to_json().encode()).hexdigest()[:12]
 
     @classmethod
-    def from_json(cls, raw: str | bytes) -> "FeatureSpec":
+    def from_json(cls, raw: str | bytes) -> FeatureSpec:
         data = json.loads(raw)
         if data.get("format") != SPEC_FORMAT:
             raise ValueError(f"unsupported feature spec format {data.get('format')!r}")

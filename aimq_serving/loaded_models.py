@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -102,7 +102,7 @@ class LoadedModel:
         )
 
     @classmethod
-    def from_stored(cls, stored: StoredModel) -> "LoadedModel":
+    def from_stored(cls, stored: StoredModel) -> LoadedModel:
         return cls(info=stored.info, spec=stored.spec, session=onnx_session(stored.onnx), _stored=stored)
 
     @property

@@ -16,9 +16,10 @@ import json
 import logging
 import pickle
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import redis
 
@@ -105,8 +106,10 @@ class ModelStore:
         self._refused: dict[tuple[str, int], str] = {}
 
     @classmethod
-    def from_settings(cls, settings: Any) -> "ModelStore":
-        return cls(settings.redis_client(), settings.redis_prefix, settings.resolved_signing_key(), settings.keep_versions)
+    def from_settings(cls, settings: Any) -> ModelStore:
+        return cls(
+            settings.redis_client(), settings.redis_prefix, settings.resolved_signing_key(), settings.keep_versions
+        )
 
     # -- keys ----------------------------------------------------------------------------------
     def _k(self, group: str, *parts: str) -> str:
@@ -300,19 +303,25 @@ class ModelStore:
             _pickle=artifacts["pickle"],
         )
 
-    def _refuse(self, group: str, version: int, artifacts: dict[str, bytes | None], signature: str,
-                recorded: bytes | None) -> TamperedModel:
+    def _refuse(
+        self, group: str, version: int, artifacts: dict[str, bytes | None], signature: str, recorded: bytes | None
+    ) -> TamperedModel:
         reason, changed = signing.diagnose(self._key, group, version, artifacts, signature, recorded)
         if self._refused.get((group, version)) != reason:
             self._refused[(group, version)] = reason
             log.error(
-                "refusing model group=%s version=%s: signature check failed: %s", group, version, reason,
+                "refusing model group=%s version=%s: signature check failed: %s",
+                group,
+                version,
+                reason,
                 extra={"model_group": group, "model_version": version, "changed_artifacts": changed},
             )
         return TamperedModel(
             f"model group {group} version {version}: signature does not match its artifacts ({reason}); "
             "refusing to load it",
-            group, version, changed,
+            group,
+            version,
+            changed,
         )
 
     def subscribe(self, timeout_s: float = 1.0) -> Iterator[dict[str, Any] | None]:

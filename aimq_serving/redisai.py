@@ -78,10 +78,30 @@ def run(client: redis.Redis, key: str, features: np.ndarray) -> np.ndarray:
     rows, cols = matrix.shape
     try:
         reply = client.execute_command(
-            "AI.DAGEXECUTE", "ROUTING", key,
-            "|>", "AI.TENSORSET", "x", "FLOAT", rows, cols, "BLOB", matrix.tobytes(),
-            "|>", "AI.MODELEXECUTE", key, "INPUTS", 1, "x", "OUTPUTS", 1, "y",
-            "|>", "AI.TENSORGET", "y", "BLOB",
+            "AI.DAGEXECUTE",
+            "ROUTING",
+            key,
+            "|>",
+            "AI.TENSORSET",
+            "x",
+            "FLOAT",
+            rows,
+            cols,
+            "BLOB",
+            matrix.tobytes(),
+            "|>",
+            "AI.MODELEXECUTE",
+            key,
+            "INPUTS",
+            1,
+            "x",
+            "OUTPUTS",
+            1,
+            "y",
+            "|>",
+            "AI.TENSORGET",
+            "y",
+            "BLOB",
         )
     except redis.ResponseError as exc:
         raise _error(key, str(exc)) from None

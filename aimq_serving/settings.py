@@ -124,7 +124,7 @@ class AimqSettings(BaseSettings):
     api_key: SecretStr | None = None
 
     @model_validator(mode="after")
-    def _redisai_needs_database_0(self) -> "AimqSettings":
+    def _redisai_needs_database_0(self) -> AimqSettings:
         # RedisAI executes models only in database 0: on another one AI.MODELSTORE answers OK and
         # every /predict/onnx then fails ("model key is empty"). Refused here, at start-up.
         if self.predict_backend == "redisai":
@@ -142,7 +142,7 @@ class AimqSettings(BaseSettings):
     def resolved_upload_dir(self) -> Path:
         return self.upload_dir if self.upload_dir is not None else self.data_dir / "uploads"
 
-    def redis_client(self) -> "redis.Redis":
+    def redis_client(self) -> redis.Redis:
         """A client whose every call fails within the configured timeout (Redis down -> a clear error)."""
         import redis
 

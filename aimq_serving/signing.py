@@ -29,8 +29,9 @@ def verify(key: bytes, group: str, version: int, artifacts: dict[str, bytes], si
     return hmac.compare_digest(sign(key, group, version, artifacts), signature)
 
 
-def diagnose(key: bytes, group: str, version: int, artifacts: dict[str, bytes | None], signature: str,
-             recorded: bytes | None) -> tuple[str, list[str]]:
+def diagnose(
+    key: bytes, group: str, version: int, artifacts: dict[str, bytes | None], signature: str, recorded: bytes | None
+) -> tuple[str, list[str]]:
     """Why a version fails verification, and which artifacts changed, for the log.
 
     ``recorded`` is the manifest stored when the version was signed. Only when the signature
@@ -42,7 +43,11 @@ def diagnose(key: bytes, group: str, version: int, artifacts: dict[str, bytes | 
     if recorded is None:
         return "an artifact (onnx, pickle, spec) or the signature was changed (no recorded digests to say which)", []
     if not hmac.compare_digest(hmac.new(key, recorded, hashlib.sha256).hexdigest(), signature):
-        return "the signature does not verify with this signing key: signed with another key, or the signature was changed", []
+        return (
+            "the signature does not verify with this signing key: signed with another key, "
+            "or the signature was changed",
+            [],
+        )
     digests = dict(line.split("=", 1) for line in recorded.decode(errors="replace").splitlines() if "=" in line)
     if (digests.get("group"), digests.get("version")) != (group, str(version)):
         return f"signed as group {digests.get('group')} version {digests.get('version')}, stored under another", []

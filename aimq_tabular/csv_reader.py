@@ -100,13 +100,22 @@ def _explain(path: Path, exc: Exception, rows_read: int, block_bytes: int, optio
     if "invalid UTF8" in text:
         line = _first_invalid_utf8_line(path)
         where = f"line {line}" if line is not None else "a line"
-        return f"the CSV file is not UTF-8 text: {where} has a byte that is not UTF-8; save the file as UTF-8 (\"CSV UTF-8\" in Excel)"
+        return (
+            f"the CSV file is not UTF-8 text: {where} has a byte that is not UTF-8; "
+            'save the file as UTF-8 ("CSV UTF-8" in Excel)'
+        )
     if "Expected" in text and "columns" in text:
         # The threaded reader does not know row numbers; a single-threaded pass up to the bad row does.
         try:
-            serial = {**options, "read_options": pcsv.ReadOptions(
-                column_names=options["read_options"].column_names, skip_rows=1, block_size=block_bytes, use_threads=False
-            )}
+            serial = {
+                **options,
+                "read_options": pcsv.ReadOptions(
+                    column_names=options["read_options"].column_names,
+                    skip_rows=1,
+                    block_size=block_bytes,
+                    use_threads=False,
+                ),
+            }
             for _ in pcsv.open_csv(path, **serial):
                 pass
         except pa.ArrowInvalid as again:

@@ -6,8 +6,8 @@ import struct
 import zipfile
 from pathlib import Path
 
-from aimq_tabular import xlsx_guard
 from aimq_serving.uploads.storage import Format
+from aimq_tabular import xlsx_guard
 
 HEAD_BYTES = 1 << 16
 _ZIP = b"PK\x03\x04"
@@ -53,11 +53,13 @@ def detect(head: bytes) -> Format:
         if head.startswith(magic):
             raise UnsupportedType(f"this is {what}, not an xlsx workbook or a CSV file")
     if head.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise UnsupportedType("this is UTF-16 text; save the CSV as UTF-8 (\"CSV UTF-8\" in Excel)")
+        raise UnsupportedType('this is UTF-16 text; save the CSV as UTF-8 ("CSV UTF-8" in Excel)')
     if b"\x00" in head:
         # UTF-16 without a byte order mark: mostly text with every other byte zero.
         if max(head[0::2].count(0), head[1::2].count(0)) > len(head) * 3 // 8:
-            raise UnsupportedType("this is UTF-16 text without a byte order mark; save the CSV as UTF-8 (\"CSV UTF-8\" in Excel)")
+            raise UnsupportedType(
+                'this is UTF-16 text without a byte order mark; save the CSV as UTF-8 ("CSV UTF-8" in Excel)'
+            )
         raise UnsupportedType("this is a binary file, not an xlsx workbook or a CSV file")
     body = head[3:] if head.startswith(b"\xef\xbb\xbf") else head
     try:
@@ -98,8 +100,12 @@ def check_xlsx(path: Path) -> None:
 
 # --- OLE2 compound files (MS-CFB): what Excel writes for a password-protected workbook, and .xls ---
 _ENCRYPTED_OOXML = {"EncryptionInfo", "EncryptedPackage"}
-_LEGACY = {"Workbook": "a legacy Excel .xls workbook", "Book": "a legacy Excel .xls workbook",
-           "WordDocument": "a Word .doc document", "PowerPoint Document": "a PowerPoint .ppt presentation"}
+_LEGACY = {
+    "Workbook": "a legacy Excel .xls workbook",
+    "Book": "a legacy Excel .xls workbook",
+    "WordDocument": "a Word .doc document",
+    "PowerPoint Document": "a PowerPoint .ppt presentation",
+}
 _MAX_DIRECTORY_SECTORS = 256  # real files have a handful; bounds the walk over a hostile chain
 _CHAIN_END = 0xFFFFFFFA  # sector numbers from here up are markers (end of chain, free, FAT, DIFAT)
 
@@ -108,7 +114,7 @@ def _ole_kind(path: Path) -> str:
     names = _cfb_names(path)
     if _ENCRYPTED_OOXML <= names:
         return (
-            "this workbook is encrypted with a password (Excel's \"Encrypt with Password\"); "
+            'this workbook is encrypted with a password (Excel\'s "Encrypt with Password"); '
             "remove the password in Excel (File > Info > Protect Workbook), save, and upload again"
         )
     for stream, what in _LEGACY.items():

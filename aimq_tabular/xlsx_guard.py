@@ -54,7 +54,9 @@ def check_archive(archive: zipfile.ZipFile) -> None:
     """Refuse by the central directory alone: encrypted or exotic entries, too many, bombs."""
     entries = archive.infolist()
     if len(entries) > MAX_ENTRIES:
-        raise UnsafeWorkbook(f"the workbook has {len(entries):,} zip entries; real workbooks have a few dozen (limit {MAX_ENTRIES:,})")
+        raise UnsafeWorkbook(
+            f"the workbook has {len(entries):,} zip entries; real workbooks have a few dozen (limit {MAX_ENTRIES:,})"
+        )
     for info in entries:
         if info.flag_bits & 0x1:
             raise EncryptedWorkbook(
@@ -62,7 +64,8 @@ def check_archive(archive: zipfile.ZipFile) -> None:
             )
         if info.compress_type not in _METHODS:
             raise UnsafeWorkbook(
-                f"{info.filename} uses zip compression method {info.compress_type}; xlsx files use only stored or deflated"
+                f"{info.filename} uses zip compression method {info.compress_type}; "
+                "xlsx files use only stored or deflated"
             )
         if info.file_size > RATIO_MIN_BYTES and info.file_size > MAX_RATIO * max(info.compress_size, 1):
             raise UnsafeWorkbook(
@@ -73,7 +76,8 @@ def check_archive(archive: zipfile.ZipFile) -> None:
     # Before the workbook is parsed every XML part but the worksheets counts (the reader checks
     # the exact set again).
     check_in_memory(
-        archive, [i.filename for i in entries if i.filename.endswith((".xml", ".rels")) and not _WORKSHEET.match(i.filename)]
+        archive,
+        [i.filename for i in entries if i.filename.endswith((".xml", ".rels")) and not _WORKSHEET.match(i.filename)],
     )
 
 

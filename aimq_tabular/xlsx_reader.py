@@ -52,7 +52,6 @@ _EMPTY_SHEET = (
 )
 
 
-
 class XlsxFormatError(ValueError):
     """The file is not a workbook we can read; the message says why, for the user."""
 
@@ -186,7 +185,12 @@ def _head_rows(archive: zipfile.ZipFile, sheet: Sheet, block: int) -> tuple[list
         while True:
             data = opened.blocks.read()
             buf += data
-            if not data or data_end in buf or buf.count(row_end) >= 4 * HEADER_SEARCH_ROWS or len(buf) > xlsx_guard.MAX_ROW_BYTES:
+            if (
+                not data
+                or data_end in buf
+                or buf.count(row_end) >= 4 * HEADER_SEARCH_ROWS
+                or len(buf) > xlsx_guard.MAX_ROW_BYTES
+            ):
                 break
     out: list[tuple[bytes, int]] = []
     position = 0  # rows without numbers are numbered by position
@@ -264,7 +268,10 @@ class _PartPipeline:
         self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xlsx-parse")
         self._thread = threading.Thread(
-            target=self._split, args=(archive, layout, sheet, ordinal, metadata, tmp, rows, block), name="xlsx-split", daemon=True
+            target=self._split,
+            args=(archive, layout, sheet, ordinal, metadata, tmp, rows, block),
+            name="xlsx-split",
+            daemon=True,
         )
         self._thread.start()
 
@@ -288,7 +295,7 @@ class _PartPipeline:
         except BaseException as exc:  # handed to the consumer, which raises it in its own thread
             self._put(exc)
 
-    def _put(self, item: "Future[pa.RecordBatch] | BaseException | None") -> None:
+    def _put(self, item: Future[pa.RecordBatch] | BaseException | None) -> None:
         while not self._stop.is_set():
             try:
                 self._queue.put(item, timeout=0.2)
@@ -380,7 +387,7 @@ def _resolve(target: str) -> str:
 class _OpenSheet:
     """A worksheet stream positioned just after its ``<sheetData>`` tag."""
 
-    blocks: "_Blocks"
+    blocks: _Blocks
     buf: bytearray  # what was read past the tag
     header: bytes  # the worksheet's XML up to and including ``<sheetData>``, without its dimension
     prefix: bytes  # the namespace prefix of the sheet's elements (``x:``), or empty
@@ -398,7 +405,8 @@ def _open_sheet(archive: zipfile.ZipFile, sheet: Sheet, block: int) -> tuple[IO[
         while (match := _SHEET_DATA_OPEN.search(buf)) is None:
             if len(buf) > xlsx_guard.MAX_PROLOG_BYTES:
                 raise XlsxFormatError(
-                    f"the worksheet {sheet.name!r} has no sheetData element in its first {xlsx_guard.MAX_PROLOG_BYTES >> 20} MiB"
+                    f"the worksheet {sheet.name!r} has no sheetData element in its first "
+                    f"{xlsx_guard.MAX_PROLOG_BYTES >> 20} MiB"
                 )
             data = reader.read()
             if not data:

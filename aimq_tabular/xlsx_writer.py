@@ -64,7 +64,8 @@ _STYLES = (
     '<numFmts count="2"><numFmt numFmtId="164" formatCode="yyyy-mm-dd hh:mm:ss"/>'
     '<numFmt numFmtId="165" formatCode="[h]:mm:ss"/></numFmts>'
     '<fonts count="1"><font><sz val="11"/><name val="Calibri"/><family val="2"/></font></fonts>'
-    '<fills count="2"><fill><patternFill patternType="none"/></fill><fill><patternFill patternType="gray125"/></fill></fills>'
+    '<fills count="2"><fill><patternFill patternType="none"/></fill>'
+    '<fill><patternFill patternType="gray125"/></fill></fills>'
     '<borders count="1"><border><left/><right/><top/><bottom/><diagonal/></border></borders>'
     '<cellStyleXfs count="1"><xf numFmtId="0" fontId="0" fillId="0" borderId="0"/></cellStyleXfs>'
     '<cellXfs count="5"><xf numFmtId="0" fontId="0" fillId="0" borderId="0" xfId="0"/>'
@@ -111,7 +112,7 @@ class XlsxTableWriter:
         self._open: SheetStream | None = None
         self._closed = False
 
-    def add_sheet(self, name: str, columns: Sequence[str]) -> "SheetStream":
+    def add_sheet(self, name: str, columns: Sequence[str]) -> SheetStream:
         if self._open is not None and not self._open.closed:
             raise XlsxWriteError("close the current sheet before adding another")
         if len(columns) > MAX_COLUMNS:
@@ -168,10 +169,12 @@ class XlsxTableWriter:
         finally:
             self._zip.close()
 
-    def __enter__(self) -> "XlsxTableWriter":
+    def __enter__(self) -> XlsxTableWriter:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if exc_type is None:
             self.close()
         else:
@@ -189,7 +192,8 @@ class SheetStream:
         stream.write(
             (
                 f'{_XML_DECL}<worksheet xmlns="{_NS}" xmlns:r="{_R_NS}"><sheetViews>'
-                '<sheetView workbookViewId="0"><pane ySplit="1" topLeftCell="A2" activePane="bottomLeft" state="frozen"/>'
+                '<sheetView workbookViewId="0">'
+                '<pane ySplit="1" topLeftCell="A2" activePane="bottomLeft" state="frozen"/>'
                 "</sheetView></sheetViews><sheetData>"
             ).encode()
         )
@@ -227,10 +231,16 @@ class SheetStream:
             # is written once, in its own kind.
             kinds = pc.struct_field(values, "kind")
             parts = []
-            for code, name in ((xlsx_cells.NUMBER, "number"), (xlsx_cells.TEXT, "text"),
-                               (xlsx_cells.BOOLEAN, "boolean"), (xlsx_cells.DATETIME, "datetime")):
+            for code, name in (
+                (xlsx_cells.NUMBER, "number"),
+                (xlsx_cells.TEXT, "text"),
+                (xlsx_cells.BOOLEAN, "boolean"),
+                (xlsx_cells.DATETIME, "datetime"),
+            ):
                 child = pc.struct_field(values, name)
-                parts.append(self._cells(pc.if_else(pc.equal(kinds, code), child, pa.scalar(None, child.type)), letter, refs))
+                parts.append(
+                    self._cells(pc.if_else(pc.equal(kinds, code), child, pa.scalar(None, child.type)), letter, refs)
+                )
             return pc.binary_join_element_wise(*parts, "")
         if pa.types.is_null(kind):
             return pa.nulls(len(values), pa.string()).fill_null("")
@@ -243,7 +253,12 @@ class SheetStream:
                 # NaN and infinities have no xlsx number form: they are left empty.
                 values = pc.if_else(pc.is_finite(values), values, pa.scalar(None, values.type))
             return _join(f'<c r="{letter}', refs, '"><v>', pc.cast(values, pa.string()), "</v></c>")
-        if pa.types.is_date(kind) or pa.types.is_timestamp(kind) or pa.types.is_time(kind) or pa.types.is_duration(kind):
+        if (
+            pa.types.is_date(kind)
+            or pa.types.is_timestamp(kind)
+            or pa.types.is_time(kind)
+            or pa.types.is_duration(kind)
+        ):
             serial, style, text = _excel_serial(values)
             number = _join(f'<c r="{letter}', refs, '" s="', style, '"><v>', pc.cast(serial, pa.string()), "</v></c>")
             if text is None:
@@ -367,7 +382,7 @@ def _root_rels() -> str:
 
 def _workbook(sheets: list[str]) -> str:
     entries = "".join(
-        f"<sheet name={quoteattr(name)} sheetId=\"{i}\" r:id=\"rId{i}\"/>" for i, name in enumerate(sheets, start=1)
+        f'<sheet name={quoteattr(name)} sheetId="{i}" r:id="rId{i}"/>' for i, name in enumerate(sheets, start=1)
     )
     # The sheets' frozen-pane views refer to workbook view 0.
     return (
@@ -385,7 +400,8 @@ def _workbook_rels(sheets: int) -> str:
     rels.append(f'<Relationship Id="rId{sheets + 1}" Type="{base}/styles" Target="styles.xml"/>')
     rels.append(f'<Relationship Id="rId{sheets + 2}" Type="{base}/sharedStrings" Target="sharedStrings.xml"/>')
     return (
-        _XML_DECL + '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
+        _XML_DECL
+        + '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
         + "".join(rels)
         + "</Relationships>"
     )

@@ -112,8 +112,9 @@ def median_run(runs: list[dict[str, float]]) -> dict[str, float]:
     return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
 
 
-def sequential_targets(targets: list[tuple[str, str, str, str, str]], bodies: list[bytes], n: int
-                       ) -> dict[str, dict[str, float]]:
+def sequential_targets(
+    targets: list[tuple[str, str, str, str, str]], bodies: list[bytes], n: int
+) -> dict[str, dict[str, float]]:
     """``sequential`` per server, the servers one after the other; results by target name."""
     out: dict[str, dict[str, float]] = {}
     servers = dict.fromkeys(t[1] for t in targets)
@@ -155,7 +156,9 @@ def run_wrk(url: str, script: str, connections: int, duration_s: int) -> dict[st
     the result to report."""
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{duration_s}s", "--timeout", "10s", "--latency", "-s", script, url],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     if "Non-2xx or 3xx responses" in out or (errors and any(int(n) for n in errors.groups()[:3])):
@@ -174,7 +177,9 @@ def run_wrk(url: str, script: str, connections: int, duration_s: int) -> dict[st
 # -- main ------------------------------------------------------------------------------------------
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=100_000, help="training rows per model group (the pipeline's default)")
+    parser.add_argument(
+        "--rows", type=int, default=100_000, help="training rows per model group (the pipeline's default)"
+    )
     parser.add_argument("--requests", type=int, default=1000, help="sequential requests per round")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the sequential table")
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
@@ -183,8 +188,11 @@ def main() -> None:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--redisai-url", help="a Redis server with the RedisAI module, for the RedisAI row")
     parser.add_argument("--baseline", type=Path, help="another checkout to measure in the same rounds (before/after)")
-    parser.add_argument("--beside-dagster", action="store_true",
-                        help="run a Dagster webserver and daemon during the measurement, as `aimq up` does")
+    parser.add_argument(
+        "--beside-dagster",
+        action="store_true",
+        help="run a Dagster webserver and daemon during the measurement, as `aimq up` does",
+    )
     args = parser.parse_args()
     if args.baseline is not None and not (args.baseline / "aimq_serving" / "api" / "app.py").is_file():
         raise SystemExit(f"--baseline {args.baseline}: not a checkout of this repository")
@@ -193,9 +201,12 @@ def main() -> None:
 
     prefix = f"aimqbench-api-{uuid.uuid4().hex[:8]}"
     env = {
-        "AIMQ_REDIS_URL": args.redis_url, "AIMQ_REDIS_PREFIX": prefix, "AIMQ_SIGNING_KEY": secrets.token_hex(32),
+        "AIMQ_REDIS_URL": args.redis_url,
+        "AIMQ_REDIS_PREFIX": prefix,
+        "AIMQ_SIGNING_KEY": secrets.token_hex(32),
         # Rate limiting stays on (it is part of every request's cost) with a limit no run reaches.
-        "AIMQ_RATE_LIMIT_ENABLED": "true", "AIMQ_RATE_LIMIT_REQUESTS": str(10**9),
+        "AIMQ_RATE_LIMIT_ENABLED": "true",
+        "AIMQ_RATE_LIMIT_REQUESTS": str(10**9),
     }
     os.environ["AIMQ_SIGNING_KEY"] = env["AIMQ_SIGNING_KEY"]  # the training job signs with it
     bodies = sample_bodies()
@@ -233,17 +244,25 @@ def beside_dagster(env: dict[str, str], prefix: str, home: str) -> Iterator[None
     dagster_home = Path(home) / "dagster_home"
     dagster_home.mkdir()
     shutil.copyfile(REPO_DAGSTER_YAML, dagster_home / "dagster.yaml")
-    names = {"AIMQ_UPLOADS_EXCHANGE": prefix, "AIMQ_UPLOADS_QUEUE": prefix,
-             "AIMQ_UPLOADS_DEAD_LETTER_EXCHANGE": f"{prefix}.dlx", "AIMQ_UPLOADS_DEAD_LETTER_QUEUE": f"{prefix}.dlq"}
+    names = {
+        "AIMQ_UPLOADS_EXCHANGE": prefix,
+        "AIMQ_UPLOADS_QUEUE": prefix,
+        "AIMQ_UPLOADS_DEAD_LETTER_EXCHANGE": f"{prefix}.dlx",
+        "AIMQ_UPLOADS_DEAD_LETTER_QUEUE": f"{prefix}.dlq",
+    }
     full_env = {**os.environ, **env, **names, "DAGSTER_HOME": str(dagster_home), "AIMQ_DATA_DIR": home}
     bin_dir = Path(sys.executable).parent
     module = ["-m", "aimq_pipelines.definitions"]
     port = free_port()
-    commands = [[str(bin_dir / "dagster-webserver"), *module, "-h", "127.0.0.1", "-p", str(port)],
-                [str(bin_dir / "dagster-daemon"), "run", *module]]
+    commands = [
+        [str(bin_dir / "dagster-webserver"), *module, "-h", "127.0.0.1", "-p", str(port)],
+        [str(bin_dir / "dagster-daemon"), "run", *module],
+    ]
     log = open(Path(home) / "dagster.log", "wb")
-    procs = [subprocess.Popen(c, env=full_env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-             for c in commands]
+    procs = [
+        subprocess.Popen(c, env=full_env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        for c in commands
+    ]
     try:
         deadline = time.monotonic() + 180
         while True:
@@ -270,7 +289,7 @@ def beside_dagster(env: dict[str, str], prefix: str, home: str) -> Iterator[None
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         log.close()
-        settings = AimqSettings(**{k[len("AIMQ_"):].lower(): v for k, v in names.items()})
+        settings = AimqSettings(**{k[len("AIMQ_") :].lower(): v for k, v in names.items()})
         connection = connect(settings.rabbitmq_url.get_secret_value())
         try:
             Topology.from_settings(settings).delete(connection.channel())
@@ -278,27 +297,40 @@ def beside_dagster(env: dict[str, str], prefix: str, home: str) -> Iterator[None
             connection.close()
 
 
-def measure(args: argparse.Namespace, env: dict[str, str], bodies: list[bytes], home: str
-            ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def measure(
+    args: argparse.Namespace, env: dict[str, str], bodies: list[bytes], home: str
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     seq: list[dict[str, Any]] = []
     conc: list[dict[str, Any]] = []
-    labels = {NOOP: "POST /ping (no-op)", "/predict/onnx": "POST /predict/onnx (ONNX Runtime)",
-              "/predict/pickle": "POST /predict/pickle (cached)"}
+    labels = {
+        NOOP: "POST /ping (no-op)",
+        "/predict/onnx": "POST /predict/onnx (ONNX Runtime)",
+        "/predict/pickle": "POST /predict/pickle (cached)",
+    }
     paths = list(labels)
     with contextlib.ExitStack() as servers:
         url = servers.enter_context(uvicorn_server(env, workers=args.workers, deployed=True))
         # (name, url, path, label, the no-op it is compared with)
         targets = [(p, url, p, labels[p], NOOP) for p in paths]
         if args.baseline is not None:
-            before_url = servers.enter_context(uvicorn_server(env, workers=args.workers, deployed=True, cwd=args.baseline))
+            before_url = servers.enter_context(
+                uvicorn_server(env, workers=args.workers, deployed=True, cwd=args.baseline)
+            )
             targets += [(p + BEFORE, before_url, p, labels[p] + BEFORE, NOOP + BEFORE) for p in paths]
         print("sequential: no-op, onnx, pickle (cached), interleaved ...", flush=True)
         rounds = [sequential_targets(targets, bodies, args.requests) for _ in range(args.rounds)]
         for name, _, path, label, noop in targets:
             runs = [r[name] for r in rounds]
             ratios = [r[name]["total_s"] / r[noop]["total_s"] for r in rounds]
-            seq.append({"endpoint": label, "path": path, "rounds": len(runs), **median_run(runs),
-                        "vs_noop": statistics.median(ratios)})
+            seq.append(
+                {
+                    "endpoint": label,
+                    "path": path,
+                    "rounds": len(runs),
+                    **median_run(runs),
+                    "vs_noop": statistics.median(ratios),
+                }
+            )
 
         # What the shared rate limiter costs: the no-op again on a server with the limit off.
         unlimited = {**env, "AIMQ_RATE_LIMIT_ENABLED": "false"}
@@ -317,44 +349,83 @@ def measure(args: argparse.Namespace, env: dict[str, str], bodies: list[bytes], 
             for name, _, path, label, noop in targets:
                 runs = wrk_runs[name]
                 ratios = [r["rps"] / n["rps"] for r, n in zip(runs, wrk_runs[noop])]
-                conc.append({"endpoint": label, "path": path, "concurrency": connections,
-                             **median_run(runs), "vs_noop": statistics.median(ratios),
-                             "timeouts": sum(r["timeouts"] for r in runs)})
+                conc.append(
+                    {
+                        "endpoint": label,
+                        "path": path,
+                        "concurrency": connections,
+                        **median_run(runs),
+                        "vs_noop": statistics.median(ratios),
+                        "timeouts": sum(r["timeouts"] for r in runs),
+                    }
+                )
 
     per_request = {**env, "AIMQ_PICKLE_MODE": "per_request"}
     with uvicorn_server(per_request, workers=args.workers, deployed=True) as url:
         print("sequential: pickle loaded per request (the original baseline), next to the no-op ...", flush=True)
         run = sequential(url, [NOOP, "/predict/pickle"], bodies, args.requests)
-        seq.append({"endpoint": "POST /predict/pickle (per request, original baseline)", "path": "/predict/pickle",
-                    "rounds": 1, **run["/predict/pickle"], "vs_noop": run["/predict/pickle"]["total_s"] / run[NOOP]["total_s"]})
+        seq.append(
+            {
+                "endpoint": "POST /predict/pickle (per request, original baseline)",
+                "path": "/predict/pickle",
+                "rounds": 1,
+                **run["/predict/pickle"],
+                "vs_noop": run["/predict/pickle"]["total_s"] / run[NOOP]["total_s"],
+            }
+        )
     if args.redisai_url:
         redisai = {**env, "AIMQ_REDIS_URL": args.redisai_url, "AIMQ_PREDICT_BACKEND": "redisai"}
         with uvicorn_server(redisai, workers=args.workers, deployed=True) as url:
             print("sequential: RedisAI, next to the no-op ...", flush=True)
             rounds = [sequential(url, [NOOP, "/predict/onnx"], bodies, args.requests) for _ in range(args.rounds)]
             runs = [r["/predict/onnx"] for r in rounds]
-            seq.append({"endpoint": "POST /predict/onnx (RedisAI)", "path": "/predict/onnx", "rounds": len(runs),
-                        **median_run(runs),
-                        "vs_noop": statistics.median(r["/predict/onnx"]["total_s"] / r[NOOP]["total_s"] for r in rounds)})
+            seq.append(
+                {
+                    "endpoint": "POST /predict/onnx (RedisAI)",
+                    "path": "/predict/onnx",
+                    "rounds": len(runs),
+                    **median_run(runs),
+                    "vs_noop": statistics.median(r["/predict/onnx"]["total_s"] / r[NOOP]["total_s"] for r in rounds),
+                }
+            )
     return seq, conc
 
 
-def write_results(args: argparse.Namespace, seq: list[dict[str, Any]], conc: list[dict[str, Any]],
-                  load_before: tuple[float, float, float]) -> None:
+def write_results(
+    args: argparse.Namespace,
+    seq: list[dict[str, Any]],
+    conc: list[dict[str, Any]],
+    load_before: tuple[float, float, float],
+) -> None:
     seq_rows = [
-        [r["endpoint"], r["rounds"], round(r["total_s"], 3), round(r["p50_ms"], 3), round(r["p99_ms"], 3),
-         f"{r['vs_noop']:.2f}x"]
+        [
+            r["endpoint"],
+            r["rounds"],
+            round(r["total_s"], 3),
+            round(r["p50_ms"], 3),
+            round(r["p99_ms"], 3),
+            f"{r['vs_noop']:.2f}x",
+        ]
         for r in seq
     ]
     conc_rows = [
-        [r["endpoint"], r["concurrency"], round(r["rps"]), round(r["p50_ms"], 3), round(r["p99_ms"], 3),
-         f"{r['vs_noop']:.0%}", r["timeouts"]]
+        [
+            r["endpoint"],
+            r["concurrency"],
+            round(r["rps"]),
+            round(r["p50_ms"], 3),
+            round(r["p99_ms"], 3),
+            f"{r['vs_noop']:.0%}",
+            r["timeouts"],
+        ]
         for r in conc
     ]
     command = "python -m benchmarks.api_benchmark " + " ".join(sys.argv[1:])
     load = f"load average {load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after"
     common = {"settings": vars(args), "load_average_before": load_before, "load_average_after": os.getloadavg()}
-    server = f"`uvicorn --factory aimq_serving.api.app:create_app --workers {args.workers}` (the deployments' command line)"
+    server = (
+        f"`uvicorn --factory aimq_serving.api.app:create_app --workers {args.workers}` (the deployments' command line)"
+    )
     suffix = ""
     if args.beside_dagster:
         server += ", beside a Dagster webserver and daemon"
@@ -377,8 +448,15 @@ def write_results(args: argparse.Namespace, seq: list[dict[str, Any]], conc: lis
         "api_concurrency" + suffix,
         f"Throughput and latency with wrk (-t1, {args.duration} s per run), {server}",
         command,
-        ["endpoint", "concurrency", "req/s (median)", "p50 ms", "p99 ms", "req/s vs no-op (median of rounds)",
-         "requests over 10 s (all rounds)"],
+        [
+            "endpoint",
+            "concurrency",
+            "req/s (median)",
+            "p50 ms",
+            "p99 ms",
+            "req/s vs no-op (median of rounds)",
+            "requests over 10 s (all rounds)",
+        ],
         conc_rows,
         extra={"results": conc, **common},
         notes=f"Endpoints alternate run by run; wrk, the server and everything else share the 2 cores; {load}.",

@@ -77,15 +77,28 @@ class Platform:
 
     def start(self, name: str, command: list[str]) -> subprocess.Popen:
         with open(self.logs / f"{name}.log", "wb") as out:
-            proc = subprocess.Popen(command, cwd=REPO, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                command, cwd=REPO, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
         self.procs.append(proc)
         return proc
 
-    def __enter__(self) -> "Platform":
+    def __enter__(self) -> Platform:
         self.start("dagster-daemon", [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"])
-        api = self.start("api", [str(BIN / "uvicorn"), "--factory", "aimq_serving.api.app:create_app", "--host",
-                                 "127.0.0.1", "--port", self.api.rsplit(":", 1)[1], "--log-level", "warning"])
+        api = self.start(
+            "api",
+            [
+                str(BIN / "uvicorn"),
+                "--factory",
+                "aimq_serving.api.app:create_app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                self.api.rsplit(":", 1)[1],
+                "--log-level",
+                "warning",
+            ],
+        )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if api.poll() is not None:
@@ -168,10 +181,16 @@ def compare_readers_and_writers(path: Path, work: Path) -> list[list[Any]]:
         return n, None
 
     timed("openpyxl (read-only)", "read", openpyxl_read)
-    table = timed("fastexcel, whole sheet", "read", lambda: (
-        (t := pa.Table.from_batches([fastexcel.read_excel(str(path)).load_sheet(0, eager=True)])).num_rows, t))
-    timed("AIMQ reader (parts of 100k rows)", "read", lambda: (
-        sum(b.num_rows for b in iter_xlsx_batches(path, work_dir=work)), None))
+    table = timed(
+        "fastexcel, whole sheet",
+        "read",
+        lambda: ((t := pa.Table.from_batches([fastexcel.read_excel(str(path)).load_sheet(0, eager=True)])).num_rows, t),
+    )
+    timed(
+        "AIMQ reader (parts of 100k rows)",
+        "read",
+        lambda: (sum(b.num_rows for b in iter_xlsx_batches(path, work_dir=work)), None),
+    )
 
     def xlsxwriter_write() -> tuple[int, None]:
         book = xlsxwriter.Workbook(str(work / "xw.xlsx"), {"constant_memory": True})
@@ -236,7 +255,10 @@ def main() -> None:
     with dg.DagsterInstance.ephemeral() as instance:
         trained = defs.resolve_job_def("train_models").execute_in_process(
             instance=instance,
-            resources={"model_store": ModelStoreResource(), "training_source": TrainingDataSource(rows_per_group=args.train_rows)},
+            resources={
+                "model_store": ModelStoreResource(),
+                "training_source": TrainingDataSource(rows_per_group=args.train_rows),
+            },
         )
         assert trained.success
 
@@ -251,11 +273,19 @@ def main() -> None:
                 run = score_via_api(platform.api, files[size], work / f"result_{size}.xlsx")
                 stats = run["record"]["stats"]
                 extra["runs"][str(size)] = run
-                results.append([
-                    f"{size:,}", round(files[size].stat().st_size / 1e6, 1), round(run["upload_s"], 2),
-                    round(run["to_run_start_s"], 2), round(stats["total_s"], 2), round(run["download_s"], 2),
-                    round(run["total_s"], 2), int(size / run["total_s"]), stats["peak_rss_mb"],
-                ])
+                results.append(
+                    [
+                        f"{size:,}",
+                        round(files[size].stat().st_size / 1e6, 1),
+                        round(run["upload_s"], 2),
+                        round(run["to_run_start_s"], 2),
+                        round(stats["total_s"], 2),
+                        round(run["download_s"], 2),
+                        round(run["total_s"], 2),
+                        int(size / run["total_s"]),
+                        stats["peak_rss_mb"],
+                    ]
+                )
             one_k = per_row_http(platform.api, files[min(args.sizes)])
         comparisons = compare_readers_and_writers(files[100_000] if 100_000 in files else files[min(args.sizes)], work)
     finally:
@@ -263,8 +293,13 @@ def main() -> None:
 
     biggest = results[-1]
     per_row_total = one_k / 1000 * int(biggest[0].replace(",", ""))
-    extra.update({"per_row_http_1000_s": one_k, "comparisons": comparisons, "bench_process_peak_rss_mb":
-                  resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+    extra.update(
+        {
+            "per_row_http_1000_s": one_k,
+            "comparisons": comparisons,
+            "bench_process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        }
+    )
     compare_table = report.markdown_table(["step", "library", "rows", "s", "rows/s"], comparisons)
     notes = (
         "upload-to-result = POST /upload (streamed) + sensor tick + Dagster queue + run start + scoring + download. "
@@ -281,8 +316,17 @@ def main() -> None:
         "batch",
         "Batch scoring: upload to result, xlsx",
         "python -m benchmarks.batch_benchmark " + " ".join(sys.argv[1:]),
-        ["rows", "file MB", "upload s", "to run start s", "run s", "download s", "upload-to-result s", "rows/s",
-         "run peak RSS MB"],
+        [
+            "rows",
+            "file MB",
+            "upload s",
+            "to run start s",
+            "run s",
+            "download s",
+            "upload-to-result s",
+            "rows/s",
+            "run peak RSS MB",
+        ],
         results,
         extra=extra,
         notes=notes,

@@ -93,8 +93,12 @@ def measure(path: Path, code: Path | None) -> dict[str, Any]:
         env["PYTHONPATH"] = str(code)  # ahead of the installed (this tree's) package
     with tempfile.TemporaryDirectory(prefix="aimq-fidelity-") as work:
         out = subprocess.run(
-            [sys.executable, "-c", _MEASURE, str(path), work], env=env, cwd=code or REPO,
-            capture_output=True, text=True, check=True,
+            [sys.executable, "-c", _MEASURE, str(path), work],
+            env=env,
+            cwd=code or REPO,
+            capture_output=True,
+            text=True,
+            check=True,
         )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -122,10 +126,28 @@ def main() -> None:
             after = measure(path, None)
             results[name] = {"before": before, "after": after}
             for label, m in (("before", before), ("after", after)):
-                rows.append([name, label, m["rows"], round(m["read_s"], 2), round(m["write_s"], 2),
-                             round(m["total_s"], 2), round(m["peak_rss_mb"])])
-            rows.append([name, "after / before", "", round(after["read_s"] / before["read_s"], 2),
-                         round(after["write_s"] / before["write_s"], 2), round(after["total_s"] / before["total_s"], 2), ""])
+                rows.append(
+                    [
+                        name,
+                        label,
+                        m["rows"],
+                        round(m["read_s"], 2),
+                        round(m["write_s"], 2),
+                        round(m["total_s"], 2),
+                        round(m["peak_rss_mb"]),
+                    ]
+                )
+            rows.append(
+                [
+                    name,
+                    "after / before",
+                    "",
+                    round(after["read_s"] / before["read_s"], 2),
+                    round(after["write_s"] / before["write_s"], 2),
+                    round(after["total_s"] / before["total_s"], 2),
+                    "",
+                ]
+            )
     report.write(
         "fidelity",
         f"Faithful cells: reader + writer on {args.rows:,}-row xlsx files, before ({args.baseline}) and after",

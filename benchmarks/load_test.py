@@ -8,7 +8,8 @@ processes, RabbitMQ, Redis) with a throw-away Redis prefix, queue names, DAGSTER
 folder, over models trained by the pipeline, with API keys on: the load generator sends one key,
 the uploads another, and the shared rate limit counts them apart (by default high enough that the
 table measures predictions, not 429s; with a low --rate-limit the load gets the documented 429s while
-the uploads go through, which is what tests/e2e/test_load.py checks). Pass: every prediction answered 200 or 429 (no other status, no
+the uploads go through, which is what tests/e2e/test_load.py checks).
+Pass: every prediction answered 200 or 429 (no other status, no
 socket error, no timeout), every upload answered 202 (or 429/503 and went through on a retry after
 Retry-After) and was scored exactly once, every status poll answered within 10 s, and the API stopped
 cleanly (a stuck worker does not). Needs wrk (`apt-get install -y wrk`).
@@ -86,17 +87,40 @@ class PredictLoad:
         return {s: n for s, n in self.statuses.items() if s not in (200, 429)}
 
 
-def predict_load(api_url: str, bodies: list[bytes], api_key: str, *, duration_s: int, connections: int,
-                 path: str = "/predict/onnx", work_dir: Path) -> PredictLoad:
+def predict_load(
+    api_url: str,
+    bodies: list[bytes],
+    api_key: str,
+    *,
+    duration_s: int,
+    connections: int,
+    path: str = "/predict/onnx",
+    work_dir: Path,
+) -> PredictLoad:
     lua = _WRK_SCRIPT % {
-        "bodies": ",".join(f"[==[{b.decode()}]==]" for b in bodies), "key": api_key, "path": path,
+        "bodies": ",".join(f"[==[{b.decode()}]==]" for b in bodies),
+        "key": api_key,
+        "path": path,
     }
     script = work_dir / "load.lua"
     script.write_text(lua)
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{duration_s}s", "--timeout", "10s", "--latency", "-s", str(script),
-         api_url],
-        capture_output=True, text=True, check=True, timeout=duration_s + 60,
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{duration_s}s",
+            "--timeout",
+            "10s",
+            "--latency",
+            "-s",
+            str(script),
+            api_url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=duration_s + 60,
     ).stdout
     latency = dict(re.findall(r"\b(50|90|99)%\s+([\d.]+(?:us|ms|s))\b", out))
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
@@ -130,8 +154,9 @@ class UploadOutcome:
 POLL_TIMEOUT_S = 10.0
 
 
-def upload_burst(api_url: str, files: list[tuple[str, bytes]], api_key: str, *, timeout_s: float = 600,
-                 max_attempts: int = 8) -> list[UploadOutcome]:
+def upload_burst(
+    api_url: str, files: list[tuple[str, bytes]], api_key: str, *, timeout_s: float = 600, max_attempts: int = 8
+) -> list[UploadOutcome]:
     """Upload every file at once (one thread each) the way a client should: a 429 or 503 is retried
     after its Retry-After; then poll each upload's status until it is finished."""
     headers = {"X-API-Key": api_key}
@@ -191,10 +216,17 @@ def summarize(load: PredictLoad, uploads: list[UploadOutcome]) -> dict[str, Any]
     finished = [u for u in uploads if u.record]
     return {
         "predict": {
-            "connections": load.connections, "duration_s": load.duration_s, "requests": load.requests,
-            "ok": load.statuses.get(200, 0), "rate_limited": load.statuses.get(429, 0),
-            "unexpected_statuses": load.unexpected, "socket_errors": load.socket_errors,
-            "rps": load.rps, "p50_ms": load.p50_ms, "p90_ms": load.p90_ms, "p99_ms": load.p99_ms,
+            "connections": load.connections,
+            "duration_s": load.duration_s,
+            "requests": load.requests,
+            "ok": load.statuses.get(200, 0),
+            "rate_limited": load.statuses.get(429, 0),
+            "unexpected_statuses": load.unexpected,
+            "socket_errors": load.socket_errors,
+            "rps": load.rps,
+            "p50_ms": load.p50_ms,
+            "p90_ms": load.p90_ms,
+            "p99_ms": load.p99_ms,
         },
         "uploads": {
             "files": len(uploads),
@@ -210,8 +242,17 @@ def summarize(load: PredictLoad, uploads: list[UploadOutcome]) -> dict[str, Any]
     }
 
 
-def run_both(api_url: str, bodies: list[bytes], files: list[tuple[str, bytes]], *, load_key: str, upload_key: str,
-             duration_s: int, connections: int, work_dir: Path) -> tuple[PredictLoad, list[UploadOutcome]]:
+def run_both(
+    api_url: str,
+    bodies: list[bytes],
+    files: list[tuple[str, bytes]],
+    *,
+    load_key: str,
+    upload_key: str,
+    duration_s: int,
+    connections: int,
+    work_dir: Path,
+) -> tuple[PredictLoad, list[UploadOutcome]]:
     """The prediction load and the upload burst at the same time; the burst starts 2 s into the load."""
     outcome: dict[str, Any] = {}
 
@@ -254,8 +295,10 @@ def main() -> None:
     load_key, upload_key = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     env = {
         **throwaway_env(tag, work),
-        "AIMQ_SENSOR_INTERVAL_S": "1", "AIMQ_API_KEYS": f"load:{load_key},uploads:{upload_key}",
-        "AIMQ_RATE_LIMIT_REQUESTS": str(args.rate_limit), "AIMQ_RATE_LIMIT_WINDOW_S": str(args.rate_window),
+        "AIMQ_SENSOR_INTERVAL_S": "1",
+        "AIMQ_API_KEYS": f"load:{load_key},uploads:{upload_key}",
+        "AIMQ_RATE_LIMIT_REQUESTS": str(args.rate_limit),
+        "AIMQ_RATE_LIMIT_WINDOW_S": str(args.rate_window),
     }
     os.environ.update(env)
     from aimq_serving.settings import AimqSettings
@@ -269,10 +312,20 @@ def main() -> None:
     try:
         platform.start("dagster-daemon", [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"])
         with uvicorn_server(platform.env, workers=args.workers) as url:
-            print(f"{args.connections} clients on /predict/onnx for {args.duration} s, {args.uploads} uploads ...",
-                  flush=True)
-            load, uploads = run_both(url, sample_bodies(), files, load_key=load_key, upload_key=upload_key,
-                                     duration_s=args.duration, connections=args.connections, work_dir=work)
+            print(
+                f"{args.connections} clients on /predict/onnx for {args.duration} s, {args.uploads} uploads ...",
+                flush=True,
+            )
+            load, uploads = run_both(
+                url,
+                sample_bodies(),
+                files,
+                load_key=load_key,
+                upload_key=upload_key,
+                duration_s=args.duration,
+                connections=args.connections,
+                work_dir=work,
+            )
     finally:
         platform.stop()
         remove_throwaway(settings, work)
@@ -281,19 +334,35 @@ def main() -> None:
     p, u = summary["predict"], summary["uploads"]
     failures = [f"{n} answered {s}" for s, n in p["unexpected_statuses"].items()]
     failures += [f"{k} socket errors: {n}" for k, n in p["socket_errors"].items() if n]
-    failures += [f"upload {x.name}: answers {x.answers}, state {x.record.get('state')}" for x in uploads
-                 if x.record.get("state") != "succeeded"]
+    failures += [
+        f"upload {x.name}: answers {x.answers}, state {x.record.get('state')}"
+        for x in uploads
+        if x.record.get("state") != "succeeded"
+    ]
     if u["stalled_polls"]:
         failures.append(f"{u['stalled_polls']} status polls unanswered within {POLL_TIMEOUT_S:g} s")
     command = "python -m benchmarks.load_test " + " ".join(sys.argv[1:])
     rows = [
-        [f"POST /predict/onnx, {p['connections']} connections, {p['duration_s']} s", p["requests"], p["ok"],
-         p["rate_limited"], sum(p["unexpected_statuses"].values()) + sum(p["socket_errors"].values()),
-         round(p["rps"]), p["p50_ms"], p["p99_ms"]],
-        [f"POST /upload + scoring, {u['files']} files x {args.rows:,} rows at once", u["files"], u["succeeded"],
-         sum(x.answers.count(429) for x in uploads), u["files"] - u["succeeded"], "-",
-         round(u["p50_upload_to_result_s"] * 1e3) if u["p50_upload_to_result_s"] else "-",
-         round(u["max_upload_to_result_s"] * 1e3) if u["max_upload_to_result_s"] else "-"],
+        [
+            f"POST /predict/onnx, {p['connections']} connections, {p['duration_s']} s",
+            p["requests"],
+            p["ok"],
+            p["rate_limited"],
+            sum(p["unexpected_statuses"].values()) + sum(p["socket_errors"].values()),
+            round(p["rps"]),
+            p["p50_ms"],
+            p["p99_ms"],
+        ],
+        [
+            f"POST /upload + scoring, {u['files']} files x {args.rows:,} rows at once",
+            u["files"],
+            u["succeeded"],
+            sum(x.answers.count(429) for x in uploads),
+            u["files"] - u["succeeded"],
+            "-",
+            round(u["p50_upload_to_result_s"] * 1e3) if u["p50_upload_to_result_s"] else "-",
+            round(u["max_upload_to_result_s"] * 1e3) if u["max_upload_to_result_s"] else "-",
+        ],
     ]
     notes = (
         f"uvicorn --workers {args.workers}; rate limit {args.rate_limit:,} requests per {args.rate_window:g} s per API "
@@ -304,9 +373,13 @@ def main() -> None:
         + ("No errors." if not failures else "FAILURES: " + "; ".join(failures))
     )
     report.write(
-        "load", "Load: predictions and uploads at once", command,
-        ["load", "requests", "ok (200 / scored)", "429", "errors", "req/s", "p50 ms", "p99 ms"], rows,
-        extra={"summary": summary}, notes=notes,
+        "load",
+        "Load: predictions and uploads at once",
+        command,
+        ["load", "requests", "ok (200 / scored)", "429", "errors", "req/s", "p50 ms", "p99 ms"],
+        rows,
+        extra={"summary": summary},
+        notes=notes,
     )
     if failures:
         raise SystemExit(1)

@@ -32,7 +32,9 @@ def candidates(skip_original: bool) -> dict[str, object]:
         "RandomForest 100 trees, depth 12": RandomForestRegressor(n_estimators=100, max_depth=12, random_state=0),
     }
     if not skip_original:
-        out["RandomForest 100 trees, unlimited depth (original)"] = RandomForestRegressor(n_estimators=100, random_state=0)
+        out["RandomForest 100 trees, unlimited depth (original)"] = RandomForestRegressor(
+            n_estimators=100, random_state=0
+        )
     return out
 
 
@@ -76,15 +78,34 @@ def main() -> None:
         pickle_mb = len(pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)) / 1e6
         onnx_bytes = export_onnx(model, features.shape[1])
         single_us, batch_us = time_onnx(onnx_bytes, features[test])
-        rows.append([name, round(fit_s, 1), round(metrics["r2"], 4), f"{metrics['mape']:.2%}", round(pickle_mb, 2),
-                     round(len(onnx_bytes) / 1e6, 2), round(single_us, 1), round(batch_us, 2)])
+        rows.append(
+            [
+                name,
+                round(fit_s, 1),
+                round(metrics["r2"], 4),
+                f"{metrics['mape']:.2%}",
+                round(pickle_mb, 2),
+                round(len(onnx_bytes) / 1e6, 2),
+                round(single_us, 1),
+                round(batch_us, 2),
+            ]
+        )
         print(rows[-1], flush=True)
         del model, onnx_bytes
     report.write(
         "model_choice",
         f"Estimator comparison, group B, {args.rows:,} generated rows (80/20 split)",
         "python -m benchmarks.model_choice" + (" --skip-original" if args.skip_original else ""),
-        ["estimator", "fit s (1 thread)", "R2", "MAPE", "pickle MB", "ONNX MB", "ONNX us/call, 1 row", "ONNX us/row, 10k batch"],
+        [
+            "estimator",
+            "fit s (1 thread)",
+            "R2",
+            "MAPE",
+            "pickle MB",
+            "ONNX MB",
+            "ONNX us/call, 1 row",
+            "ONNX us/row, 10k batch",
+        ],
         rows,
     )
 

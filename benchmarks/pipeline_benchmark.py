@@ -58,12 +58,22 @@ def main() -> None:
         rows = []
         for group in schema.MODEL_GROUPS:
             info = store.info(group, store.current_version(group))
-            stage = lambda s: round(step_seconds.get(f"{group}__{s}", 0.0), 2)  # noqa: E731
-            rows.append([
-                group, args.rows, stage("training_data"), stage("trained_model"), stage("onnx_model"),
-                stage("served_model"), round(info.metrics["r2"], 4), round(info.metrics["mae"]),
-                f"{info.metrics['mape']:.2%}", round(info.pickle_bytes / 1e6, 2), round(info.onnx_bytes / 1e6, 2),
-            ])
+            stage = lambda s, group=group: round(step_seconds.get(f"{group}__{s}", 0.0), 2)  # noqa: E731
+            rows.append(
+                [
+                    group,
+                    args.rows,
+                    stage("training_data"),
+                    stage("trained_model"),
+                    stage("onnx_model"),
+                    stage("served_model"),
+                    round(info.metrics["r2"], 4),
+                    round(info.metrics["mae"]),
+                    f"{info.metrics['mape']:.2%}",
+                    round(info.pickle_bytes / 1e6, 2),
+                    round(info.onnx_bytes / 1e6, 2),
+                ]
+            )
     finally:
         store.clear()
     report.write(

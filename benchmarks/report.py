@@ -6,8 +6,9 @@ import json
 import os
 import platform
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -21,8 +22,15 @@ def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
     return "\n".join(lines)
 
 
-def write(name: str, title: str, command: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
-          extra: dict[str, Any] | None = None, notes: str = "") -> Path:
+def write(
+    name: str,
+    title: str,
+    command: str,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    extra: dict[str, Any] | None = None,
+    notes: str = "",
+) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     meta = {
         "title": title,
@@ -31,9 +39,13 @@ def write(name: str, title: str, command: str, columns: Sequence[str], rows: Seq
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
     }
     table = markdown_table(columns, rows)
-    (RESULTS / f"{name}.json").write_text(json.dumps(
-        {**meta, "columns": list(columns), "rows": [list(r) for r in rows], **(extra or {})}, indent=2, default=str))
-    md = f"### {title}\n\nMeasured {meta['measured_at']} on {meta['machine']['cpus']} cores with `{command}`.\n\n{table}\n"
+    (RESULTS / f"{name}.json").write_text(
+        json.dumps(
+            {**meta, "columns": list(columns), "rows": [list(r) for r in rows], **(extra or {})}, indent=2, default=str
+        )
+    )
+    measured = f"Measured {meta['measured_at']} on {meta['machine']['cpus']} cores with `{command}`."
+    md = f"### {title}\n\n{measured}\n\n{table}\n"
     if notes:
         md += f"\n{notes}\n"
     (RESULTS / f"{name}.md").write_text(md)

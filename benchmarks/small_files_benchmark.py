@@ -113,7 +113,7 @@ class PredictProbe:
                     self.failures += 1
                 self.stop.wait(0.2)
 
-    def __enter__(self) -> "PredictProbe":
+    def __enter__(self) -> PredictProbe:
         self.thread.start()
         return self
 
@@ -139,25 +139,35 @@ def burst(api: str, instance: Any, path: Path, n: int, probe_body: dict[str, Any
         if len(requested) != 1 or requested[0].run_id != record["run_id"]:
             twice.append(upload_id)
     return {
-        "n": n, "runs": len(runs_used), "last_s": max(done), "median_s": statistics.median(done), "files_per_s": n / max(done),
-        "not_exactly_once": twice, "predict_ok": len(probe.latencies), "predict_failed": probe.failures,
+        "n": n,
+        "runs": len(runs_used),
+        "last_s": max(done),
+        "median_s": statistics.median(done),
+        "files_per_s": n / max(done),
+        "not_exactly_once": twice,
+        "predict_ok": len(probe.latencies),
+        "predict_failed": probe.failures,
         "predict_p95_ms": 1000 * pct(probe.latencies, 0.95) if probe.latencies else None,
     }
 
 
-def burst_row(api: str, instance: Any, path: Path, n: int, probe_body: dict[str, Any], work: Path,
-              extra: dict[str, Any], how: str) -> list[Any]:
+def burst_row(
+    api: str, instance: Any, path: Path, n: int, probe_body: dict[str, Any], work: Path, extra: dict[str, Any], how: str
+) -> list[Any]:
     print(f"burst of {n} one-row uploads ({how}) ...", flush=True)
     result = burst(api, instance, path, n, probe_body)
     demo = demo_way(api, [path] * n, work)
     extra["bursts"][f"{n} {how}"] = {**result, "demo_s": demo}
     exactly_once = "yes" if not result["not_exactly_once"] else f"NO: {result['not_exactly_once']}"
     return [
-        f"burst of {n} one-row files, {how}", round(result["median_s"], 2), round(result["last_s"], 2),
+        f"burst of {n} one-row files, {how}",
+        round(result["median_s"], 2),
+        round(result["last_s"], 2),
         f"{result['files_per_s']:.2f} files/s in {result['runs']} runs; exactly once: {exactly_once}; "
         f"/predict/onnx {result['predict_ok']} ok, {result['predict_failed']} failed, "
         f"p95 {result['predict_p95_ms']:.0f} ms",
-        round(demo, 2), round(demo / result["last_s"], 2),
+        round(demo, 2),
+        round(demo / result["last_s"], 2),
     ]
 
 
@@ -165,8 +175,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=8, help="uploads of each single file")
     parser.add_argument("--bursts", type=int, nargs="*", default=[30, 300])
-    parser.add_argument("--one-run-each", type=int, nargs="*", default=[30], metavar="N",
-                        help="bursts measured again with one run per upload (AIMQ_SCORING_UPLOADS_PER_RUN=1)")
+    parser.add_argument(
+        "--one-run-each",
+        type=int,
+        nargs="*",
+        default=[30],
+        metavar="N",
+        help="bursts measured again with one run per upload (AIMQ_SCORING_UPLOADS_PER_RUN=1)",
+    )
     parser.add_argument("--files-dir", type=Path, default=Path(tempfile.gettempdir()) / "aimq-batch-bench")
     parser.add_argument("--train-rows", type=int, default=20_000, help="rows per group to train on")
     args = parser.parse_args()
@@ -193,11 +209,16 @@ def main() -> None:
     with dg.DagsterInstance.ephemeral() as ephemeral:
         trained = defs.resolve_job_def("train_models").execute_in_process(
             instance=ephemeral,
-            resources={"model_store": ModelStoreResource(), "training_source": TrainingDataSource(rows_per_group=args.train_rows)},
+            resources={
+                "model_store": ModelStoreResource(),
+                "training_source": TrainingDataSource(rows_per_group=args.train_rows),
+            },
         )
         assert trained.success
-    probe_body = {k: (int(v) if isinstance(v, float) else v)
-                  for k, v in pd.read_excel(files[1], keep_default_na=False).to_dict("records")[0].items()}
+    probe_body = {
+        k: (int(v) if isinstance(v, float) else v)
+        for k, v in pd.read_excel(files[1], keep_default_na=False).to_dict("records")[0].items()
+    }
 
     load_before = os.getloadavg()
     rows: list[list[Any]] = []
@@ -216,11 +237,16 @@ def main() -> None:
                 demo = demo_way(platform.api, [path], work)
                 where = {k: statistics.median(s[k] for s in stages) for k in stages[0]}
                 extra["single"][str(size)] = {"latencies_s": latencies, "stages_median_s": where, "demo_s": demo}
-                rows.append([
-                    f"1 file, {size:,} row(s)", round(statistics.median(latencies), 2), round(pct(latencies, 0.95), 2),
-                    "; ".join(f"{k} {v:.2f}" for k, v in where.items()), round(demo, 2),
-                    round(demo / statistics.median(latencies), 2),
-                ])
+                rows.append(
+                    [
+                        f"1 file, {size:,} row(s)",
+                        round(statistics.median(latencies), 2),
+                        round(pct(latencies, 0.95), 2),
+                        "; ".join(f"{k} {v:.2f}" for k, v in where.items()),
+                        round(demo, 2),
+                        round(demo / statistics.median(latencies), 2),
+                    ]
+                )
             for n in args.bursts:
                 rows.append(burst_row(platform.api, instance, files[1], n, probe_body, work, extra, "backlog runs"))
         if args.one_run_each:

@@ -86,9 +86,7 @@ def render_all(fragments_dir: Path = FRAGMENTS) -> dict[str, str]:
 
 def stale_files(root: Path = REPO) -> list[str]:
     return [
-        path
-        for path, text in render_all().items()
-        if not (root / path).is_file() or (root / path).read_text() != text
+        path for path, text in render_all().items() if not (root / path).is_file() or (root / path).read_text() != text
     ]
 
 

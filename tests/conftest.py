@@ -148,7 +148,9 @@ def upload_records(settings: AimqSettings, redis_client: redis.Redis) -> Iterato
 
 
 @pytest.fixture
-def uploads_settings(settings: AimqSettings, run_id: str, tmp_path: Path, upload_records: None) -> Iterator[AimqSettings]:
+def uploads_settings(
+    settings: AimqSettings, run_id: str, tmp_path: Path, upload_records: None
+) -> Iterator[AimqSettings]:
     """Session settings with this test's own exchange/queue names (deleted after) and upload dir."""
     own = unique_topology_settings(settings, run_id, tmp_path / "uploads")
     yield own
@@ -158,9 +160,13 @@ def uploads_settings(settings: AimqSettings, run_id: str, tmp_path: Path, upload
 # --- End to end: the platform as real processes (dagster-daemon, API; dagster-webserver on demand) ---
 @pytest.fixture(scope="session")
 def platform(
-    trained_store: ModelStore, settings: AimqSettings, run_id: str, session_dir: Path, dagster_home: Path,
+    trained_store: ModelStore,
+    settings: AimqSettings,
+    run_id: str,
+    session_dir: Path,
+    dagster_home: Path,
     upload_records: None,
-) -> Iterator["Platform"]:
+) -> Iterator[Platform]:
     """One daemon and one API for the whole session, over the trained models, with a queue of their own."""
     from tests.helpers.platform import make_platform
 
@@ -177,7 +183,7 @@ def platform(
 
 
 @pytest.fixture(scope="session")
-def dagster_ui(platform: "Platform") -> str:
+def dagster_ui(platform: Platform) -> str:
     """dagster-webserver over the same instance and code; its URL (the API links runs there)."""
     platform.start_webserver()
     return platform.dagster_url

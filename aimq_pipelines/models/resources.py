@@ -22,7 +22,11 @@ class ModelStoreResource(dg.ConfigurableResource):
     def settings(self) -> AimqSettings:
         overrides = {
             k: v
-            for k, v in {"redis_url": self.redis_url, "redis_prefix": self.prefix, "keep_versions": self.keep_versions}.items()
+            for k, v in {
+                "redis_url": self.redis_url,
+                "redis_prefix": self.prefix,
+                "keep_versions": self.keep_versions,
+            }.items()
             if v is not None
         }
         return AimqSettings(**overrides)

@@ -21,19 +21,46 @@ ENGINES = {
 }
 
 # (value, frequency, price factor)
-FUEL = (("Petrol", 0.42, 1.00), ("Diesel", 0.38, 1.06), ("Hybrid", 0.10, 1.14), ("Electric", 0.05, 1.22), ("LPG", 0.05, 0.86))
+FUEL = (
+    ("Petrol", 0.42, 1.00),
+    ("Diesel", 0.38, 1.06),
+    ("Hybrid", 0.10, 1.14),
+    ("Electric", 0.05, 1.22),
+    ("LPG", 0.05, 0.86),
+)
 GEAR = (("Manual", 0.40, 1.00), ("Automatic", 0.52, 1.09), ("Semi-Automatic", 0.08, 1.04))
 BODY = (
-    ("Sedan Car", 0.35, 1.00), ("Hatchback", 0.25, 0.92), ("Station Wagon", 0.12, 1.03), ("SUV", 0.15, 1.18),
-    ("Coupe", 0.05, 1.12), ("Convertible", 0.03, 1.20), ("MPV", 0.05, 0.97),
+    ("Sedan Car", 0.35, 1.00),
+    ("Hatchback", 0.25, 0.92),
+    ("Station Wagon", 0.12, 1.03),
+    ("SUV", 0.15, 1.18),
+    ("Coupe", 0.05, 1.12),
+    ("Convertible", 0.03, 1.20),
+    ("MPV", 0.05, 0.97),
 )
 COLOR = (
-    ("Black", 0.22, 1.01), ("White", 0.24, 1.01), ("Silver", 0.13, 1.00), ("Grey", 0.15, 1.00), ("Blue", 0.08, 0.99),
-    ("Red", 0.07, 0.99), ("Green", 0.02, 0.96), ("Brown", 0.03, 0.97), ("Beige", 0.03, 0.97), ("Yellow", 0.03, 0.95),
+    ("Black", 0.22, 1.01),
+    ("White", 0.24, 1.01),
+    ("Silver", 0.13, 1.00),
+    ("Grey", 0.15, 1.00),
+    ("Blue", 0.08, 0.99),
+    ("Red", 0.07, 0.99),
+    ("Green", 0.02, 0.96),
+    ("Brown", 0.03, 0.97),
+    ("Beige", 0.03, 0.97),
+    ("Yellow", 0.03, 0.95),
 )
-LINE = (("Base", 0.25, 0.93), ("Comfort", 0.30, 1.00), ("Elegance", 0.18, 1.06), ("Sportline", 0.17, 1.09), ("Premium", 0.10, 1.16))
+LINE = (
+    ("Base", 0.25, 0.93),
+    ("Comfort", 0.30, 1.00),
+    ("Elegance", 0.18, 1.06),
+    ("Sportline", 0.17, 1.09),
+    ("Premium", 0.10, 1.16),
+)
 CLIMATE = (
-    ("None", 0.05, 0.93), ("Air Conditioning", 0.40, 1.00), ("Automatic Climate Control", 0.35, 1.03),
+    ("None", 0.05, 0.93),
+    ("Air Conditioning", 0.40, 1.00),
+    ("Automatic Climate Control", 0.35, 1.03),
     ("Dual-Zone Climate Control", 0.20, 1.05),
 )
 DOORS_BY_BODY = {"Coupe": "2 to 3", "Convertible": "2 to 3"}
@@ -56,7 +83,9 @@ def generate_listings(group: str, rows: int, seed: int = 0) -> pd.DataFrame:
     n = rows
 
     engines = np.array(ENGINES[group])
-    engine = rng.choice(engines, size=n, p=np.linspace(1.4, 0.6, len(engines)) / np.linspace(1.4, 0.6, len(engines)).sum())
+    engine = rng.choice(
+        engines, size=n, p=np.linspace(1.4, 0.6, len(engines)) / np.linspace(1.4, 0.6, len(engines)).sum()
+    )
     age = np.minimum(rng.gamma(shape=2.0, scale=24.0, size=n), 300).astype(np.int64)
     # Mileage grows with age (about 15,000 km a year, with wide spread); new cars have a few km.
     km_per_month = rng.lognormal(mean=np.log(1250), sigma=0.45, size=n)
@@ -82,8 +111,21 @@ def generate_listings(group: str, rows: int, seed: int = 0) -> pd.DataFrame:
     noise = rng.lognormal(mean=0.0, sigma=0.04, size=n)
 
     price = (
-        BASE_PRICE[group] * engine_factor * depreciation * mileage * f_fuel * f_gear * f_body * f_color
-        * f_line * f_climate * f_seats * f_doors * gear_age * electric_age * noise
+        BASE_PRICE[group]
+        * engine_factor
+        * depreciation
+        * mileage
+        * f_fuel
+        * f_gear
+        * f_body
+        * f_color
+        * f_line
+        * f_climate
+        * f_seats
+        * f_doors
+        * gear_age
+        * electric_age
+        * noise
     )
     # Even a worn-out car sells for its parts and scrap.
     price = np.maximum(price, BASE_PRICE[group] * 0.04 * noise)

@@ -41,7 +41,9 @@ def validate_training_frame(frame: pd.DataFrame, group: str) -> ValidatedData:
     errors += [RowError(int(i), schema.TARGET, "price must be a positive number") for i in np.flatnonzero(bad_price)]
     valid &= ~bad_price
     wrong_group = (frame[schema.GROUP_FIELD].astype("string") != group).to_numpy(dtype=bool, na_value=True)
-    errors += [RowError(int(i), schema.GROUP_FIELD, f"row is not of group {group}") for i in np.flatnonzero(wrong_group)]
+    errors += [
+        RowError(int(i), schema.GROUP_FIELD, f"row is not of group {group}") for i in np.flatnonzero(wrong_group)
+    ]
     valid &= ~wrong_group
     reasons: dict[str, int] = {}
     for err in errors:
@@ -73,7 +75,7 @@ def spec_from_data(frame: pd.DataFrame) -> FeatureSpec:
 
 @dataclass
 class TrainedModel:
-    model: "HistGradientBoostingRegressor"
+    model: HistGradientBoostingRegressor
     spec: FeatureSpec
     holdout_x: np.ndarray
     holdout_y: np.ndarray

@@ -34,10 +34,10 @@ from pydantic import ValidationError
 
 from aimq_pipelines.models.resources import ModelStoreResource
 from aimq_pipelines.uploads.resources import UploadsResource
-from aimq_serving.model_store import TamperedModel
-from aimq_serving.loaded_models import ModelCache
-from aimq_serving.uploads.messages import UploadMessage
 from aimq_pipelines.uploads.scoring import BadInput, PinnedModels, estimate_data_rows, score_file
+from aimq_serving.loaded_models import ModelCache
+from aimq_serving.model_store import TamperedModel
+from aimq_serving.uploads.messages import UploadMessage
 from aimq_serving.uploads.status import StatusUnavailable, UploadStatusStore
 from aimq_serving.uploads.storage import sha256_file
 
@@ -99,7 +99,9 @@ def score_upload(
         context.log.info(f"upload {upload_id} was withdrawn before it was accepted: nothing to score")
         return dg.Output(None, metadata={"upload_id": upload_id, "withdrawn": True})
     status.start(message, context.run_id)
-    context.log.info(f"scoring upload {upload_id} ({message.original_name!r}, {message.size:,} bytes, {message.format})")
+    context.log.info(
+        f"scoring upload {upload_id} ({message.original_name!r}, {message.size:,} bytes, {message.format})"
+    )
 
     def progress(rows_done: int, rows_rejected: int) -> None:
         context.log.info(f"upload {upload_id}: {rows_done:,} rows done, {rows_rejected:,} rejected")
@@ -122,7 +124,8 @@ def score_upload(
                 context.log.warning(f"could not record the expected row count: {exc}")
         models = PinnedModels.from_cache(ModelCache(model_store.store()))
         context.log.info(
-            "models: " + ", ".join(f"{g} v{m.version}" for g, m in models.models.items())
+            "models: "
+            + ", ".join(f"{g} v{m.version}" for g, m in models.models.items())
             + "".join(f"; {g}: {why}" for g, why in models.unavailable.items())
         )
         result = score_file(
@@ -160,7 +163,8 @@ def score_upload(
         header_row=result.header_row,
     )
     context.log.info(
-        f"upload {upload_id} scored: {result.rows_total:,} rows, {result.rows_rejected:,} rejected, stats {result.stats}"
+        f"upload {upload_id} scored: {result.rows_total:,} rows, {result.rows_rejected:,} rejected, "
+        f"stats {result.stats}"
     )
     return dg.Output(
         None,
@@ -241,7 +245,9 @@ def upload_tag(upload_id: str) -> str:
     return UPLOAD_TAG_PREFIX + upload_id
 
 
-def runs_of_upload(instance: dg.DagsterInstance, upload_id: str, extra_tags: dict[str, str] | None = None) -> list[dg.DagsterRun]:
+def runs_of_upload(
+    instance: dg.DagsterInstance, upload_id: str, extra_tags: dict[str, str] | None = None
+) -> list[dg.DagsterRun]:
     return list(instance.get_runs(filters=dg.RunsFilter(tags={upload_tag(upload_id): upload_id, **(extra_tags or {})})))
 
 
@@ -264,12 +270,17 @@ def run_config(message: UploadMessage) -> dg.RunConfig:
 
 
 def run_tags(message: UploadMessage) -> dict[str, str]:
-    return {UPLOAD_ID_TAG: message.upload_id, ORIGINAL_NAME_TAG: message.original_name[:200],
-            upload_tag(message.upload_id): message.upload_id}
+    return {
+        UPLOAD_ID_TAG: message.upload_id,
+        ORIGINAL_NAME_TAG: message.original_name[:200],
+        upload_tag(message.upload_id): message.upload_id,
+    }
 
 
 def backlog_run_config(messages: Sequence[UploadMessage]) -> dg.RunConfig:
-    return dg.RunConfig(ops={"list_uploads": ScoreUploadsConfig(uploads=[ScoreUploadConfig.from_message(m) for m in messages])})
+    return dg.RunConfig(
+        ops={"list_uploads": ScoreUploadsConfig(uploads=[ScoreUploadConfig.from_message(m) for m in messages])}
+    )
 
 
 def backlog_run_tags(messages: Sequence[UploadMessage]) -> dict[str, str]:

@@ -12,8 +12,11 @@ from aimq_serving.uploads.retention import PurgeReport, purge_finished
 _DAY_S = 86_400.0
 
 
-@dg.op(name="purge_finished_uploads", retry_policy=RETRY_POLICY,
-       description="Delete the files and status records of uploads finished more than the retention period ago.")
+@dg.op(
+    name="purge_finished_uploads",
+    retry_policy=RETRY_POLICY,
+    description="Delete the files and status records of uploads finished more than the retention period ago.",
+)
 def purge_finished_uploads_op(context: dg.OpExecutionContext, uploads: UploadsResource) -> dg.Output[int]:
     settings = uploads.settings()
     days = settings.upload_retention_days
@@ -24,22 +27,28 @@ def purge_finished_uploads_op(context: dg.OpExecutionContext, uploads: UploadsRe
     def progress(report: PurgeReport) -> None:
         context.log.info(f"{len(report.deleted):,} uploads deleted so far ({report.bytes_freed / 1e6:,.1f} MB)")
 
-    report = purge_finished(uploads.status_store(), uploads.storage(), older_than_s=days * _DAY_S,
-                            on_progress=progress)
+    report = purge_finished(uploads.status_store(), uploads.storage(), older_than_s=days * _DAY_S, on_progress=progress)
     context.log.info(
         f"deleted {len(report.deleted):,} uploads finished more than {days:g} days ago "
         f"({report.bytes_freed / 1e6:,.1f} MB); kept {report.unfinished} older ones still queued or running"
     )
-    return dg.Output(len(report.deleted), metadata={
-        "deleted": len(report.deleted),
-        "mb_freed": round(report.bytes_freed / 1e6, 3),
-        "kept_unfinished": report.unfinished,
-        "retention_days": float(days),
-    })
+    return dg.Output(
+        len(report.deleted),
+        metadata={
+            "deleted": len(report.deleted),
+            "mb_freed": round(report.bytes_freed / 1e6, 3),
+            "kept_unfinished": report.unfinished,
+            "retention_days": float(days),
+        },
+    )
 
 
-@dg.job(name="purge_uploads", executor_def=dg.in_process_executor, tags={"aimq/kind": "maintenance"},
-        description="Delete finished uploads (files and status) older than AIMQ_UPLOAD_RETENTION_DAYS.")
+@dg.job(
+    name="purge_uploads",
+    executor_def=dg.in_process_executor,
+    tags={"aimq/kind": "maintenance"},
+    description="Delete finished uploads (files and status) older than AIMQ_UPLOAD_RETENTION_DAYS.",
+)
 def purge_uploads_job() -> None:
     purge_finished_uploads_op()
 

@@ -20,8 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
-from aimq_tabular import csv_reader, xlsx_cells
 from aimq_serving.uploads.storage import Format
+from aimq_tabular import csv_reader, xlsx_cells
 from aimq_tabular.xlsx_writer import XlsxTableWriter
 
 # Text a spreadsheet program would take for a formula (OWASP), unless it is a plain number.
@@ -76,7 +76,9 @@ class XlsxResult:
 class CsvResult:
     def __init__(self, path: Path, kept: list[str], delimiter: str):
         # A CSV upload is read as text: its columns go back as text, exactly as they came.
-        self.schema = pa.schema([*(pa.field(n, pa.string()) for n in kept), (PRICE, pa.float64()), (VERSION, pa.int64())])
+        self.schema = pa.schema(
+            [*(pa.field(n, pa.string()) for n in kept), (PRICE, pa.float64()), (VERSION, pa.int64())]
+        )
         self.writer = pcsv.CSVWriter(str(path), self.schema, write_options=csv_reader.write_options(delimiter))
         self.done = False
 

@@ -30,13 +30,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from aimq_pipelines.uploads.results import ERRORS, PRICE, ROW, VERSION, ResultWriter, open_result, write_rejected_csv
 from aimq_serving import schema
 from aimq_serving.features import _MAX_ERRORS_PER_COLUMN, RowError
-from aimq_serving.model_store import NoModel, UnknownGroup
 from aimq_serving.loaded_models import LoadedModel, ModelCache
-from aimq_tabular import csv_reader, xlsx_cells, xlsx_reader
-from aimq_pipelines.uploads.results import ERRORS, PRICE, ROW, VERSION, ResultWriter, open_result, write_rejected_csv
+from aimq_serving.model_store import NoModel, UnknownGroup
 from aimq_serving.uploads.storage import Format
+from aimq_tabular import csv_reader, xlsx_cells, xlsx_reader
 from aimq_tabular.xlsx_writer import XlsxWriteError
 
 # The most characters a spreadsheet cell holds (Excel's limit). A longer text (possible in a CSV or
@@ -72,7 +72,7 @@ class PinnedModels:
     unavailable: dict[str, str]
 
     @classmethod
-    def from_cache(cls, cache: ModelCache) -> "PinnedModels":
+    def from_cache(cls, cache: ModelCache) -> PinnedModels:
         models: dict[str, LoadedModel] = {}
         unavailable: dict[str, str] = {}
         for group in schema.MODEL_GROUPS:
@@ -243,7 +243,7 @@ class _Columns:
     kept: list[str]  # the upload's columns, in order, without earlier prediction columns
 
     @classmethod
-    def resolve(cls, names: list[str], location: xlsx_reader.DataLocation | None = None) -> "_Columns":
+    def resolve(cls, names: list[str], location: xlsx_reader.DataLocation | None = None) -> _Columns:
         by_key = {}
         for name in names:
             by_key.setdefault(name.strip().lower(), name)
@@ -275,9 +275,7 @@ def _score_batch(
     blank = _blank_rows(batch)
     errors: dict[int, list[RowError]] = defaultdict(list)
     batch = _bound_text(batch, errors)
-    frame = pd.DataFrame(
-        {c: _cell_values(batch.column(columns.source[c])) for c in schema.INPUT_COLUMNS}
-    )
+    frame = pd.DataFrame({c: _cell_values(batch.column(columns.source[c])) for c in schema.INPUT_COLUMNS})
     price = np.full(n, np.nan)
     version = np.zeros(n, dtype=np.int64)
 
@@ -363,7 +361,9 @@ def _bound_text(batch: pa.RecordBatch, errors: dict[int, list[RowError]]) -> pa.
             continue
         name = batch.schema.names[j]
         for i in too_long:
-            message = f"text of {int(lengths[i]):,} characters; a cell holds at most {MAX_CELL_CHARS:,} (cut to that length)"
+            message = (
+                f"text of {int(lengths[i]):,} characters; a cell holds at most {MAX_CELL_CHARS:,} (cut to that length)"
+            )
             errors[int(i)].append(RowError(int(i), name, message))
         if not mixed:
             columns[j] = pc.utf8_slice_codeunits(column, 0, MAX_CELL_CHARS)
@@ -410,7 +410,7 @@ class _Timer:
     def __init__(self) -> None:
         self.totals: dict[str, float] = defaultdict(float)
 
-    def __call__(self, name: str) -> "_Span":
+    def __call__(self, name: str) -> _Span:
         return _Span(self, name)
 
 

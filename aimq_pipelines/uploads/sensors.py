@@ -110,16 +110,22 @@ def runs_of(instance: dg.DagsterInstance, upload_id: str, sensor_name: str = UPL
     """The runs this sensor requested for ``upload_id``, alone or in a backlog (its upload tag), or
     by the run key alone (runs requested before scoring runs carried upload tags)."""
     runs = runs_of_upload(instance, upload_id, {SENSOR_NAME_TAG: sensor_name})
-    return runs or list(instance.get_runs(filters=dg.RunsFilter(tags={RUN_KEY_TAG: upload_id, SENSOR_NAME_TAG: sensor_name})))
+    return runs or list(
+        instance.get_runs(filters=dg.RunsFilter(tags={RUN_KEY_TAG: upload_id, SENSOR_NAME_TAG: sensor_name}))
+    )
 
 
-def existing_run(instance: dg.DagsterInstance, upload_id: str, sensor_name: str = UPLOAD_SENSOR) -> dg.DagsterRun | None:
+def existing_run(
+    instance: dg.DagsterInstance, upload_id: str, sensor_name: str = UPLOAD_SENSOR
+) -> dg.DagsterRun | None:
     """The run this sensor requested for ``upload_id`` that has been launched (or queued), if any."""
     launched = [r for r in runs_of(instance, upload_id, sensor_name) if r.status != dg.DagsterRunStatus.NOT_STARTED]
     return launched[0] if launched else None
 
 
-def unlaunched_run(instance: dg.DagsterInstance, upload_id: str, sensor_name: str = UPLOAD_SENSOR) -> dg.DagsterRun | None:
+def unlaunched_run(
+    instance: dg.DagsterInstance, upload_id: str, sensor_name: str = UPLOAD_SENSOR
+) -> dg.DagsterRun | None:
     """A run created for ``upload_id`` that the daemon never launched (it died in between)."""
     waiting = [r for r in runs_of(instance, upload_id, sensor_name) if r.status == dg.DagsterRunStatus.NOT_STARTED]
     return waiting[0] if waiting else None
@@ -145,16 +151,24 @@ def plan_runs(messages: Sequence[UploadMessage], uploads_per_run: int, parallel_
     for group in groups:
         if len(group) == 1:
             (message,) = group
-            requests.append(dg.RunRequest(
-                run_key=message.upload_id, job_name=score_upload_job.name, run_config=run_config(message),
-                tags=run_tags(message),
-            ))
+            requests.append(
+                dg.RunRequest(
+                    run_key=message.upload_id,
+                    job_name=score_upload_job.name,
+                    run_config=run_config(message),
+                    tags=run_tags(message),
+                )
+            )
         else:
             key = "uploads-" + hashlib.sha256(",".join(sorted(m.upload_id for m in group)).encode()).hexdigest()[:32]
-            requests.append(dg.RunRequest(
-                run_key=key, job_name=score_uploads_job.name, run_config=backlog_run_config(group),
-                tags=backlog_run_tags(group),
-            ))
+            requests.append(
+                dg.RunRequest(
+                    run_key=key,
+                    job_name=score_uploads_job.name,
+                    run_config=backlog_run_config(group),
+                    tags=backlog_run_tags(group),
+                )
+            )
     return requests
 
 
@@ -199,7 +213,9 @@ class TickClock:
         return now < self.last_request + self.linger_s
 
 
-def poll_uploads(instance: dg.DagsterInstance, uploads: UploadsResource, sensor_name: str = UPLOAD_SENSOR) -> TickOutcome:
+def poll_uploads(
+    instance: dg.DagsterInstance, uploads: UploadsResource, sensor_name: str = UPLOAD_SENSOR
+) -> TickOutcome:
     """One tick's work (see the module docstring); never acknowledges a message without a run."""
     settings = uploads.settings()
     topology = uploads.topology()

@@ -29,8 +29,12 @@ def main() -> None:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_dir
     try:
         uvicorn.run(
-            "aimq_serving.api.app:create_app", factory=True, host=settings.api_host, port=settings.api_port,
-            workers=args.workers, access_log=settings.access_log,
+            "aimq_serving.api.app:create_app",
+            factory=True,
+            host=settings.api_host,
+            port=settings.api_port,
+            workers=args.workers,
+            access_log=settings.access_log,
         )
     finally:
         if own_dir is not None:

@@ -13,13 +13,13 @@ from fastapi import FastAPI
 
 from aimq_serving.api import errors
 from aimq_serving.api.auth import ApiKeyMiddleware, ApiKeyRing, ApiKeys, document_security
+from aimq_serving.api.intake.service import UploadServices
 from aimq_serving.api.metrics import ApiMetrics
 from aimq_serving.api.middleware import BodySizeLimitMiddleware, MetricsMiddleware, RateLimitMiddleware
 from aimq_serving.api.ratelimit import RateLimiter
 from aimq_serving.api.routers import health, metrics, models, predict, ui, uploads
 from aimq_serving.api.services import Services
 from aimq_serving.settings import AimqSettings
-from aimq_serving.api.intake.service import UploadServices
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +48,11 @@ def create_app(settings: AimqSettings | None = None) -> FastAPI:
     api_metrics = ApiMetrics()
     limiter = (
         RateLimiter(
-            settings.redis_url, settings.redis_prefix, settings.rate_limit_requests,
-            settings.rate_limit_window_s, settings.redis_timeout_s,
+            settings.redis_url,
+            settings.redis_prefix,
+            settings.rate_limit_requests,
+            settings.rate_limit_window_s,
+            settings.redis_timeout_s,
         )
         if settings.rate_limit_enabled
         else None
@@ -80,7 +83,8 @@ def create_app(settings: AimqSettings | None = None) -> FastAPI:
     app.include_router(ui.router)  # the upload page at /
     # Added innermost first: metrics see every answer, including 413s and 429s.
     app.add_middleware(
-        BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes,
+        BodySizeLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
         path_limits={"/upload": UploadServices.body_limit(settings)},
     )
     if limiter is not None:

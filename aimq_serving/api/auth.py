@@ -40,9 +40,19 @@ log = logging.getLogger(__name__)
 # Reachable without a key: probes and the Prometheus scrape (orchestrators send no credentials;
 # /metrics holds counts and model versions, no data), the upload page and its files (its API calls
 # need the key), and the API's own description (/docs can then send a key with "Authorize").
-PUBLIC_PATHS = frozenset({
-    "/health", "/ready", "/metrics", "/", "/ui/config", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json",
-})
+PUBLIC_PATHS = frozenset(
+    {
+        "/health",
+        "/ready",
+        "/metrics",
+        "/",
+        "/ui/config",
+        "/docs",
+        "/docs/oauth2-redirect",
+        "/redoc",
+        "/openapi.json",
+    }
+)
 PUBLIC_PREFIXES = ("/static/",)
 MIN_KEY_LENGTH = 16
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
@@ -54,9 +64,15 @@ _SECURITY_SCHEMES = {
 _UNAUTHORIZED_RESPONSE = {
     "description": "no API key, or not a configured one; see WWW-Authenticate",
     "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
-    "content": {"application/json": {"schema": {
-        "type": "object", "required": ["detail"], "properties": {"detail": {"type": "string"}},
-    }}},
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["detail"],
+                "properties": {"detail": {"type": "string"}},
+            }
+        }
+    },
 }
 
 
@@ -79,16 +95,14 @@ class ApiKeys:
         return [name for name, _ in self.digests]
 
     @classmethod
-    def parse(cls, text: str, where: str) -> "ApiKeys":
+    def parse(cls, text: str, where: str) -> ApiKeys:
         entries = [
-            entry.strip()
-            for line in text.splitlines() if not line.strip().startswith("#")
-            for entry in line.split(",")
+            entry.strip() for line in text.splitlines() if not line.strip().startswith("#") for entry in line.split(",")
         ]
         return cls.from_entries([e for e in entries if e], where)
 
     @classmethod
-    def from_entries(cls, entries: Iterable[str], where: str) -> "ApiKeys":
+    def from_entries(cls, entries: Iterable[str], where: str) -> ApiKeys:
         digests: list[tuple[str, bytes]] = []
         for position, entry in enumerate(entries, 1):
             name, sep, key = entry.partition(":")
@@ -96,7 +110,9 @@ class ApiKeys:
                 name, key = f"key{position}", entry
             elif not _NAME.fullmatch(name):
                 # Said by position: the entry may be a key with a colon in it, which must not be echoed.
-                raise ApiKeyConfigError(f"{where}: entry {position}: the name before ':' must be letters, digits, '_.@-'")
+                raise ApiKeyConfigError(
+                    f"{where}: entry {position}: the name before ':' must be letters, digits, '_.@-'"
+                )
             if len(key) < MIN_KEY_LENGTH or any(c.isspace() for c in key):
                 raise ApiKeyConfigError(
                     f"{where}: key {name!r} must be at least {MIN_KEY_LENGTH} characters without spaces "
@@ -111,7 +127,7 @@ class ApiKeys:
         return cls(tuple(digests))
 
     @classmethod
-    def from_settings(cls, settings: AimqSettings) -> "ApiKeys | None":
+    def from_settings(cls, settings: AimqSettings) -> ApiKeys | None:
         """The keys of AIMQ_API_KEYS and AIMQ_API_KEYS_FILE together; None when there are none (auth off)."""
         digests: list[tuple[str, bytes]] = []
         if settings.api_keys is not None:
@@ -177,8 +193,12 @@ class ApiKeyRing:
             try:
                 keys = ApiKeys.from_settings(self.settings)
             except ApiKeyConfigError as exc:
-                log.error("API keys not reloaded, the %d in force stay (%s): %s",
-                          len(self.keys.digests), ", ".join(self.keys.names), exc)
+                log.error(
+                    "API keys not reloaded, the %d in force stay (%s): %s",
+                    len(self.keys.digests),
+                    ", ".join(self.keys.names),
+                    exc,
+                )
             else:
                 assert keys is not None  # a configured file holds a key or raises
                 self.keys = keys
@@ -228,9 +248,15 @@ class ApiKeyMiddleware:
                 wait_s = None  # the answer is a 401 either way
             if wait_s is not None:
                 retry = self.limiter.retry_after(wait_s)
-                await send_json(send, 429, {
-                    "detail": f"too many requests without a valid API key; retry in {retry} s", "retry_after_s": retry,
-                }, {"Retry-After": str(retry)})
+                await send_json(
+                    send,
+                    429,
+                    {
+                        "detail": f"too many requests without a valid API key; retry in {retry} s",
+                        "retry_after_s": retry,
+                    },
+                    {"Retry-After": str(retry)},
+                )
                 return
         if wrong_key:
             detail = "invalid API key"

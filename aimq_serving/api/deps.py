@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from fastapi import Request
 
-from aimq_serving.api.predictor import OnlinePredictor
 from aimq_serving.api.metrics import ApiMetrics
+from aimq_serving.api.predictor import OnlinePredictor
 from aimq_serving.api.services import Services
-from aimq_serving.model_store import ModelStore
 from aimq_serving.loaded_models import ModelCache
+from aimq_serving.model_store import ModelStore
 from aimq_serving.settings import AimqSettings
 
 

@@ -36,8 +36,12 @@ class BodyTooLarge(Exception):
         super().__init__(f"request body exceeds the limit of {limit} bytes")
 
 
-def error_response(status: int, detail: str, errors: Sequence[Mapping[str, Any]] | None = None,
-                   headers: Mapping[str, str] | None = None) -> JSONResponse:
+def error_response(
+    status: int,
+    detail: str,
+    errors: Sequence[Mapping[str, Any]] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
     body: dict[str, Any] = {"detail": detail}
     if errors is not None:
         body["errors"] = list(errors)
@@ -182,7 +186,9 @@ def _document_validation_errors(app: FastAPI) -> None:
                 response = operation.get("responses", {}).get("422", {})
                 if response.get("content", {}).get("application/json", {}).get("schema", {}).get("$ref") == default_ref:
                     operation["responses"]["422"] = {
-                        "description": "a parameter is missing, of the wrong type or out of range (`errors` says which)",
+                        "description": (
+                            "a parameter is missing, of the wrong type or out of range (`errors` says which)"
+                        ),
                         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
                     }
         del components["HTTPValidationError"]

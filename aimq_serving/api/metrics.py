@@ -32,16 +32,23 @@ class ApiMetrics:
             registry=self.registry,
         )
         self.predictions = Counter(
-            "aimq_predictions", "Records priced, by model group, model version and backend.",
-            ["group", "version", "backend"], registry=self.registry,
+            "aimq_predictions",
+            "Records priced, by model group, model version and backend.",
+            ["group", "version", "backend"],
+            registry=self.registry,
         )
         self.model_loads = Counter(
-            "aimq_model_loads", "Model versions loaded (at start-up and on every promotion).",
-            ["group", "version"], registry=self.registry,
+            "aimq_model_loads",
+            "Model versions loaded (at start-up and on every promotion).",
+            ["group", "version"],
+            registry=self.registry,
         )
         self.loaded_version = Gauge(
-            "aimq_model_loaded_version", "The model version each group currently serves.",
-            ["group"], registry=self.registry, multiprocess_mode="mostrecent",
+            "aimq_model_loaded_version",
+            "The model version each group currently serves.",
+            ["group"],
+            registry=self.registry,
+            multiprocess_mode="mostrecent",
         )
         # labels() takes a lock and builds a tuple on every call; the hot path looks children up here.
         self._request_children: dict[tuple[str, str, int], object] = {}

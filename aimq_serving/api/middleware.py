@@ -81,7 +81,9 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_with_status)
         finally:
-            self.metrics.observe_request(self.route_template(scope), scope["method"], status, time.perf_counter() - start)
+            self.metrics.observe_request(
+                self.route_template(scope), scope["method"], status, time.perf_counter() - start
+            )
 
 
 class RateLimitMiddleware:

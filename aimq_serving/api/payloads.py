@@ -8,7 +8,7 @@ afterwards against the stored feature spec; the group itself against the groups 
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, create_model
 
@@ -22,7 +22,9 @@ def _record_model() -> type[BaseModel]:
         schema.GROUP_FIELD: (
             str,
             Field(
-                min_length=1, max_length=64, description=f"model group ({groups}): which model prices the car",
+                min_length=1,
+                max_length=64,
+                description=f"model group ({groups}): which model prices the car",
                 json_schema_extra={"enum": list(schema.MODEL_GROUPS)},
             ),
         ),
@@ -43,15 +45,48 @@ def _record_model() -> type[BaseModel]:
 # The first rows of the original demo's sample files (1_row.xlsx is the first of 100_rows.xlsx);
 # tests/serving/api/test_payloads.py checks they still match the files.
 SAMPLE_ROWS: list[dict[str, Any]] = [
-    {"model_group": "A", "model": 180, "kilometers": 1000, "fuel_type": "Diesel", "gear_type": "Manual",
-     "vehicle_type": "Sedan Car", "age_in_months": 10, "color": "Black", "line": "Sportline",
-     "doors": "4 to 5", "seats": "1 to 3", "climate": "Air Conditioning"},
-    {"model_group": "B", "model": 180, "kilometers": 2000, "fuel_type": "Petrol", "gear_type": "Automatic",
-     "vehicle_type": "Sedan Car", "age_in_months": 11, "color": "Black", "line": "Sportline",
-     "doors": "4 to 5", "seats": "1 to 3", "climate": "Air Conditioning"},
-    {"model_group": "C", "model": 220, "kilometers": 3000, "fuel_type": "Petrol", "gear_type": "Automatic",
-     "vehicle_type": "Sedan Car", "age_in_months": 12, "color": "Black", "line": "Sportline",
-     "doors": "4 to 5", "seats": "1 to 3", "climate": "Air Conditioning"},
+    {
+        "model_group": "A",
+        "model": 180,
+        "kilometers": 1000,
+        "fuel_type": "Diesel",
+        "gear_type": "Manual",
+        "vehicle_type": "Sedan Car",
+        "age_in_months": 10,
+        "color": "Black",
+        "line": "Sportline",
+        "doors": "4 to 5",
+        "seats": "1 to 3",
+        "climate": "Air Conditioning",
+    },
+    {
+        "model_group": "B",
+        "model": 180,
+        "kilometers": 2000,
+        "fuel_type": "Petrol",
+        "gear_type": "Automatic",
+        "vehicle_type": "Sedan Car",
+        "age_in_months": 11,
+        "color": "Black",
+        "line": "Sportline",
+        "doors": "4 to 5",
+        "seats": "1 to 3",
+        "climate": "Air Conditioning",
+    },
+    {
+        "model_group": "C",
+        "model": 220,
+        "kilometers": 3000,
+        "fuel_type": "Petrol",
+        "gear_type": "Automatic",
+        "vehicle_type": "Sedan Car",
+        "age_in_months": 12,
+        "color": "Black",
+        "line": "Sportline",
+        "doors": "4 to 5",
+        "seats": "1 to 3",
+        "climate": "Air Conditioning",
+    },
 ]
 
 Record = _record_model()
@@ -64,7 +99,7 @@ def _shape(value: Any) -> str:
 # A JSON object is one record, a JSON array a batch. The callable discriminator keeps a bad record's
 # errors about the record, instead of also listing why it is not an array.
 PredictBody = Annotated[
-    Union[Annotated[Record, Tag("record")], Annotated[list[Record], Tag("batch"), Field(min_length=1)]],  # type: ignore[valid-type]
+    Annotated[Record, Tag("record")] | Annotated[list[Record], Tag("batch"), Field(min_length=1)],  # type: ignore[valid-type]
     Discriminator(_shape),
 ]
 predict_body = TypeAdapter(PredictBody)

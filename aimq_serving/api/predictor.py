@@ -25,8 +25,8 @@ from aimq_serving.api.errors import RejectedRecords
 from aimq_serving.api.metrics import ApiMetrics
 from aimq_serving.api.sklearn_batcher import SklearnBatcher
 from aimq_serving.features import EncodingError, FeatureSpec, RowError
-from aimq_serving.model_store import ModelStore
 from aimq_serving.loaded_models import LoadedModel, ModelCache
+from aimq_serving.model_store import ModelStore
 from aimq_serving.settings import AimqSettings
 
 Route = Literal["onnx", "pickle"]
@@ -47,8 +47,14 @@ class _Runner:
 
 
 class OnlinePredictor:
-    def __init__(self, settings: AimqSettings, store: ModelStore, models: ModelCache, metrics: ApiMetrics,
-                 sklearn: SklearnBatcher):
+    def __init__(
+        self,
+        settings: AimqSettings,
+        store: ModelStore,
+        models: ModelCache,
+        metrics: ApiMetrics,
+        sklearn: SklearnBatcher,
+    ):
         self.store = store
         self.models = models
         self.metrics = metrics

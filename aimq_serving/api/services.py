@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aimq_serving.api.predictor import OnlinePredictor
+from aimq_serving.api.intake.service import UploadServices
 from aimq_serving.api.metrics import ApiMetrics
+from aimq_serving.api.predictor import OnlinePredictor
 from aimq_serving.api.ratelimit import RateLimiter
 from aimq_serving.api.sklearn_batcher import SklearnBatcher
-from aimq_serving.model_store import ModelStore
 from aimq_serving.loaded_models import ModelCache
+from aimq_serving.model_store import ModelStore
 from aimq_serving.settings import AimqSettings
-from aimq_serving.api.intake.service import UploadServices
 
 
 @dataclass
@@ -26,7 +26,7 @@ class Services:
     uploads: UploadServices | None = None
 
     @classmethod
-    def start(cls, settings: AimqSettings, metrics: ApiMetrics, limiter: RateLimiter | None = None) -> "Services":
+    def start(cls, settings: AimqSettings, metrics: ApiMetrics, limiter: RateLimiter | None = None) -> Services:
         store = ModelStore.from_settings(settings)
         models = ModelCache(
             store,
@@ -38,8 +38,16 @@ class Services:
         models.start()
         sklearn = SklearnBatcher(settings.pickle_queue_rows)
         predictor = OnlinePredictor(settings, store, models, metrics, sklearn)
-        return cls(settings=settings, store=store, models=models, metrics=metrics, predictor=predictor,
-                   sklearn=sklearn, limiter=limiter, uploads=UploadServices.from_settings(settings))
+        return cls(
+            settings=settings,
+            store=store,
+            models=models,
+            metrics=metrics,
+            predictor=predictor,
+            sklearn=sklearn,
+            limiter=limiter,
+            uploads=UploadServices.from_settings(settings),
+        )
 
     def close(self) -> None:
         if self.uploads is not None:

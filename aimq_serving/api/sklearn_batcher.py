@@ -131,7 +131,7 @@ class SklearnBatcher:
         start = 0
         results = []
         for job in jobs:
-            results.append(prices[start:start + len(job.rows)])
+            results.append(prices[start : start + len(job.rows)])
             start += len(job.rows)
         _deliver(jobs, results)
 

@@ -50,7 +50,7 @@ class Topology:
     dead_letter_queue: str
 
     @classmethod
-    def from_settings(cls, settings: Any) -> "Topology":
+    def from_settings(cls, settings: Any) -> Topology:
         return cls(
             exchange=settings.uploads_exchange,
             queue=settings.uploads_queue,
@@ -130,7 +130,7 @@ class UploadPublisher:
         self._channel: BlockingChannel | None = None
 
     @classmethod
-    def from_settings(cls, settings: Any) -> "UploadPublisher":
+    def from_settings(cls, settings: Any) -> UploadPublisher:
         return cls(
             settings.rabbitmq_url.get_secret_value(),
             Topology.from_settings(settings),

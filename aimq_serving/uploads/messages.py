@@ -42,7 +42,7 @@ class UploadMessage(BaseModel):
     created_at: datetime
 
     @model_validator(mode="after")
-    def _canonical_path(self) -> "UploadMessage":
+    def _canonical_path(self) -> UploadMessage:
         # The path is derived, never trusted: a message cannot point a run at another file.
         expected = f"{self.upload_id[:2]}/{self.upload_id}/input.{self.format}"
         if self.stored_path != expected:
@@ -53,7 +53,7 @@ class UploadMessage(BaseModel):
         return self.model_dump_json().encode()
 
     @classmethod
-    def parse(cls, body: bytes) -> "UploadMessage":
+    def parse(cls, body: bytes) -> UploadMessage:
         try:
             data = json.loads(body)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:

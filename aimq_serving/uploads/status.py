@@ -18,7 +18,7 @@ import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import redis
@@ -90,7 +90,7 @@ class UploadStatusStore:
         self._fail = client.register_script(_FAIL)
 
     @classmethod
-    def from_settings(cls, settings: Any) -> "UploadStatusStore":
+    def from_settings(cls, settings: Any) -> UploadStatusStore:
         return cls(settings.redis_client(), settings.redis_prefix)
 
     def key(self, upload_id: str) -> str:
@@ -128,15 +128,23 @@ class UploadStatusStore:
             pipe.hdel(key, "error", "finished_at", "rows_total", "rows_expected", "model_versions", "stats")
             pipe.hset(
                 key,
-                mapping={"state": "running", "run_id": run_id, "started_at": now, "updated_at": now,
-                         "rows_done": 0, "rows_rejected": 0},
+                mapping={
+                    "state": "running",
+                    "run_id": run_id,
+                    "started_at": now,
+                    "updated_at": now,
+                    "rows_done": 0,
+                    "rows_rejected": 0,
+                },
             )
             pipe.zadd(self.recent_key, {message.upload_id: message.created_at.timestamp()})
             pipe.execute()
 
     def expect(self, upload_id: str, rows_expected: int) -> None:
         with _available():
-            self.client.hset(self.key(upload_id), mapping={"rows_expected": rows_expected, "updated_at": repr(time.time())})
+            self.client.hset(
+                self.key(upload_id), mapping={"rows_expected": rows_expected, "updated_at": repr(time.time())}
+            )
 
     def progress(self, upload_id: str, rows_done: int, rows_rejected: int) -> None:
         with _available():
@@ -261,7 +269,7 @@ def _record(upload_id: str, raw: dict[bytes, bytes]) -> UploadRecord | None:
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @contextmanager

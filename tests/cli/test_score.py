@@ -18,9 +18,18 @@ from tests.helpers.platform import Platform, free_port
 
 AIMQ = str(Path(sys.executable).with_name("aimq"))
 RECORD = {
-    "model_group": "A", "model": 180, "kilometers": 1000, "fuel_type": "Diesel", "gear_type": "Manual",
-    "vehicle_type": "Sedan Car", "age_in_months": 10, "color": "Black", "line": "Sportline",
-    "doors": "4 to 5", "seats": "1 to 3", "climate": "Air Conditioning",
+    "model_group": "A",
+    "model": 180,
+    "kilometers": 1000,
+    "fuel_type": "Diesel",
+    "gear_type": "Manual",
+    "vehicle_type": "Sedan Car",
+    "age_in_months": 10,
+    "color": "Black",
+    "line": "Sportline",
+    "doors": "4 to 5",
+    "seats": "1 to 3",
+    "climate": "Air Conditioning",
 }
 
 
@@ -136,11 +145,16 @@ def test_predict_from_argument_and_stdin(platform: Platform) -> None:
 @pytest.mark.slow
 def test_predict_errors_are_one_line(platform: Platform) -> None:
     line = _one_error_line(_aimq("predict", json.dumps({**RECORD, "fuel_type": "Steam"}), api_url=platform.api_url))
-    assert line.startswith("aimq: error: prediction refused: invalid request: fuel_type: unknown value 'Steam' (allowed: Petrol, ")
+    assert line.startswith(
+        "aimq: error: prediction refused: invalid request: fuel_type: unknown value 'Steam' (allowed: Petrol, "
+    )
     batch = [RECORD, {**RECORD, "kilometers": -5}]
     line = _one_error_line(_aimq("predict", json.dumps(batch), api_url=platform.api_url))
     assert "records[1].kilometers: " in line
     line = _one_error_line(_aimq("predict", json.dumps({**RECORD, "model_group": "Q"}), api_url=platform.api_url))
-    assert line.startswith("aimq: error: prediction refused: ") and "model_group: unknown model group (allowed: A, B, C)" in line
+    assert (
+        line.startswith("aimq: error: prediction refused: ")
+        and "model_group: unknown model group (allowed: A, B, C)" in line
+    )
     line = _one_error_line(_aimq("predict", "{not json", api_url=platform.api_url))
     assert line.startswith("aimq: error: the input is not valid JSON: ")

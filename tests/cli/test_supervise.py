@@ -49,8 +49,9 @@ def groups() -> Iterator[list[subprocess.Popen]]:
 
 
 def _start_group(groups: list[subprocess.Popen], kind: str) -> tuple[subprocess.Popen, int]:
-    proc = subprocess.Popen([sys.executable, "-c", _GROUP, kind], stdout=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _GROUP, kind], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
     groups.append(proc)
     child = int(proc.stdout.readline())
     assert sorted(group_members(proc.pid)) == sorted([proc.pid, child])
@@ -92,8 +93,12 @@ def test_a_child_started_with_die_with_parent_stops_when_its_parent_is_killed() 
 
 
 def test_die_with_parent_is_a_no_op_for_a_living_parent() -> None:
-    proc = subprocess.Popen([sys.executable, "-c", "print('ok')"], stdout=subprocess.PIPE, text=True,
-                            preexec_fn=die_with_parent(os.getpid()))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "print('ok')"],
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=die_with_parent(os.getpid()),
+    )
     assert proc.communicate(timeout=60)[0] == "ok\n" and proc.returncode == 0
 
 

@@ -97,9 +97,20 @@ class Up:
 def up(trained_store: ModelStore, dagster_home: Path) -> Iterator[Up]:
     api_port, dagster_port = free_port(), free_port()
     proc = subprocess.Popen(
-        [str(Path(sys.executable).with_name("aimq")), "up", "--api-port", str(api_port), "--dagster-port", str(dagster_port),
-         "--start-timeout", str(START_TIMEOUT_S)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy(),
+        [
+            str(Path(sys.executable).with_name("aimq")),
+            "up",
+            "--api-port",
+            str(api_port),
+            "--dagster-port",
+            str(dagster_port),
+            "--start-timeout",
+            str(START_TIMEOUT_S),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=os.environ.copy(),
         preexec_fn=_ignore_stop_signals,
     )
     running = Up(proc, api_port, dagster_port)
@@ -147,11 +158,14 @@ def _contention(contended: bool):
 
 # SIGTERM takes the same path as Ctrl-C in `aimq up`: one contended run of the two (each start of
 # `aimq up` costs a minute of CI on 2 busy cores).
-@pytest.mark.parametrize(("stop", "contended"), [
-    pytest.param(signal.SIGINT, False, id="ctrl-c-quiet"),
-    pytest.param(signal.SIGTERM, False, id="sigterm-quiet"),
-    pytest.param(signal.SIGINT, True, id="ctrl-c-contended"),
-])
+@pytest.mark.parametrize(
+    ("stop", "contended"),
+    [
+        pytest.param(signal.SIGINT, False, id="ctrl-c-quiet"),
+        pytest.param(signal.SIGTERM, False, id="sigterm-quiet"),
+        pytest.param(signal.SIGINT, True, id="ctrl-c-contended"),
+    ],
+)
 def test_up_serves_and_a_stop_signal_stops_everything(up: Up, stop: signal.Signals, contended: bool) -> None:
     with _contention(contended):
         _serving(up)

@@ -43,9 +43,25 @@ def code_server(tmp_path: Path, source: str) -> Iterator[int]:
     env = {**os.environ, "PYTHONPATH": str(tmp_path), "DAGSTER_HOME": str(tmp_path)}
     (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     process = subprocess.Popen(
-        [sys.executable, "-m", "dagster", "code-server", "start", "-h", "127.0.0.1", "-p", str(port),
-         "-m", module, "--location-name", "test"],
-        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "code-server",
+            "start",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-m",
+            module,
+            "--location-name",
+            "test",
+        ],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         yield port
@@ -83,8 +99,12 @@ def test_a_location_that_failed_to_load_is_unhealthy(broken_server: int) -> None
     assert ours.returncode == 1
     assert "code location failed to load" in ours.stderr and "settings missing: AIMQ_SIGNING_KEY" in ours.stderr
     # The gRPC health service reports the same server as serving: why it is not the health check.
-    grpc = subprocess.run([sys.executable, "-m", "dagster", "api", "grpc-health-check", "-p", str(broken_server)],
-                          capture_output=True, text=True, check=False)
+    grpc = subprocess.run(
+        [sys.executable, "-m", "dagster", "api", "grpc-health-check", "-p", str(broken_server)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert grpc.returncode == 0, grpc.stdout + grpc.stderr
 
 
@@ -95,7 +115,7 @@ def test_a_loaded_location_is_healthy(good_server: int) -> None:
 
 
 def test_nothing_listening_is_unhealthy() -> None:
-    proc = subprocess.run([*CHECK, "--port", str(free_port())], capture_output=True, text=True, check=False,
-                          timeout=120)
+    proc = subprocess.run(
+        [*CHECK, "--port", str(free_port())], capture_output=True, text=True, check=False, timeout=120
+    )
     assert proc.returncode == 1 and "unreachable" in proc.stderr
-

@@ -136,8 +136,9 @@ def test_the_api_requires_keys_that_no_other_service_gets(compose: dict[str, Any
 
     services = compose["services"]
     api_env = services["api"]["environment"]
-    settings = AimqSettings.model_validate({k.removeprefix("AIMQ_").lower(): v for k, v in api_env.items()
-                                            if k.startswith("AIMQ_")})
+    settings = AimqSettings.model_validate(
+        {k.removeprefix("AIMQ_").lower(): v for k, v in api_env.items() if k.startswith("AIMQ_")}
+    )
     keys = ApiKeys.from_settings(settings)
     assert keys is not None and len(keys.names) == 1, "the compose deployment must turn API keys on"
     for name in set(APP_SERVICES) - {"api"}:
@@ -171,7 +172,12 @@ def test_the_code_server_is_healthy_only_once_its_location_loads(compose: dict[s
     code_server = compose["services"]["code-server"]
     port = code_server["command"][code_server["command"].index("-p") + 1]
     assert code_server["healthcheck"]["test"] == [
-        "CMD", "python", "-m", "aimq_pipelines.code_server_check", "--port", port,
+        "CMD",
+        "python",
+        "-m",
+        "aimq_pipelines.code_server_check",
+        "--port",
+        port,
     ]
 
 
@@ -179,10 +185,16 @@ def test_redisai_runs_in_db_0_with_one_onnx_runtime_thread(compose: dict[str, An
     # RedisAI keeps models and tensors in db 0 only (another db: "model key is empty" at run time).
     for name in APP_SERVICES:
         assert urlsplit(compose["services"][name]["environment"]["AIMQ_REDIS_URL"]).path in ("", "/", "/0"), name
-    assert urlsplit(load_compose({k: v for k, v in env.items() if k != "AIMQ_REDIS_URL"})["services"]["api"]
-                    ["environment"]["AIMQ_REDIS_URL"]).path == "/0"
+    assert (
+        urlsplit(
+            load_compose({k: v for k, v in env.items() if k != "AIMQ_REDIS_URL"})["services"]["api"]["environment"][
+                "AIMQ_REDIS_URL"
+            ]
+        ).path
+        == "/0"
+    )
     command = compose["services"]["redis"]["command"]
-    module = command[command.index("--loadmodule") + 1:]
+    module = command[command.index("--loadmodule") + 1 :]
     module = module[: next((i for i, a in enumerate(module) if a.startswith("--")), len(module))]
     assert module == ["/usr/lib/redis/modules/redisai.so", "INTRA_OP_PARALLELISM", "1", "INTER_OP_PARALLELISM", "1"]
 

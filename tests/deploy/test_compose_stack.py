@@ -93,8 +93,11 @@ def stack() -> Iterator[Stack]:
         pytest.skip(up.stderr.strip().splitlines()[-1])
     try:
         assert up.returncode == 0, f"compose-e2e.sh up failed (exit {up.returncode}):\n{up.stderr[-6000:]}"
-        env_file = Path(subprocess.run([str(SCRIPT), "env-file"], env=env, capture_output=True, text=True,
-                                  check=True).stdout.strip())
+        env_file = Path(
+            subprocess.run(
+                [str(SCRIPT), "env-file"], env=env, capture_output=True, text=True, check=True
+            ).stdout.strip()
+        )
         [(_, key)] = [entry.split(":", 1) for entry in read_env_file(env_file)["AIMQ_API_KEYS"].split(",")]
         yield Stack(env, f"http://127.0.0.1:{env['API_PORT']}", {"Authorization": f"Bearer {key}"})
     finally:
@@ -142,8 +145,9 @@ def test_every_service_is_healthy_and_the_code_location_loaded(stack: Stack) -> 
         [container_id] = stack.compose("ps", "-q", service).split()
         health = stack.docker("inspect", "-f", "{{.State.Health.Status}}", container_id).strip()
         assert health == "healthy", service
-    check = stack.compose("exec", "-T", "code-server", "python", "-m", "aimq_pipelines.code_server_check",
-                          "--port", "4000")
+    check = stack.compose(
+        "exec", "-T", "code-server", "python", "-m", "aimq_pipelines.code_server_check", "--port", "4000"
+    )
     assert "loaded" in check
 
 
@@ -171,8 +175,14 @@ def test_redis_is_redis_6_2_with_redisai_and_the_stack_uses_db_0(stack: Stack) -
 def test_training_runs_in_its_own_container_and_stores_ai_models(stack: Stack, trained: dict[str, Any]) -> None:
     assert trained["Config"]["Labels"]["dagster/job_name"] == "train_models"
     assert trained["HostConfig"]["NetworkMode"] == "aimq"
-    listing = stack.compose("exec", "-T", "redis", "sh", "-c",
-                            'redis-cli --scan | while read -r key; do echo "$(redis-cli TYPE "$key") $key"; done')
+    listing = stack.compose(
+        "exec",
+        "-T",
+        "redis",
+        "sh",
+        "-c",
+        'redis-cli --scan | while read -r key; do echo "$(redis-cli TYPE "$key") $key"; done',
+    )
     models = [line.split(" ", 1)[1] for line in listing.splitlines() if line.startswith("AI__MODEL ")]
     assert len(models) >= len(schema.MODEL_GROUPS), listing
 
@@ -208,7 +218,9 @@ def test_an_upload_is_scored_in_its_own_run_container_like_predict_onnx(stack: S
     assert record["state"] == "succeeded", record
     assert (record["rows_total"], record["rows_done"], record["rows_rejected"]) == (100, 100, 0)
 
-    [container] = [c for c in stack.run_containers("score_upload") if c["Config"]["Labels"]["dagster/run_id"] == record["run_id"]]
+    [container] = [
+        c for c in stack.run_containers("score_upload") if c["Config"]["Labels"]["dagster/run_id"] == record["run_id"]
+    ]
     assert container["Config"]["Image"] == trained["Config"]["Image"]
 
     result = stack.get(f"/uploads/{upload_id}/result")

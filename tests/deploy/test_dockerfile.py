@@ -137,11 +137,16 @@ def test_the_build_backend_is_the_exact_version_of_constraints_txt() -> None:
     # pip's isolated build environment ignores -c: it would install the newest setuptools that
     # [build-system] allows. The Dockerfile installs the pinned one and builds without isolation.
     pins = dict(line.split("==", 1) for line in (REPO / "constraints.txt").read_text().split() if "==" in line)
-    [requirement] = [Requirement(r) for r in tomllib.loads((REPO / "pyproject.toml").read_text())["build-system"]["requires"]]
+    [requirement] = [
+        Requirement(r) for r in tomllib.loads((REPO / "pyproject.toml").read_text())["build-system"]["requires"]
+    ]
     assert requirement.name == "setuptools" and requirement.specifier.contains(pins["setuptools"])
     steps = [[command.strip() for command in " ".join(c.value).split("&&")] for c in instructions() if c.cmd == "RUN"]
     [commands] = [step for step in steps if step[-1].endswith(" .")]  # the one that installs the project
-    assert commands == ["pip install -c constraints.txt setuptools", "pip install --no-build-isolation -c constraints.txt ."]
+    assert commands == [
+        "pip install -c constraints.txt setuptools",
+        "pip install --no-build-isolation -c constraints.txt .",
+    ]
 
 
 def test_python_of_the_image_is_the_one_constraints_were_resolved_with() -> None:

@@ -33,8 +33,8 @@ from dagster._core.origin import JobPythonOrigin, RepositoryPythonOrigin
 from dagster._core.run_coordinator import QueuedRunCoordinator
 from dagster._core.storage.dagster_run import DagsterRun
 from dagster._core.storage.runs import SqliteRunStorage
-from dagster._serdes.config_class import ConfigurableClassData
 from dagster._core.utils import make_new_run_id
+from dagster._serdes.config_class import ConfigurableClassData
 from dagster_docker import DockerRunLauncher
 from dagster_k8s import K8sRunLauncher
 from dagster_postgres.utils import pg_url_from_config
@@ -323,9 +323,7 @@ def launch_k8s_job(
     return namespace, kubernetes.client.ApiClient().sanitize_for_serialization(job)
 
 
-def test_k8s_instance_config_is_valid_with_the_pod_environment(
-    tmp_path: Path, k8s_env: dict[str, str]
-) -> None:
+def test_k8s_instance_config_is_valid_with_the_pod_environment(tmp_path: Path, k8s_env: dict[str, str]) -> None:
     ref = instance_ref(K8S_INSTANCE, tmp_path)
     for data in all_class_data(ref):
         checked_config(data)

@@ -71,7 +71,13 @@ def _selected_by_a_service(docs: list[dict[str, Any]], workload: dict[str, Any])
 def test_every_container_has_probes_and_resources(docs: list[dict[str, Any]]) -> None:
     found = list(workloads(docs))
     assert {w["metadata"]["name"] for w in found} == {
-        "api", "code-server", "webserver", "daemon", "postgres", "rabbitmq", "redis",
+        "api",
+        "code-server",
+        "webserver",
+        "daemon",
+        "postgres",
+        "rabbitmq",
+        "redis",
     }
     for workload in found:
         served = _selected_by_a_service(docs, workload)

@@ -19,8 +19,7 @@ import render_config  # noqa: E402
 def test_committed_file_is_its_rendering(target: render_config.Target) -> None:
     committed = (REPO / target.output).read_text()
     assert committed == render_config.render(target), (
-        f"{target.output} differs from deploy/dagster/{'+'.join(target.fragments)}: "
-        "run python deploy/render_config.py"
+        f"{target.output} differs from deploy/dagster/{'+'.join(target.fragments)}: run python deploy/render_config.py"
     )
 
 

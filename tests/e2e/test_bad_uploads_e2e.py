@@ -14,8 +14,8 @@ import pytest
 
 from aimq_pipelines.uploads.jobs import runs_of_upload
 from tests.e2e.test_batch_e2e import finished_run
-from tests.helpers.platform import Platform, wait_for_upload
 from tests.helpers.corpus import BY_ID, HEADER, Failed, Refused, csv_bytes, sample_rows
+from tests.helpers.platform import Platform, wait_for_upload
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +34,9 @@ def test_bombs_and_encryption_are_refused_by_the_api(platform: Platform, tmp_pat
     platform.check_alive()
 
 
-def test_entity_bomb_fails_its_run_once_with_the_reason(platform: Platform, instance: dg.DagsterInstance, tmp_path: Path) -> None:
+def test_entity_bomb_fails_its_run_once_with_the_reason(
+    platform: Platform, instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
     case = BY_ID["entity-bomb-shared-strings"]
     assert isinstance(case.outcome, Failed)
     response = post(platform, case.name, case.write(tmp_path).read_bytes())
@@ -62,7 +64,9 @@ def test_hostile_name_downloads_with_a_safe_header(platform: Platform) -> None:
     assert result.status_code == 200
     assert "set-cookie" not in result.headers
     disposition = result.headers["content-disposition"]
-    assert disposition.startswith('attachment; filename="r_sum_ ') and "filename*=UTF-8''r%C3%A9sum%C3%A9" in disposition
+    assert (
+        disposition.startswith('attachment; filename="r_sum_ ') and "filename*=UTF-8''r%C3%A9sum%C3%A9" in disposition
+    )
     assert "\r" not in disposition and "\n" not in disposition
 
 
@@ -78,7 +82,9 @@ def _raw_get(api_url: str, path: str) -> tuple[int, bytes]:
     return status, data
 
 
-@pytest.mark.parametrize("path", ["/uploads/../../../etc/passwd", "/uploads/..%2F..%2F..%2Fetc%2Fpasswd/result", "/uploads/../x/result"])
+@pytest.mark.parametrize(
+    "path", ["/uploads/../../../etc/passwd", "/uploads/..%2F..%2F..%2Fetc%2Fpasswd/result", "/uploads/../x/result"]
+)
 def test_traversal_in_ids_never_reads_a_file(platform: Platform, path: str) -> None:
     status, data = _raw_get(platform.api_url, path)
     assert status in (404, 422), data[:500]

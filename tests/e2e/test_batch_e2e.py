@@ -126,7 +126,9 @@ def test_invalid_message_lands_in_the_dead_letter_queue(platform: Platform) -> N
         channel = connection.channel()
         channel.confirm_delivery()
         channel.basic_publish(
-            env["AIMQ_UPLOADS_EXCHANGE"], env["AIMQ_UPLOADS_QUEUE"], b'{"upload_id": 42}',
+            env["AIMQ_UPLOADS_EXCHANGE"],
+            env["AIMQ_UPLOADS_QUEUE"],
+            b'{"upload_id": 42}',
             properties=pika.BasicProperties(delivery_mode=2, message_id="stranger"),
         )
         deadline = 120

@@ -53,8 +53,16 @@ def test_predictions_and_uploads_under_load(platform: Platform, instance: dg.Dag
     bodies = sample_bodies()  # the 100 sample rows
     files = upload_files(20, ROWS_PER_FILE)
     with uvicorn_server(env, workers=2, log_path=OUTPUT / "api.log") as url:
-        load, uploads = run_both(url, bodies, files, load_key=load_key, upload_key=upload_key,
-                                 duration_s=30, connections=64, work_dir=tmp_path)
+        load, uploads = run_both(
+            url,
+            bodies,
+            files,
+            load_key=load_key,
+            upload_key=upload_key,
+            duration_s=30,
+            connections=64,
+            work_dir=tmp_path,
+        )
     summary = summarize(load, uploads)
     OUTPUT.mkdir(parents=True, exist_ok=True)
     (OUTPUT / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -19,15 +19,15 @@ import httpx
 import numpy as np
 import pytest
 
-from aimq_pipelines.models import onnx_export
 from aimq_cli.main import CliError, cmd_train
 from aimq_pipelines.definitions import defs
+from aimq_pipelines.models import onnx_export
 from aimq_pipelines.models.resources import ModelStoreResource, TrainingDataSource
-from aimq_serving import schema
-from aimq_serving.model_store import ModelStore
-from aimq_serving.loaded_models import ModelCache
-from aimq_serving.settings import AimqSettings
 from aimq_pipelines.uploads.scoring import PinnedModels, score_file
+from aimq_serving import schema
+from aimq_serving.loaded_models import ModelCache
+from aimq_serving.model_store import ModelStore
+from aimq_serving.settings import AimqSettings
 from tests.conftest import SAMPLES, TEST_ROWS_PER_GROUP
 from tests.helpers.servers import RedisAIServer
 from tests.helpers.serving import distinct_records, server_env, uvicorn_server
@@ -53,10 +53,14 @@ def ai_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisAIServe
 
 @pytest.fixture(scope="module")
 def ai_settings(settings: AimqSettings, ai_server: RedisAIServer) -> AimqSettings:
-    return settings.model_copy(update={
-        "redis_url": ai_server.url, "redis_prefix": f"aimqtest-ai-{uuid.uuid4().hex[:8]}",
-        "predict_backend": "redisai", "rate_limit_requests": 1_000_000,
-    })
+    return settings.model_copy(
+        update={
+            "redis_url": ai_server.url,
+            "redis_prefix": f"aimqtest-ai-{uuid.uuid4().hex[:8]}",
+            "predict_backend": "redisai",
+            "rate_limit_requests": 1_000_000,
+        }
+    )
 
 
 def train(ai_settings: AimqSettings, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
@@ -142,8 +146,13 @@ def test_trained_served_and_scored_through_redisai_and_recovers_from_a_restart(
         # Batch scoring of the same file gives the same prices.
         result_path = tmp_path / "result.xlsx"
         result = score_file(
-            SAMPLES / "100_rows.xlsx", "xlsx", result_path=result_path, rejected_path=tmp_path / "rejected.csv",
-            models=PinnedModels.from_cache(ModelCache(store)), max_rows=1000, work_dir=tmp_path,
+            SAMPLES / "100_rows.xlsx",
+            "xlsx",
+            result_path=result_path,
+            rejected_path=tmp_path / "rejected.csv",
+            models=PinnedModels.from_cache(ModelCache(store)),
+            max_rows=1000,
+            work_dir=tmp_path,
         )
         assert (result.rows_total, result.rows_rejected) == (100, 0)
         import fastexcel

@@ -27,8 +27,8 @@ from aimq_serving.model_store import ModelStore
 from aimq_serving.settings import AimqSettings
 from tests.conftest import REPO, unique_topology_settings
 from tests.helpers.contention import busy_cpus
-from tests.helpers.servers import RabbitServer, RedisServer
 from tests.helpers.platform import Platform, make_platform
+from tests.helpers.servers import RabbitServer, RedisServer
 from tests.helpers.serving import copy_models
 
 # Incoming bodies idle this long are swept (test d); longer than any pause a live request makes here,
@@ -82,18 +82,21 @@ def fault_platform(
     upload_records: None,
 ) -> Iterator[FaultPlatform]:
     with private_redis.client() as target:
-        assert copy_models(redis_client, settings.redis_prefix, settings.redis_prefix, target=target), \
+        assert copy_models(redis_client, settings.redis_prefix, settings.redis_prefix, target=target), (
             "the trained store has no keys"
-    own = unique_topology_settings(settings, run_id, session_dir / "fault-uploads").model_copy(update={
-        "redis_url": private_redis.url,
-        "rabbitmq_url": SecretStr(private_rabbit.url),
-        "sensor_interval_s": 1,
-        # Progress after every 1,000 rows: a run is caught mid-file.
-        "scoring_chunk_rows": 1000,
-        "broker_confirm_timeout_s": 2.0,
-        "redis_timeout_s": 1.0,
-        "upload_abandoned_after_s": ABANDONED_AFTER_S,
-    })
+        )
+    own = unique_topology_settings(settings, run_id, session_dir / "fault-uploads").model_copy(
+        update={
+            "redis_url": private_redis.url,
+            "rabbitmq_url": SecretStr(private_rabbit.url),
+            "sensor_interval_s": 1,
+            # Progress after every 1,000 rows: a run is caught mid-file.
+            "scoring_chunk_rows": 1000,
+            "broker_confirm_timeout_s": 2.0,
+            "redis_timeout_s": 1.0,
+            "upload_abandoned_after_s": ABANDONED_AFTER_S,
+        }
+    )
     home = session_dir / "fault-dagster-home"
     home.mkdir(exist_ok=True)
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")  # run retries and monitoring as shipped

@@ -23,7 +23,14 @@ from aimq_serving.uploads.status import utc_now
 from aimq_serving.uploads.storage import UploadStorage
 from tests.faults.conftest import ABANDONED_AFTER_S, FaultPlatform
 from tests.helpers.faults import (
-    assert_scored_once, csv_bytes, incoming, runs_of, status_store, stored_ids, wait_queue_drained, wait_until,
+    assert_scored_once,
+    csv_bytes,
+    incoming,
+    runs_of,
+    status_store,
+    stored_ids,
+    wait_queue_drained,
+    wait_until,
     withdrawn,
 )
 
@@ -70,15 +77,21 @@ class Clients:
         boundary = uuid.uuid4().hex
 
         def body() -> Iterator[bytes]:
-            yield (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"slow.csv\"\r\n"
-                   "Content-Type: text/csv\r\n\r\n").encode()
+            yield (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="slow.csv"\r\n'
+                "Content-Type: text/csv\r\n\r\n"
+            ).encode()
             yield content[: len(content) // 2]
             self.killed.wait(120)
-            yield content[len(content) // 2:] + f"\r\n--{boundary}--\r\n".encode()
+            yield content[len(content) // 2 :] + f"\r\n--{boundary}--\r\n".encode()
 
         try:
-            response = httpx.post(f"{api_url}/upload", content=body(), timeout=150,
-                                  headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+            response = httpx.post(
+                f"{api_url}/upload",
+                content=body(),
+                timeout=150,
+                headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+            )
         except httpx.TransportError as exc:
             with self.lock:
                 self.cut_off.append(repr(exc))
@@ -111,8 +124,13 @@ def test_api_killed_during_uploads_leaves_no_orphans(fault_platform: FaultPlatfo
         thread.start()
     try:
         # The half-sent body is the one the receiver has flushed part of (the others are tiny).
-        wait_until(lambda: len(clients.accepted) >= 4 and any(_size(p) >= HALF_SENT_BYTES for p in incoming(fp)),
-                   "uploads, one of them half sent", 60, fp, interval_s=0.02)
+        wait_until(
+            lambda: len(clients.accepted) >= 4 and any(_size(p) >= HALF_SENT_BYTES for p in incoming(fp)),
+            "uploads, one of them half sent",
+            60,
+            fp,
+            interval_s=0.02,
+        )
         kill_api(fp)
     finally:
         clients.killed.set()
@@ -143,7 +161,12 @@ def test_api_killed_during_uploads_leaves_no_orphans(fault_platform: FaultPlatfo
         assert_scored_once(fp, upload_id, ROWS)
     queued = {upload_id for r in fp.instance.get_runs() for upload_id in uploads_of(r)}
     for upload_id in queued - new - before:
-        wait_until(lambda: all(r.is_finished for r in runs_of(fp, upload_id)), f"the run of {upload_id}", 120, fp)
+        wait_until(
+            lambda upload_id=upload_id: all(r.is_finished for r in runs_of(fp, upload_id)),
+            f"the run of {upload_id}",
+            120,
+            fp,
+        )
         assert withdrawn(fp, upload_id), upload_id
 
 
@@ -155,8 +178,13 @@ def _queue_message(fp: FaultPlatform, content: bytes, *, keep_body: bool) -> str
     if keep_body:
         storage.incoming_path(upload_id).write_bytes(content)
     message = UploadMessage(
-        upload_id=upload_id, stored_path=storage.relative_input(upload_id, "csv"), format="csv",
-        sha256=hashlib.sha256(content).hexdigest(), size=len(content), original_name="left.csv", created_at=utc_now(),
+        upload_id=upload_id,
+        stored_path=storage.relative_input(upload_id, "csv"),
+        format="csv",
+        sha256=hashlib.sha256(content).hexdigest(),
+        size=len(content),
+        original_name="left.csv",
+        created_at=utc_now(),
     )
     publisher = UploadPublisher(fp.rabbit.url, Topology.from_settings(fp.settings))
     try:

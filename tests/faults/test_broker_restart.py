@@ -14,7 +14,14 @@ import pytest
 
 from tests.faults.conftest import FaultPlatform
 from tests.helpers.faults import (
-    assert_scored_once, csv_bytes, incoming, runs_of, stored_ids, wait_queue_drained, wait_until, withdrawn,
+    assert_scored_once,
+    csv_bytes,
+    incoming,
+    runs_of,
+    stored_ids,
+    wait_queue_drained,
+    wait_until,
+    withdrawn,
 )
 
 pytestmark = pytest.mark.slow
@@ -73,8 +80,13 @@ def test_broker_restart_during_a_burst_loses_and_duplicates_nothing(fault_platfo
     wait_until(lambda: len(burst.accepted) >= 3, "the first uploads to be accepted", 60, fp, interval_s=0.01)
     fp.rabbit.kill(signal.SIGKILL)  # a crash, in the middle of the burst
     try:
-        wait_until(lambda: len(burst.refused) >= CLIENTS, "uploads to be refused while the broker is down", 60, fp,
-                   interval_s=0.05)
+        wait_until(
+            lambda: len(burst.refused) >= CLIENTS,
+            "uploads to be refused while the broker is down",
+            60,
+            fp,
+            interval_s=0.05,
+        )
     finally:
         fp.rabbit.start()
     for thread in threads:
@@ -98,5 +110,10 @@ def test_broker_restart_during_a_burst_loses_and_duplicates_nothing(fault_platfo
     stray = {r.tags["aimq/upload_id"] for r in fp.instance.get_runs() if "aimq/upload_id" in r.tags}
     stray -= set(burst.accepted) | before
     for upload_id in stray:
-        wait_until(lambda: all(r.is_finished for r in runs_of(fp, upload_id)), f"the run of {upload_id}", 120, fp)
+        wait_until(
+            lambda upload_id=upload_id: all(r.is_finished for r in runs_of(fp, upload_id)),
+            f"the run of {upload_id}",
+            120,
+            fp,
+        )
         assert withdrawn(fp, upload_id), upload_id

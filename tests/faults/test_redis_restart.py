@@ -68,8 +68,12 @@ def test_redis_restart_while_serving_and_scoring(fault_platform: FaultPlatform) 
         assert http.get(f"/uploads/{upload_id}").status_code == 503
         # The run scores on (progress is informative), then cannot record its result: the attempt
         # fails and the op's retry policy schedules another.
-        wait_until(lambda: bool(_step_events(fp, run_id, dg.DagsterEventType.STEP_UP_FOR_RETRY)),
-                   "the op to be up for retry", timeout_s=120, fp=fp)
+        wait_until(
+            lambda: bool(_step_events(fp, run_id, dg.DagsterEventType.STEP_UP_FOR_RETRY)),
+            "the op to be up for retry",
+            timeout_s=120,
+            fp=fp,
+        )
     finally:
         fp.redis.start()  # the same data directory: everything written before the kill is back
 

@@ -15,7 +15,13 @@ import pytest
 from aimq_pipelines.uploads.sensors import WILL_RETRY_TAG
 from tests.faults.conftest import FaultPlatform
 from tests.helpers.faults import (
-    PARENT_RUN_TAG, assert_scored_once, process_group, retry_wait_s, run_pid, runs_of, status_store,
+    PARENT_RUN_TAG,
+    assert_scored_once,
+    process_group,
+    retry_wait_s,
+    run_pid,
+    runs_of,
+    status_store,
     upload_and_catch_mid_file,
 )
 

@@ -19,7 +19,9 @@ from tests.helpers.serving import clear_prefix, copy_models
 
 
 @pytest.fixture(scope="session")
-def api_settings(trained_store: ModelStore, settings: AimqSettings, redis_client: redis.Redis) -> Iterator[AimqSettings]:
+def api_settings(
+    trained_store: ModelStore, settings: AimqSettings, redis_client: redis.Redis
+) -> Iterator[AimqSettings]:
     """Settings over a copy of the pipeline's models: API tests may promote or rate-limit there
     without disturbing the other tests' store."""
     prefix = f"{settings.redis_prefix}-api"

@@ -25,11 +25,15 @@ def busy_cpus() -> Iterator[list[int]]:
     hogs: list[subprocess.Popen] = []
     try:
         for core in sorted(os.sched_getaffinity(0)):
-            hogs.append(subprocess.Popen(
-                [sys.executable, "-c", _SPIN],
-                preexec_fn=lambda core=core: os.sched_setaffinity(0, {core}),
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            ))
+            hogs.append(
+                subprocess.Popen(
+                    [sys.executable, "-c", _SPIN],
+                    preexec_fn=lambda core=core: os.sched_setaffinity(0, {core}),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
         yield [h.pid for h in hogs]
     finally:
         for hog in hogs:

@@ -99,7 +99,9 @@ def with_cell(row: list[Any], column: str, value: Any) -> list[Any]:
     return out
 
 
-def xlsx_via_xlsxwriter(header: Sequence[str], rows: Sequence[Sequence[Any]], setup: Callable[[Any, Any], None] | None = None) -> bytes:
+def xlsx_via_xlsxwriter(
+    header: Sequence[str], rows: Sequence[Sequence[Any]], setup: Callable[[Any, Any], None] | None = None
+) -> bytes:
     buf = io.BytesIO()
     book = xlsxwriter.Workbook(buf, {"in_memory": True})
     sheet = book.add_worksheet()
@@ -124,7 +126,10 @@ class Raw:
 def sheet_xml(rows: Sequence[Sequence[Any]], *, prolog: str = "", before: str = "", after: str = "") -> bytes:
     """A worksheet with inline strings and numbers; ``prolog`` goes before the root element,
     ``before``/``after`` inside it around ``sheetData``."""
-    out = [f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>{prolog}<worksheet xmlns="{MAIN_NS}">{before}<sheetData>']
+    out = [
+        f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>{prolog}'
+        f'<worksheet xmlns="{MAIN_NS}">{before}<sheetData>'
+    ]
     for r, row in enumerate(rows, start=1):
         cells = []
         for c, value in enumerate(row):
@@ -141,20 +146,24 @@ def sheet_xml(rows: Sequence[Sequence[Any]], *, prolog: str = "", before: str = 
 
 
 _CONTENT_TYPES = (
-    '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
-    '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
-    '<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
-    '<Default Extension="xml" ContentType="application/xml"/>'
-    '<Override PartName="/xl/workbook.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/>'
-    '<Override PartName="/xl/worksheets/sheet1.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/>'
-    "</Types>"
-).encode()
+    b'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+    b'<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
+    b'<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
+    b'<Default Extension="xml" ContentType="application/xml"/>'
+    b'<Override PartName="/xl/workbook.xml" '
+    b'ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/>'
+    b'<Override PartName="/xl/worksheets/sheet1.xml" '
+    b'ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/>'
+    b"</Types>"
+)
 _ROOT_RELS = (
-    '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
-    '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
-    '<Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" Target="xl/workbook.xml"/>'
-    "</Relationships>"
-).encode()
+    b'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+    b'<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
+    b'<Relationship Id="rId1" '
+    b'Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" '
+    b'Target="xl/workbook.xml"/>'
+    b"</Relationships>"
+)
 _WORKBOOK = (
     '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>{prolog}'
     f'<workbook xmlns="{MAIN_NS}" xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships">'
@@ -162,11 +171,13 @@ _WORKBOOK = (
 )
 _SHEET_ENTRY = '<sheet name="Sheet1" sheetId="1" r:id="rId1"/>'
 _WORKBOOK_RELS = (
-    '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
-    '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
-    '<Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/worksheet" Target="worksheets/sheet1.xml"/>'
-    "</Relationships>"
-).encode()
+    b'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+    b'<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
+    b'<Relationship Id="rId1" '
+    b'Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/worksheet" '
+    b'Target="worksheets/sheet1.xml"/>'
+    b"</Relationships>"
+)
 
 
 def raw_xlsx_members(sheet: bytes, *, workbook_prolog: str = "", sheets: str = _SHEET_ENTRY) -> dict[str, bytes]:
@@ -213,7 +224,9 @@ def deflate_repeated(prefix: bytes, chunk: bytes, count: int, suffix: bytes) -> 
     return Deflated(head + one * count + tail, crc, len(prefix) + len(chunk) * count + len(suffix))
 
 
-def zip_with_deflated(members: dict[str, bytes], name: str, member: Deflated, declared_size: int | None = None) -> bytes:
+def zip_with_deflated(
+    members: dict[str, bytes], name: str, member: Deflated, declared_size: int | None = None
+) -> bytes:
     """A zip of ``members`` plus ``name`` holding the pre-deflated ``member``, written by hand
     (zipfile cannot take compressed bytes); ``declared_size`` lets the directory lie."""
     size = member.size if declared_size is None else declared_size
@@ -225,7 +238,10 @@ def zip_with_deflated(members: dict[str, bytes], name: str, member: Deflated, de
     out.truncate()
     local = struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 8, 0, 0, member.crc, len(member.data), size, len(name), 0)
     out.write(local + name.encode() + member.data)
-    directory = b"".join(_central(i.filename.encode(), i.compress_type, i.CRC, i.compress_size, i.file_size, i.header_offset) for i in infos)
+    directory = b"".join(
+        _central(i.filename.encode(), i.compress_type, i.CRC, i.compress_size, i.file_size, i.header_offset)
+        for i in infos
+    )
     directory += _central(name.encode(), 8, member.crc, len(member.data), size, offset)
     start = out.tell()
     out.write(directory)
@@ -234,9 +250,29 @@ def zip_with_deflated(members: dict[str, bytes], name: str, member: Deflated, de
 
 
 def _central(name: bytes, method: int, crc: int, csize: int, size: int, offset: int) -> bytes:
-    return struct.pack(
-        "<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, method, 0, 0, crc, csize, size, len(name), 0, 0, 0, 0, 0, offset
-    ) + name
+    return (
+        struct.pack(
+            "<IHHHHHHIIIHHHHHII",
+            0x02014B50,
+            20,
+            20,
+            0,
+            method,
+            0,
+            0,
+            crc,
+            csize,
+            size,
+            len(name),
+            0,
+            0,
+            0,
+            0,
+            0,
+            offset,
+        )
+        + name
+    )
 
 
 def header_only_sheet() -> bytes:
@@ -245,7 +281,10 @@ def header_only_sheet() -> bytes:
 
 def shared_strings_bomb(declared_size: int | None = None) -> bytes:
     bomb = deflate_repeated(
-        f'<?xml version="1.0" encoding="UTF-8"?><sst xmlns="{MAIN_NS}">'.encode(), b" " * (1 << 20), BOMB_BYTES >> 20, b"</sst>"
+        f'<?xml version="1.0" encoding="UTF-8"?><sst xmlns="{MAIN_NS}">'.encode(),
+        b" " * (1 << 20),
+        BOMB_BYTES >> 20,
+        b"</sst>",
     )
     return zip_with_deflated(raw_xlsx_members(header_only_sheet()), "xl/sharedStrings.xml", bomb, declared_size)
 
@@ -253,8 +292,12 @@ def shared_strings_bomb(declared_size: int | None = None) -> bytes:
 def sheet_bomb() -> bytes:
     members = raw_xlsx_members(b"")
     del members["xl/worksheets/sheet1.xml"]
-    bomb = deflate_repeated(f'<?xml version="1.0"?><worksheet xmlns="{MAIN_NS}">'.encode(), b" " * (1 << 20), BOMB_BYTES >> 20,
-                            b"<sheetData/></worksheet>")
+    bomb = deflate_repeated(
+        f'<?xml version="1.0"?><worksheet xmlns="{MAIN_NS}">'.encode(),
+        b" " * (1 << 20),
+        BOMB_BYTES >> 20,
+        b"<sheetData/></worksheet>",
+    )
     return zip_with_deflated(members, "xl/worksheets/sheet1.xml", bomb)
 
 
@@ -268,13 +311,17 @@ BILLION_LAUGHS = (
 def entity_bomb_shared_strings() -> bytes:
     members = raw_xlsx_members(sheet_xml([list(schema.INPUT_COLUMNS), [Raw('<c r="{ref}" t="s"><v>0</v></c>')]]))
     members["xl/sharedStrings.xml"] = (
-        f'<?xml version="1.0"?>{BILLION_LAUGHS}<sst xmlns="{MAIN_NS}" count="1" uniqueCount="1"><si><t>&lol9;</t></si></sst>'
+        f'<?xml version="1.0"?>{BILLION_LAUGHS}'
+        f'<sst xmlns="{MAIN_NS}" count="1" uniqueCount="1"><si><t>&lol9;</t></si></sst>'
     ).encode()
     return zip_bytes(members)
 
 
 def entity_bomb_sheet() -> bytes:
-    rows = [list(schema.INPUT_COLUMNS), with_cell(good_row(), "color", Raw('<c r="{ref}" t="inlineStr"><is><t>&lol9;</t></is></c>'))]
+    rows = [
+        list(schema.INPUT_COLUMNS),
+        with_cell(good_row(), "color", Raw('<c r="{ref}" t="inlineStr"><is><t>&lol9;</t></is></c>')),
+    ]
     return raw_xlsx(sheet_xml(rows, prolog=BILLION_LAUGHS))
 
 
@@ -302,7 +349,9 @@ def random_text(n: int, seed: int = 0) -> str:
     return base64.b64encode(random.Random(seed).randbytes(n))[:n].decode()
 
 
-def csv_bytes(rows: Sequence[Sequence[Any]], delimiter: str = ",", newline: str = "\n", encoding: str = "utf-8") -> bytes:
+def csv_bytes(
+    rows: Sequence[Sequence[Any]], delimiter: str = ",", newline: str = "\n", encoding: str = "utf-8"
+) -> bytes:
     lines = [delimiter.join(_csv_cell(v, delimiter) for v in row) for row in rows]
     return (newline.join(lines) + newline).encode(encoding)
 
@@ -335,7 +384,14 @@ def _wrong_types() -> bytes:
         sheet.write_number(7, HEADER.index("model_group"), 1)  # row 8
 
     rows = _rows(8)
-    for r, column in ((1, "kilometers"), (2, "age_in_months"), (3, "fuel_type"), (4, "model"), (5, "kilometers"), (6, "model_group")):
+    for r, column in (
+        (1, "kilometers"),
+        (2, "age_in_months"),
+        (3, "fuel_type"),
+        (4, "model"),
+        (5, "kilometers"),
+        (6, "model_group"),
+    ):
         rows[r] = with_cell(rows[r], column, None)
     return xlsx_via_xlsxwriter(HEADER, rows, setup)
 
@@ -368,7 +424,9 @@ def _merged_cells() -> bytes:
         sheet.merge_range(1, 0, 4, 0, rows[0][0])  # model_group of rows 2-5 merged into one cell
 
     rows = [r for r in _rows(4) if r[0] == _rows(1)[0][0]][:1] * 4
-    return xlsx_via_xlsxwriter(HEADER, [with_cell(r, "model_group", None) if i else r for i, r in enumerate(rows)], setup)
+    return xlsx_via_xlsxwriter(
+        HEADER, [with_cell(r, "model_group", None) if i else r for i, r in enumerate(rows)], setup
+    )
 
 
 def _huge_strings_xlsx() -> bytes:
@@ -449,77 +507,204 @@ CASES: tuple[Case, ...] = (
     # -- refused at upload (the API reads the bytes and the zip directory, nothing more) --
     Case("png-named-xlsx", "listings.xlsx", _png, Refused(415, "PNG image")),
     Case("utf16-without-bom", "listings.csv", _utf16_no_bom, Refused(415, "UTF-16")),
-    Case("truncated-xlsx", "listings.xlsx", lambda: (SAMPLES / "100_rows.xlsx").read_bytes()[:5000], Refused(422, "zip structure is damaged")),
+    Case(
+        "truncated-xlsx",
+        "listings.xlsx",
+        lambda: (SAMPLES / "100_rows.xlsx").read_bytes()[:5000],
+        Refused(422, "zip structure is damaged"),
+    ),
     Case("encrypted-xlsx", "listings.xlsx", encrypted_xlsx, Refused(415, "encrypted with a password")),
     Case("zip-entries-encrypted", "listings.xlsx", zip_entries_encrypted, Refused(415, "zip entries are encrypted")),
     Case("zip-bomb-shared-strings", "bomb.xlsx", shared_strings_bomb, Refused(422, "refused as a zip bomb")),
     Case("zip-bomb-sheet", "bomb.xlsx", sheet_bomb, Refused(422, "refused as a zip bomb")),
     Case("lzma-compressed-entries", "listings.xlsx", _lzma_entries, Refused(422, "compression method 14")),
     # -- accepted, then the run fails with the reason --
-    Case("zip-bomb-lying-sizes", "bomb.xlsx", lambda: shared_strings_bomb(declared_size=1 << 20), Failed("damaged (xl/sharedStrings.xml: Bad CRC-32")),
-    Case("entity-bomb-shared-strings", "laughs.xlsx", entity_bomb_shared_strings, Failed("xl/sharedStrings.xml declares an XML document type")),
-    Case("entity-bomb-sheet", "laughs.xlsx", entity_bomb_sheet, Failed("xl/worksheets/sheet1.xml declares an XML document type")),
-    Case("entity-bomb-workbook", "laughs.xlsx", lambda: raw_xlsx(header_only_sheet(), workbook_prolog=BILLION_LAUGHS),
-         Failed("xl/workbook.xml declares an XML document type")),
+    Case(
+        "zip-bomb-lying-sizes",
+        "bomb.xlsx",
+        lambda: shared_strings_bomb(declared_size=1 << 20),
+        Failed("damaged (xl/sharedStrings.xml: Bad CRC-32"),
+    ),
+    Case(
+        "entity-bomb-shared-strings",
+        "laughs.xlsx",
+        entity_bomb_shared_strings,
+        Failed("xl/sharedStrings.xml declares an XML document type"),
+    ),
+    Case(
+        "entity-bomb-sheet",
+        "laughs.xlsx",
+        entity_bomb_sheet,
+        Failed("xl/worksheets/sheet1.xml declares an XML document type"),
+    ),
+    Case(
+        "entity-bomb-workbook",
+        "laughs.xlsx",
+        lambda: raw_xlsx(header_only_sheet(), workbook_prolog=BILLION_LAUGHS),
+        Failed("xl/workbook.xml declares an XML document type"),
+    ),
     Case("prose-named-csv", "listings.csv", _prose, Failed("the header line has no column separator")),
-    Case("damaged-sheet-xml", "listings.xlsx", _damaged_sheet, Failed("damaged: its XML ends in the middle of the data")),
+    Case(
+        "damaged-sheet-xml", "listings.xlsx", _damaged_sheet, Failed("damaged: its XML ends in the middle of the data")
+    ),
     Case("workbook-without-sheets", "listings.xlsx", _no_worksheet, Failed("the workbook has no readable worksheet")),
-    Case("empty-workbook", "listings.xlsx", lambda: xlsx_via_xlsxwriter([], []), Failed("the file is empty: no header row")),
-    Case("missing-columns", "listings.xlsx", lambda: xlsx_via_xlsxwriter(HEADER[:2], [r[:2] for r in _rows(3)]),
-         Failed("missing column(s): kilometers, fuel_type")),
-    Case("more-rows-than-the-maximum", "listings.xlsx", lambda: (SAMPLES / "100_rows.xlsx").read_bytes(),
-         Failed("more than 50 data rows (the limit per upload)"), max_rows=50),
-    Case("row-larger-than-the-limit", "listings.xlsx", _huge_row_xlsx, Failed("the row after sheet row 3 is larger than 1 MiB")),
-    Case("csv-pipe-delimited", "listings.csv", lambda: csv_bytes([HEADER, *_rows(2)], delimiter="|"), Failed("no column separator")),
-    Case("csv-ragged-row", "listings.csv", lambda: csv_bytes([HEADER, *_rows(2)]) + b"A,180\n" + csv_bytes(_rows(1)),
-         Failed("row 4 has 2 fields where the header has 12")),
-    Case("csv-latin1-after-the-sniffed-head", "listings.csv", _late_latin1, Failed("line 1502 has a byte that is not UTF-8")),
-    Case("csv-line-longer-than-a-block", "listings.csv", lambda: csv_bytes([HEADER, *_rows(1), with_cell(_rows(2)[1], "color", random_text(3 << 20))]),
-         Failed("row 3 is longer than")),
+    Case(
+        "empty-workbook",
+        "listings.xlsx",
+        lambda: xlsx_via_xlsxwriter([], []),
+        Failed("the file is empty: no header row"),
+    ),
+    Case(
+        "missing-columns",
+        "listings.xlsx",
+        lambda: xlsx_via_xlsxwriter(HEADER[:2], [r[:2] for r in _rows(3)]),
+        Failed("missing column(s): kilometers, fuel_type"),
+    ),
+    Case(
+        "more-rows-than-the-maximum",
+        "listings.xlsx",
+        lambda: (SAMPLES / "100_rows.xlsx").read_bytes(),
+        Failed("more than 50 data rows (the limit per upload)"),
+        max_rows=50,
+    ),
+    Case(
+        "row-larger-than-the-limit",
+        "listings.xlsx",
+        _huge_row_xlsx,
+        Failed("the row after sheet row 3 is larger than 1 MiB"),
+    ),
+    Case(
+        "csv-pipe-delimited",
+        "listings.csv",
+        lambda: csv_bytes([HEADER, *_rows(2)], delimiter="|"),
+        Failed("no column separator"),
+    ),
+    Case(
+        "csv-ragged-row",
+        "listings.csv",
+        lambda: csv_bytes([HEADER, *_rows(2)]) + b"A,180\n" + csv_bytes(_rows(1)),
+        Failed("row 4 has 2 fields where the header has 12"),
+    ),
+    Case(
+        "csv-latin1-after-the-sniffed-head",
+        "listings.csv",
+        _late_latin1,
+        Failed("line 1502 has a byte that is not UTF-8"),
+    ),
+    Case(
+        "csv-line-longer-than-a-block",
+        "listings.csv",
+        lambda: csv_bytes([HEADER, *_rows(1), with_cell(_rows(2)[1], "color", random_text(3 << 20))]),
+        Failed("row 3 is longer than"),
+    ),
     # -- scored; these rows rejected with these reasons --
     Case("header-only-xlsx", "listings.xlsx", lambda: xlsx_via_xlsxwriter(HEADER, []), Scored(0)),
     Case("header-only-csv-without-line-break", "listings.csv", lambda: ",".join(HEADER).encode(), Scored(0)),
     Case("renamed-duplicate-and-extra-columns", "listings.xlsx", _renamed_and_extra_columns, Scored(5)),
     Case("sheet-protection-without-encryption", "listings.xlsx", _protected_sheet, Scored(3)),
-    Case("wrong-types", "listings.xlsx", _wrong_types, Scored(8, {
-        3: ("kilometers: 'TRUE' is not a number",),
-        4: ("age_in_months: '2024-01-31 00:00:00' is not a number",),
-        5: ("fuel_type: unknown value '5' (allowed: ",),
-        6: ("model: unknown value 'V8' (allowed: ",),
-        7: ("kilometers: '1.5' must be a whole number",),
-        8: ("model_group: unknown value '1' (allowed: A, B, C)",),
-    })),
-    Case("date-column-in-a-number-field", "listings.xlsx", _date_column, Scored(2, {
-        2: ("age_in_months: '2024-01-01 00:00:00' is not a number",),
-        3: ("age_in_months: '2024-02-01 00:00:00' is not a number",),
-    })),
-    Case("unknown-categories", "listings.xlsx", _unknown_categories, Scored(5, {
-        3: ("fuel_type: unknown value 'Steam' (allowed: ",),
-        5: ("model_group: unknown value 'Z' (allowed: A, B, C)",),
-    })),
-    Case("formulas", "listings.xlsx", _formulas, Scored(4, {
-        4: ("kilometers: value is missing",),
-        5: ("kilometers: '#DIV/0!' is not a number",),  # an error value is quoted as the sheet shows it
-    })),
-    Case("merged-cells", "listings.xlsx", _merged_cells, Scored(4, {
-        3: ("model_group: value is missing",),
-        4: ("model_group: value is missing",),
-        5: ("model_group: value is missing",),
-    })),
-    Case("huge-strings", "listings.xlsx", _huge_strings_xlsx, Scored(4, {
-        3: ("notes: text of 40,000 characters; a cell holds at most 32,767",),
-        4: ("color: text of 100,000 characters", "color: unknown value '", "…"),
-    })),
-    Case("csv-semicolon-bom-crlf", "listings.csv",
-         lambda: b"\xef\xbb\xbf" + csv_bytes([HEADER, *_rows(3)], delimiter=";", newline="\r\n"), Scored(3)),
+    Case(
+        "wrong-types",
+        "listings.xlsx",
+        _wrong_types,
+        Scored(
+            8,
+            {
+                3: ("kilometers: 'TRUE' is not a number",),
+                4: ("age_in_months: '2024-01-31 00:00:00' is not a number",),
+                5: ("fuel_type: unknown value '5' (allowed: ",),
+                6: ("model: unknown value 'V8' (allowed: ",),
+                7: ("kilometers: '1.5' must be a whole number",),
+                8: ("model_group: unknown value '1' (allowed: A, B, C)",),
+            },
+        ),
+    ),
+    Case(
+        "date-column-in-a-number-field",
+        "listings.xlsx",
+        _date_column,
+        Scored(
+            2,
+            {
+                2: ("age_in_months: '2024-01-01 00:00:00' is not a number",),
+                3: ("age_in_months: '2024-02-01 00:00:00' is not a number",),
+            },
+        ),
+    ),
+    Case(
+        "unknown-categories",
+        "listings.xlsx",
+        _unknown_categories,
+        Scored(
+            5,
+            {
+                3: ("fuel_type: unknown value 'Steam' (allowed: ",),
+                5: ("model_group: unknown value 'Z' (allowed: A, B, C)",),
+            },
+        ),
+    ),
+    Case(
+        "formulas",
+        "listings.xlsx",
+        _formulas,
+        Scored(
+            4,
+            {
+                4: ("kilometers: value is missing",),
+                5: ("kilometers: '#DIV/0!' is not a number",),  # an error value is quoted as the sheet shows it
+            },
+        ),
+    ),
+    Case(
+        "merged-cells",
+        "listings.xlsx",
+        _merged_cells,
+        Scored(
+            4,
+            {
+                3: ("model_group: value is missing",),
+                4: ("model_group: value is missing",),
+                5: ("model_group: value is missing",),
+            },
+        ),
+    ),
+    Case(
+        "huge-strings",
+        "listings.xlsx",
+        _huge_strings_xlsx,
+        Scored(
+            4,
+            {
+                3: ("notes: text of 40,000 characters; a cell holds at most 32,767",),
+                4: ("color: text of 100,000 characters", "color: unknown value '", "…"),
+            },
+        ),
+    ),
+    Case(
+        "csv-semicolon-bom-crlf",
+        "listings.csv",
+        lambda: b"\xef\xbb\xbf" + csv_bytes([HEADER, *_rows(3)], delimiter=";", newline="\r\n"),
+        Scored(3),
+    ),
     Case("csv-tab-delimited", "listings.csv", lambda: csv_bytes([HEADER, *_rows(3)], delimiter="\t"), Scored(3)),
     Case("csv-old-mac-line-ends", "listings.csv", _cr_only, Scored(3)),
-    Case("csv-blank-lines-keep-row-numbers", "listings.csv", _blank_lines_csv, Scored(4, {7: ("fuel_type: unknown value 'Steam'",)})),
-    Case("csv-nul-in-a-cell-past-the-sniffed-head", "listings.csv",
-         lambda: csv_bytes([HEADER, *_rows(100) * 15]) + csv_bytes([with_cell(_rows(3)[2], "kilometers", "5\x0000")]),
-         Scored(1501, {1502: ("kilometers: '5\\x0000' is not a number",)})),
-    Case("csv-nul-in-the-head", "listings.csv", lambda: csv_bytes([HEADER, with_cell(_rows(1)[0], "kilometers", "5\x0000")]),
-         Refused(415, "binary file")),
+    Case(
+        "csv-blank-lines-keep-row-numbers",
+        "listings.csv",
+        _blank_lines_csv,
+        Scored(4, {7: ("fuel_type: unknown value 'Steam'",)}),
+    ),
+    Case(
+        "csv-nul-in-a-cell-past-the-sniffed-head",
+        "listings.csv",
+        lambda: csv_bytes([HEADER, *_rows(100) * 15]) + csv_bytes([with_cell(_rows(3)[2], "kilometers", "5\x0000")]),
+        Scored(1501, {1502: ("kilometers: '5\\x0000' is not a number",)}),
+    ),
+    Case(
+        "csv-nul-in-the-head",
+        "listings.csv",
+        lambda: csv_bytes([HEADER, with_cell(_rows(1)[0], "kilometers", "5\x0000")]),
+        Refused(415, "binary file"),
+    ),
 )
 
 BY_ID = {case.id: case for case in CASES}

@@ -120,12 +120,11 @@ def copy_k8s_with_secrets(destination: Path) -> Path:
     target = destination / "k8s"
     shutil.copytree(K8S, target, ignore=shutil.ignore_patterns("secrets.env", "api-keys"))
     secrets = filled(read_env_file(LOCAL_SECRETS_EXAMPLE))
-    (target / "overlays" / "local" / "secrets.env").write_text(
-        "".join(f"{k}={v}\n" for k, v in secrets.items())
-    )
+    (target / "overlays" / "local" / "secrets.env").write_text("".join(f"{k}={v}\n" for k, v in secrets.items()))
     # Each "name:" line of the template with its key filled in.
-    keys = [line + FILLED_SECRET if line.endswith(":") else line
-            for line in LOCAL_API_KEYS_EXAMPLE.read_text().splitlines()]
+    keys = [
+        line + FILLED_SECRET if line.endswith(":") else line for line in LOCAL_API_KEYS_EXAMPLE.read_text().splitlines()
+    ]
     (target / "overlays" / "local" / "api-keys").write_text("\n".join(keys) + "\n")
     return target
 

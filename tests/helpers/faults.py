@@ -28,8 +28,13 @@ SCORING_ALLOWANCE_S = 240.0
 _PID = re.compile(r"Started process for run \(pid: (\d+)\)")
 
 
-def wait_until(check: Callable[[], bool], what: str, timeout_s: float = 120.0, fp: FaultPlatform | None = None,
-               interval_s: float = 0.2) -> None:
+def wait_until(
+    check: Callable[[], bool],
+    what: str,
+    timeout_s: float = 120.0,
+    fp: FaultPlatform | None = None,
+    interval_s: float = 0.2,
+) -> None:
     deadline = time.monotonic() + timeout_s
     while not check():
         if fp is not None:

@@ -89,10 +89,20 @@ class Platform:
 
     def start_api(self) -> None:
         port = int(self.api_url.rsplit(":", 1)[1])
-        api = self.start("api", [
-            str(BIN / "uvicorn"), "--factory", "aimq_serving.api.app:create_app",
-            "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
-        ])
+        api = self.start(
+            "api",
+            [
+                str(BIN / "uvicorn"),
+                "--factory",
+                "aimq_serving.api.app:create_app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
+        )
         self.wait_http(api, f"{self.api_url}/health")
 
     def start_daemon(self) -> None:
@@ -100,9 +110,18 @@ class Platform:
 
     def start_webserver(self) -> None:
         port = int(self.dagster_url.rsplit(":", 1)[1])
-        web = self.start("dagster-webserver", [
-            str(BIN / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port),
-        ])
+        web = self.start(
+            "dagster-webserver",
+            [
+                str(BIN / "dagster-webserver"),
+                "-w",
+                "workspace.yaml",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+            ],
+        )
         self.wait_http(web, f"{self.dagster_url}/server_info")
 
     def check_alive(self) -> None:

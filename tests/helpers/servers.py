@@ -61,7 +61,11 @@ class _Process:
     def start(self) -> None:
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
-                self.command(), cwd=self.dir, env=self.env(), stdout=out, stderr=subprocess.STDOUT,
+                self.command(),
+                cwd=self.dir,
+                env=self.env(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -114,8 +118,21 @@ class RedisServer(_Process):
         if binary is None:
             raise ServerError("redis-server is not installed (scripts/ensure-services.sh --install)")
         return [
-            binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-            "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--daemonize", "no",
+            binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.dir),
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--daemonize",
+            "no",
         ]
 
     def ready(self) -> bool:
@@ -197,8 +214,25 @@ class RedisAIServer(RedisServer):
 
     def command(self) -> list[str]:
         return [
-            str(self.home / "redis-6.2.5" / "bin" / "redis-server"), "--port", str(self.port), "--bind", "127.0.0.1",
-            "--dir", str(self.dir), "--save", "", "--appendonly", "no", "--daemonize", "no",
-            "--loadmodule", str(self.home / "redisai" / "redisai.so"),
-            "BACKENDSPATH", str(self.home / "redisai" / "backends"), "INTRA_OP_PARALLELISM", "1", "INTER_OP_PARALLELISM", "1",
+            str(self.home / "redis-6.2.5" / "bin" / "redis-server"),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.dir),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--loadmodule",
+            str(self.home / "redisai" / "redisai.so"),
+            "BACKENDSPATH",
+            str(self.home / "redisai" / "backends"),
+            "INTRA_OP_PARALLELISM",
+            "1",
+            "INTER_OP_PARALLELISM",
+            "1",
         ]

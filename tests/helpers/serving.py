@@ -24,8 +24,9 @@ from tests.helpers.platform import settings_env
 REPO = Path(__file__).resolve().parents[2]
 
 
-def copy_models(client: redis.Redis, source_prefix: str, target_prefix: str, *,
-                target: redis.Redis | None = None) -> list[str]:
+def copy_models(
+    client: redis.Redis, source_prefix: str, target_prefix: str, *, target: redis.Redis | None = None
+) -> list[str]:
     """Copy every model-store key byte for byte (DUMP/RESTORE) to another prefix, or to another
     server (``target``); the copied keys. Signatures cover group, version and artifacts, not the
     prefix, so the copies verify: a test can promote or break them without touching the session's
@@ -40,7 +41,7 @@ def copy_models(client: redis.Redis, source_prefix: str, target_prefix: str, *,
     for key in client.scan_iter(match=f"{source_prefix}:models:*", count=500):
         if skip_ai and client.type(key) == b"AI__MODEL":
             continue
-        copied.append(target_prefix + key.decode()[len(source_prefix):])
+        copied.append(target_prefix + key.decode()[len(source_prefix) :])
         (target or client).restore(copied[-1], 0, client.dump(key), replace=True)
     return sorted(copied)
 
@@ -62,8 +63,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def uvicorn_server(env: Mapping[str, str], workers: int = 2, ready_timeout_s: float = 90.0,
-                   log_path: Path | None = None, deployed: bool = False, cwd: Path = REPO) -> Iterator[str]:
+def uvicorn_server(
+    env: Mapping[str, str],
+    workers: int = 2,
+    ready_timeout_s: float = 90.0,
+    log_path: Path | None = None,
+    deployed: bool = False,
+    cwd: Path = REPO,
+) -> Iterator[str]:
     """A real server (``python -m aimq_serving.api --workers N``: uvicorn, and with several workers
     Prometheus' multiprocess directory) on a free port; yields its URL once /ready answers 200, stops
     it and its workers afterwards. Its output goes to ``log_path`` when given (kept), else to a
@@ -80,19 +87,30 @@ def uvicorn_server(env: Mapping[str, str], workers: int = 2, ready_timeout_s: fl
     port = free_port()
     if log_path is not None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
-    with (open(log_path, "w+b") if log_path is not None else tempfile.TemporaryFile()) as log, \
-            tempfile.TemporaryDirectory(prefix="aimq-metrics-") as metrics_dir:
+    with (
+        open(log_path, "w+b") if log_path is not None else tempfile.TemporaryFile() as log,
+        tempfile.TemporaryDirectory(prefix="aimq-metrics-") as metrics_dir,
+    ):
         full_env = {**os.environ, **env, "AIMQ_API_HOST": "127.0.0.1", "AIMQ_API_PORT": str(port)}
         full_env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         if not deployed:
             cmd = [sys.executable, "-m", "aimq_serving.api", "--workers", str(workers)]
         else:
-            cmd = [str(Path(sys.executable).parent / "uvicorn"), "--factory", "aimq_serving.api.app:create_app",
-                   "--host", "127.0.0.1", "--port", str(port)]
+            cmd = [
+                str(Path(sys.executable).parent / "uvicorn"),
+                "--factory",
+                "aimq_serving.api.app:create_app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ]
             if workers > 1:
                 cmd += ["--workers", str(workers)]
                 full_env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-        proc = subprocess.Popen(cmd, env=full_env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, env=full_env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         url = f"http://127.0.0.1:{port}"
         try:
             _wait_ready(proc, url, ready_timeout_s, log)
@@ -122,7 +140,9 @@ def _wait_ready(proc: subprocess.Popen, url: str, timeout_s: float, log) -> None
             last = str(exc)
         time.sleep(0.2)
     log.seek(0)
-    raise RuntimeError(f"uvicorn at {url} not ready after {timeout_s} s ({last}):\n{log.read().decode(errors='replace')}")
+    raise RuntimeError(
+        f"uvicorn at {url} not ready after {timeout_s} s ({last}):\n{log.read().decode(errors='replace')}"
+    )
 
 
 def _stop(proc: subprocess.Popen) -> bool:
@@ -148,5 +168,7 @@ def distinct_records(sample_records: list[dict[str, Any]], n: int) -> list[dict[
     out = []
     for i in range(n):
         base = sample_records[i % len(sample_records)]
-        out.append({**base, "kilometers": base["kilometers"] + 997 * i, "age_in_months": (base["age_in_months"] + 7 * i) % 240})
+        out.append(
+            {**base, "kilometers": base["kilometers"] + 997 * i, "age_in_months": (base["age_in_months"] + 7 * i) % 240}
+        )
     return out

@@ -14,7 +14,6 @@ from aimq_serving.api.app import create_app
 from aimq_serving.model_store import ModelStore
 from aimq_serving.settings import AimqSettings
 
-
 _NUMBERS = {"model", *schema.NUMERIC_BY_NAME}
 
 

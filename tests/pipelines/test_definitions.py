@@ -20,7 +20,11 @@ def test_dagster_definitions_validate(dagster_home: Path) -> None:
     cli = Path(sys.executable).with_name("dagster")
     proc = subprocess.run(
         [str(cli), "definitions", "validate", "-w", str(REPO / "workspace.yaml")],
-        cwd=REPO, capture_output=True, text=True, timeout=180, env={**os.environ, "DAGSTER_HOME": str(dagster_home)},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "DAGSTER_HOME": str(dagster_home)},
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Validation successful for code location aimq" in proc.stdout + proc.stderr
@@ -40,8 +44,11 @@ def test_quality_checks_are_blocking() -> None:
     specs = [graph.get_check_spec(key) for key in graph.asset_check_keys]
     checks = {(*spec.asset_key.path, spec.name): spec for spec in specs}
     for group in schema.MODEL_GROUPS:
-        for asset, name in (("training_data", "schema_and_size"), ("trained_model", "holdout_quality"),
-                            ("onnx_model", "matches_sklearn")):
+        for asset, name in (
+            ("training_data", "schema_and_size"),
+            ("trained_model", "holdout_quality"),
+            ("onnx_model", "matches_sklearn"),
+        ):
             assert checks[(group, asset, name)].blocking
 
 

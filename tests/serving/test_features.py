@@ -61,7 +61,9 @@ def test_numbers_written_as_text_are_accepted() -> None:
     frame = pd.read_excel(SAMPLES / "1_row.xlsx", keep_default_na=False).astype(str)
     matrix, valid, errors = SPEC.encode_frame(frame)
     assert valid.all() and errors == []
-    np.testing.assert_array_equal(matrix, SPEC.encode_frame(pd.read_excel(SAMPLES / "1_row.xlsx", keep_default_na=False))[0])
+    np.testing.assert_array_equal(
+        matrix, SPEC.encode_frame(pd.read_excel(SAMPLES / "1_row.xlsx", keep_default_na=False))[0]
+    )
 
 
 def test_encode_record_rejects_unknown_values_with_allowed_list() -> None:

@@ -6,8 +6,8 @@ import uuid
 
 import redis
 
-from aimq_serving.model_store import ModelStore
 from aimq_serving.loaded_models import ModelCache
+from aimq_serving.model_store import ModelStore
 
 
 def test_a_version_number_reused_after_redis_lost_its_data_loads_the_new_model(
@@ -18,6 +18,7 @@ def test_a_version_number_reused_after_redis_lost_its_data_loads_the_new_model(
     source = trained_store.get("A")
     store = ModelStore(redis_client, f"aimqtest-cache-{uuid.uuid4().hex[:8]}", trained_store._key, 3)
     try:
+
         def put(metrics: dict) -> int:
             version = store.put("A", source.onnx, source.load_sklearn(), source.spec, metrics, {}, use_redisai=False)
             store.promote("A", version)

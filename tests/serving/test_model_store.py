@@ -118,7 +118,9 @@ def test_tampered_version_is_refused(fresh_store: ModelStore, field: str) -> Non
 
 @pytest.mark.parametrize("field", ["pickle", "onnx", "spec"])
 def test_a_refused_version_is_logged_once_naming_group_version_and_artifact(
-    fresh_store: ModelStore, field: str, caplog: pytest.LogCaptureFixture,
+    fresh_store: ModelStore,
+    field: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     fresh_store.promote("A", _put(fresh_store))
     fresh_store.client.hset(f"{fresh_store.prefix}:models:A:v:1", field, b"changed")
@@ -135,8 +137,9 @@ def test_a_refused_version_is_logged_once_naming_group_version_and_artifact(
     assert (record.model_group, record.model_version, record.changed_artifacts) == ("A", 1, [field])
 
 
-def test_a_changed_signature_or_another_key_is_logged_as_such(fresh_store: ModelStore,
-                                                              caplog: pytest.LogCaptureFixture) -> None:
+def test_a_changed_signature_or_another_key_is_logged_as_such(
+    fresh_store: ModelStore, caplog: pytest.LogCaptureFixture
+) -> None:
     fresh_store.promote("A", _put(fresh_store))
     other = ModelStore(fresh_store.client, fresh_store.prefix, b"another-key", 3)
     with caplog.at_level("ERROR", logger="aimq_serving.model_store"), pytest.raises(TamperedModel) as refused:

@@ -19,8 +19,8 @@ from aimq_pipelines.models.onnx_export import export_onnx
 from aimq_pipelines.models.synthetic import generate_listings
 from aimq_pipelines.models.training import TrainedModel, spec_from_data, train
 from aimq_serving import redisai
-from aimq_serving.model_store import ModelStore
 from aimq_serving.loaded_models import LoadedModel, ModelCache
+from aimq_serving.model_store import ModelStore
 from aimq_serving.settings import AimqSettings
 from tests.conftest import SAMPLES
 
@@ -92,7 +92,9 @@ def test_promotion_and_rollback_switch_the_ai_model_and_pruning_deletes_its_key(
     other_frame = generate_listings("A", 5_000, seed=5)
     other = train(other_frame, spec_from_data(other_frame), max_iter=20)
     first = _put(ai_store, trained)
-    second = ai_store.put("A", export_onnx(other.model, len(other.spec.columns)), other.model, other.spec, other.metrics, {})
+    second = ai_store.put(
+        "A", export_onnx(other.model, len(other.spec.columns)), other.model, other.spec, other.metrics, {}
+    )
     cache = ModelCache(ai_store, redisai=True)
     matrix, _, _ = trained.spec.encode_frame(generate_listings("A", 20, seed=3))
 
@@ -154,7 +156,14 @@ def test_redisai_on_a_database_other_than_0_is_refused(trained: TrainedModel) ->
         assert not store.info("A", version).redisai
         assert not store.client.exists(store.redisai_key("A", version))
         with pytest.raises(redisai.WrongDatabase, match="database 0"):
-            store.put("A", export_onnx(trained.model, len(trained.spec.columns)), trained.model, trained.spec,
-                      trained.metrics, {}, use_redisai=True)
+            store.put(
+                "A",
+                export_onnx(trained.model, len(trained.spec.columns)),
+                trained.model,
+                trained.spec,
+                trained.metrics,
+                {},
+                use_redisai=True,
+            )
     finally:
         store.clear()

@@ -7,8 +7,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from aimq_tabular.csv_reader import CsvFormatError, iter_csv_batches, sniff_header
 from aimq_serving.api.intake.receive import clean_name
+from aimq_tabular.csv_reader import CsvFormatError, iter_csv_batches, sniff_header
 from aimq_tabular.sniff import HEAD_BYTES, UnsupportedType, detect
 
 
@@ -20,9 +20,7 @@ def read(path: Path, **kwargs) -> pa.Table:
 def test_delimiter_bom_quotes_and_multiline_cells(tmp_path: Path, delimiter: str) -> None:
     path = tmp_path / "x.csv"
     d = delimiter
-    path.write_bytes(
-        f'\ufeffa{d}b{d}a{d}\n1{d}"two{d} lines\nhere"{d}x{d}\n007{d}{d}""{d}z\n'.encode()
-    )
+    path.write_bytes(f'\ufeffa{d}b{d}a{d}\n1{d}"two{d} lines\nhere"{d}x{d}\n007{d}{d}""{d}z\n'.encode())
     table = read(path)
     assert table.column_names == ["a", "b", "a_1", "column_4"]
     assert table.column("a").to_pylist() == ["1", "007"]  # text, exactly as written

@@ -44,17 +44,29 @@ needs_soffice = pytest.mark.skipif(
 # The kept (non-model) columns of the round-trip workbook, one per case of the issue.
 EXTRA = ["asking", "when", "time_of_day", "duration", "text", "flag"]
 ASKING = [15000, "n/a", 17250.5, "N/A", "NA", "None", "null", "#N/A", "ask", 9000, "nan", "15000"]  # cases 1, 2
-WHEN = [dt.datetime(1900, 1, 15), dt.datetime(1900, 2, 28), dt.datetime(1900, 3, 1), dt.datetime(2024, 5, 1, 13, 45, 7)]  # 3
-TEXT = ["a\r\nb", "_x0041_", "x\x07y", "=1+1", "-5", "c\rd", "  spaced  ", "=HYPERLINK(\"http://x\")", "@SUM(A1)"]  # 5
+WHEN = [
+    dt.datetime(1900, 1, 15),
+    dt.datetime(1900, 2, 28),
+    dt.datetime(1900, 3, 1),
+    dt.datetime(2024, 5, 1, 13, 45, 7),
+]  # 3
+TEXT = ["a\r\nb", "_x0041_", "x\x07y", "=1+1", "-5", "c\rd", "  spaced  ", '=HYPERLINK("http://x")', "@SUM(A1)"]  # 5
 
 
 def _rows() -> list[list[Any]]:
     rows = []
     for i in range(12):
-        rows.append([
-            ASKING[i], WHEN[i % 4], dt.time(13, 45) if i % 3 else dt.time(0, 0, 1),
-            dt.timedelta(seconds=90 * (i + 1)), TEXT[i % len(TEXT)], i % 2 == 0, *good_row(i),
-        ])
+        rows.append(
+            [
+                ASKING[i],
+                WHEN[i % 4],
+                dt.time(13, 45) if i % 3 else dt.time(0, 0, 1),
+                dt.timedelta(seconds=90 * (i + 1)),
+                TEXT[i % len(TEXT)],
+                i % 2 == 0,
+                *good_row(i),
+            ]
+        )
     return rows
 
 
@@ -101,9 +113,19 @@ def soffice_resave(path: Path, out_dir: Path) -> Path:
     assert SOFFICE is not None
     out_dir.mkdir(parents=True, exist_ok=True)
     subprocess.run(
-        [SOFFICE, "--headless", f"-env:UserInstallation=file://{out_dir}/profile", "--convert-to", "xlsx",
-         "--outdir", str(out_dir), str(path)],
-        check=True, capture_output=True, timeout=180,
+        [
+            SOFFICE,
+            "--headless",
+            f"-env:UserInstallation=file://{out_dir}/profile",
+            "--convert-to",
+            "xlsx",
+            "--outdir",
+            str(out_dir),
+            str(path),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=180,
     )
     return out_dir / f"{path.stem}.xlsx"
 
@@ -150,7 +172,10 @@ def upload(client: TestClient, uploads_settings: AimqSettings, instance: dg.Dags
         assert response.status_code == 202, response.text
         [message] = queued(uploads_settings)
         score_upload_job.execute_in_process(
-            run_config=run_config(message), tags=run_tags(message), instance=instance, resources=resources,
+            run_config=run_config(message),
+            tags=run_tags(message),
+            instance=instance,
+            resources=resources,
             raise_on_error=False,
         )
         status = client.get(f"/uploads/{message.upload_id}").json()
@@ -270,7 +295,7 @@ def _csv(rows: list[list[Any]]) -> bytes:
 def test_csv_cells_come_back_and_formulas_are_neutralised(upload, tmp_path: Path) -> None:
     """Case 6 (N/A, null, NA in a kept text column) and CSV injection; line numbers with a
     multi-line cell above the bad row."""
-    kept = ["N/A", "null", "NA", "=1+1", "-5", "+3.5", "@SUM(A1)", "=HYPERLINK(\"http://x\",\"y\")", "two\nlines", ""]
+    kept = ["N/A", "null", "NA", "=1+1", "-5", "+3.5", "@SUM(A1)", '=HYPERLINK("http://x","y")', "two\nlines", ""]
     rows = [["note", *schema.INPUT_COLUMNS]] + [[k, *good_row(i)] for i, k in enumerate(kept)]
     rows.append(["bad", *with_cell(good_row(0), "kilometers", "n/a")])  # line 13: row 11 + 1 line break above
     source = tmp_path / "listings.csv"
@@ -279,7 +304,7 @@ def test_csv_cells_come_back_and_formulas_are_neutralised(upload, tmp_path: Path
     result = list(csv.DictReader(io.StringIO(result_file(status, tmp_path, ".csv").read_text())))
     notes = [r["note"] for r in result]
     assert notes[:3] == ["N/A", "null", "NA"]  # no text taken for a missing value
-    assert notes[3:10] == ["'=1+1", "-5", "+3.5", "'@SUM(A1)", "'=HYPERLINK(\"http://x\",\"y\")", "two\nlines", ""]
+    assert notes[3:10] == ["'=1+1", "-5", "+3.5", "'@SUM(A1)", '\'=HYPERLINK("http://x","y")', "two\nlines", ""]
     assert status["header_row"] == 1 and status["data_sheet"] is None
     assert status["rows_rejected"] == 1
     rejected = list(csv.DictReader(io.StringIO(status["rejected"].decode())))
@@ -302,8 +327,8 @@ def test_libreoffice_opens_the_csv_result_as_text(upload, tmp_path: Path) -> Non
 # --- the scoring function alone: parts of a few rows ---------------------------------------------
 @pytest.fixture(scope="module")
 def pinned(trained_store: ModelStore):
-    from aimq_serving.loaded_models import ModelCache
     from aimq_pipelines.uploads.scoring import PinnedModels
+    from aimq_serving.loaded_models import ModelCache
 
     return PinnedModels.from_cache(ModelCache(trained_store))
 
@@ -320,8 +345,16 @@ def test_a_text_cell_in_a_later_part_changes_no_other_cell(pinned, tmp_path: Pat
     source = tmp_path / "listings.xlsx"
     xlsxwriter_book(source, rows)
     result_path, rejected_path = tmp_path / "result.xlsx", tmp_path / "rejected.csv"
-    result = score_file(source, "xlsx", result_path=result_path, rejected_path=rejected_path, models=pinned,
-                        max_rows=1000, chunk_rows=40, work_dir=tmp_path)
+    result = score_file(
+        source,
+        "xlsx",
+        result_path=result_path,
+        rejected_path=rejected_path,
+        models=pinned,
+        max_rows=1000,
+        chunk_rows=40,
+        work_dir=tmp_path,
+    )
     assert (result.rows_total, result.rows_rejected, result.header_row) == (120, 0, 1)
     asking = [r["asking"] for r in cells(result_path, "predictions")]
     assert asking == [r[0] for r in rows]

@@ -22,8 +22,14 @@ if TYPE_CHECKING:
 SCREENSHOTS = REPO / "test-output" / "ui"
 # No GPU, no sandbox (root in CI), and nothing that reaches out to the internet.
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 # Generous: on 2 shared cores the Dagster UI's first render and a run's start take a while.
 TIMEOUT_MS = 60_000

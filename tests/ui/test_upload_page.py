@@ -46,7 +46,9 @@ def test_upload_the_sample_file_watch_it_and_download_the_result(scored_page: Pa
     assert page.locator("#job-state").inner_text() == "succeeded", page.locator("#upload-error").inner_text()
     assert page.locator("#job-name").inner_text() == "100_rows.xlsx"
     assert page.locator("#job-count").inner_text() == "100 / 100 rows"
-    details = dict(zip(page.locator("#job-details dt").all_inner_texts(), page.locator("#job-details dd").all_inner_texts()))
+    details = dict(
+        zip(page.locator("#job-details dt").all_inner_texts(), page.locator("#job-details dd").all_inner_texts())
+    )
     assert details["Rows scored"] == "100" and details["Rows rejected"] == "0"
     assert re.fullmatch(r"A v\d+, B v\d+, C v\d+", details["Model versions"])
     assert page.locator("#rejected").is_hidden()
@@ -70,7 +72,9 @@ def test_upload_the_sample_file_watch_it_and_download_the_result(scored_page: Pa
 
 
 @pytest.mark.slow
-def test_the_run_link_opens_the_scoring_run_with_its_upload_tags(dagster_ui: str, scored_page: Page, browser: Browser) -> None:
+def test_the_run_link_opens_the_scoring_run_with_its_upload_tags(
+    dagster_ui: str, scored_page: Page, browser: Browser
+) -> None:
     upload_id = scored_page.locator("#job-details dd code").inner_text()
     link = scored_page.get_by_role("link", name=re.compile(r"^[0-9a-f]{8}$"))
     run_url = link.get_attribute("href")
@@ -136,13 +140,24 @@ def test_a_refused_file_shows_the_api_error(platform: Platform, page: Page) -> N
 def test_predict_form_prices_a_record_and_shows_field_errors(platform: Platform, page: Page) -> None:
     open_page(page, platform.api_url)
     record = {
-        "model_group": "A", "model": 180, "kilometers": 1000, "fuel_type": "Diesel", "gear_type": "Manual",
-        "vehicle_type": "Sedan Car", "age_in_months": 10, "color": "Black", "line": "Sportline",
-        "doors": "4 to 5", "seats": "1 to 3", "climate": "Air Conditioning",
+        "model_group": "A",
+        "model": 180,
+        "kilometers": 1000,
+        "fuel_type": "Diesel",
+        "gear_type": "Manual",
+        "vehicle_type": "Sedan Car",
+        "age_in_months": 10,
+        "color": "Black",
+        "line": "Sportline",
+        "doors": "4 to 5",
+        "seats": "1 to 3",
+        "climate": "Air Conditioning",
     }
     page.get_by_label("model_group", exact=True).select_option(label="C")
     page.get_by_label("kilometers", exact=True).fill("25000")
-    expected = httpx.post(f"{platform.api_url}/predict/onnx", json={**record, "model_group": "C", "kilometers": 25000}).json()
+    expected = httpx.post(
+        f"{platform.api_url}/predict/onnx", json={**record, "model_group": "C", "kilometers": 25000}
+    ).json()
     page.get_by_role("button", name="Predict").click()
     page.locator("#predicted-price").wait_for()
     shown = page.locator("#predicted-price").inner_text()

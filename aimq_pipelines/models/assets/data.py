@@ -4,9 +4,9 @@ from collections.abc import Iterator
 
 import dagster as dg
 
+from aimq_pipelines.models.groups import group_name
 from aimq_pipelines.models.resources import TrainingDataSource
 from aimq_pipelines.models.training import frame_hash, validate_training_frame
-from aimq_pipelines.models.groups import group_name
 
 MIN_ROWS = 1_000
 MAX_REJECTED_FRACTION = 0.05
@@ -53,7 +53,9 @@ def build_training_data(group: str) -> list[dg.AssetsDefinition]:
             check_name="schema_and_size",
             passed=passed,
             metadata={"rows": len(checked.frame), "rejected_fraction": round(rejected_fraction, 4)},
-            description=None if passed else (
+            description=None
+            if passed
+            else (
                 f"{len(checked.frame)} valid rows (need {MIN_ROWS}), {rejected_fraction:.1%} rejected "
                 f"(allowed {MAX_REJECTED_FRACTION:.0%})"
             ),

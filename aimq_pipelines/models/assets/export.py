@@ -3,10 +3,10 @@
 import dagster as dg
 import numpy as np
 
+from aimq_pipelines.models.groups import group_name
 from aimq_pipelines.models.onnx_export import DEPLOYED_REDISAI, MAX_ML_OPSET, MAX_OPSET, export_onnx, opsets
 from aimq_pipelines.models.training import TrainedModel
 from aimq_serving.loaded_models import onnx_session
-from aimq_pipelines.models.groups import group_name
 
 # Tree ensembles in ONNX Runtime sum leaf values in float32, sklearn in float64: on prices of about
 # 1e6 the sums differ by a few currency units, which is large *relative* to a near-worthless car.
@@ -40,7 +40,10 @@ def build_onnx_model(group: str) -> list:
         key=[group, "onnx_model"],
         ins={"trained_model": dg.AssetIn([group, "trained_model"])},
         group_name=group_name(group),
-        description=f"skl2onnx export, ai.onnx opset <= {MAX_OPSET} and ai.onnx.ml <= {MAX_ML_OPSET}: what {DEPLOYED_REDISAI} runs.",
+        description=(
+            f"skl2onnx export, ai.onnx opset <= {MAX_OPSET} and ai.onnx.ml <= {MAX_ML_OPSET}: "
+            f"what {DEPLOYED_REDISAI} runs."
+        ),
         kinds={"onnx"},
     )
     def onnx_model(trained_model: TrainedModel) -> dg.Output[bytes]:
@@ -55,7 +58,10 @@ def build_onnx_model(group: str) -> list:
         name="matches_sklearn",
         blocking=True,
         additional_ins={"trained_model": dg.AssetIn([group, "trained_model"])},
-        description=f"ONNX and sklearn agree on every holdout row within rtol {RTOL:g} (+ atol {ATOL_OF_MEAN_PRICE:g} x mean price).",
+        description=(
+            f"ONNX and sklearn agree on every holdout row within rtol {RTOL:g} "
+            f"(+ atol {ATOL_OF_MEAN_PRICE:g} x mean price)."
+        ),
     )
     def matches_sklearn(onnx_model: bytes, trained_model: TrainedModel) -> dg.AssetCheckResult:
         try:
@@ -66,7 +72,9 @@ def build_onnx_model(group: str) -> list:
         return dg.AssetCheckResult(
             passed=passed,
             metadata=parity,
-            description=None if passed else (
+            description=None
+            if passed
+            else (
                 f"{parity['rows_outside_tolerance']} of {parity['rows']} holdout rows differ by more than "
                 f"rtol {RTOL:g} + atol {parity['atol']:.3g} (max abs error {parity['max_abs_error']:.4g})"
             ),

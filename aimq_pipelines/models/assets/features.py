@@ -3,9 +3,9 @@
 import dagster as dg
 import pandas as pd
 
+from aimq_pipelines.models.groups import group_name
 from aimq_pipelines.models.training import spec_from_data
 from aimq_serving.features import FeatureSpec
-from aimq_pipelines.models.groups import group_name
 
 
 def build_feature_spec(group: str) -> dg.AssetsDefinition:

@@ -4,10 +4,10 @@ from importlib.metadata import version as package_version
 
 import dagster as dg
 
+from aimq_pipelines.models.groups import group_name
 from aimq_pipelines.models.resources import ModelStoreResource
 from aimq_pipelines.models.training import TrainedModel
 from aimq_serving import redisai
-from aimq_pipelines.models.groups import group_name
 
 
 def build_served_model(group: str) -> dg.AssetsDefinition:
@@ -21,10 +21,15 @@ def build_served_model(group: str) -> dg.AssetsDefinition:
         group_name=group_name(group),
         description="Writes ONNX, signed pickle, spec, metrics and lineage as a new version, then promotes it.",
         kinds={"redis"},
-        retry_policy=dg.RetryPolicy(max_retries=3, delay=1, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS),
+        retry_policy=dg.RetryPolicy(
+            max_retries=3, delay=1, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+        ),
     )
     def served_model(
-        context: dg.AssetExecutionContext, model_store: ModelStoreResource, onnx_model: bytes, trained_model: TrainedModel
+        context: dg.AssetExecutionContext,
+        model_store: ModelStoreResource,
+        onnx_model: bytes,
+        trained_model: TrainedModel,
     ) -> dg.Output[dict]:
         store = model_store.store()
         data_event = context.instance.get_latest_materialization_event(dg.AssetKey([group, "training_data"]))
@@ -38,7 +43,9 @@ def build_served_model(group: str) -> dg.AssetsDefinition:
             "estimator": type(trained_model.model).__name__,
         }
         try:
-            version = store.put(group, onnx_model, trained_model.model, trained_model.spec, trained_model.metrics, lineage)
+            version = store.put(
+                group, onnx_model, trained_model.model, trained_model.spec, trained_model.metrics, lineage
+            )
         except (redisai.ModelRefused, redisai.WrongDatabase) as exc:
             # Not transient: storing the same model again is refused again, so no retry. Nothing was
             # written and nothing promoted: the current version stays served.

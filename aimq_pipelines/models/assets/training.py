@@ -6,9 +6,9 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from aimq_pipelines.models.groups import group_name
 from aimq_pipelines.models.training import TrainedModel, png_markdown, predicted_vs_actual_png, train
 from aimq_serving.features import FeatureSpec
-from aimq_pipelines.models.groups import group_name
 
 MIN_R2 = 0.8
 MAX_MAPE = 0.25
@@ -44,7 +44,10 @@ def build_trained_model(group: str) -> list[dg.AssetsDefinition]:
         ],
     )
     def trained_model(
-        context: dg.AssetExecutionContext, config: TrainingConfig, training_data: pd.DataFrame, feature_spec: FeatureSpec
+        context: dg.AssetExecutionContext,
+        config: TrainingConfig,
+        training_data: pd.DataFrame,
+        feature_spec: FeatureSpec,
     ) -> Iterator:
         result = train(
             training_data,
@@ -56,7 +59,9 @@ def build_trained_model(group: str) -> list[dg.AssetsDefinition]:
             seed=config.seed,
         )
         m = result.metrics
-        context.log.info(f"group {group}: R2 {m['r2']:.4f}, MAE {m['mae']:.0f}, MAPE {m['mape']:.2%} in {m['fit_seconds']} s")
+        context.log.info(
+            f"group {group}: R2 {m['r2']:.4f}, MAE {m['mae']:.0f}, MAPE {m['mape']:.2%} in {m['fit_seconds']} s"
+        )
         plot = predicted_vs_actual_png(
             result.holdout_y, result.model.predict(result.holdout_x), f"Group {group}: holdout, R2 {m['r2']:.3f}"
         )
@@ -78,7 +83,9 @@ def build_trained_model(group: str) -> list[dg.AssetsDefinition]:
             check_name="holdout_quality",
             passed=passed,
             metadata={"r2": m["r2"], "mape": m["mape"]},
-            description=None if passed else f"R2 {m['r2']:.3f} (min {MIN_R2}), MAPE {m['mape']:.1%} (max {MAX_MAPE:.0%})",
+            description=None
+            if passed
+            else f"R2 {m['r2']:.3f} (min {MIN_R2}), MAPE {m['mape']:.1%} (max {MAX_MAPE:.0%})",
         )
 
     return [trained_model]

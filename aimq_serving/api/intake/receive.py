@@ -19,8 +19,8 @@ from typing import IO, Any
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from aimq_tabular import sniff
 from aimq_serving.uploads.storage import Format
+from aimq_tabular import sniff
 
 FIELD = "file"
 # Multipart framing around the file: boundaries, part headers, other small fields.
@@ -54,7 +54,8 @@ def boundary_of(content_type: str | None) -> bytes:
     kind, params = parse_options_header(content_type or "")
     if kind != b"multipart/form-data" or not params.get(b"boundary"):
         raise UploadRejected(
-            415, f"send the file as multipart/form-data with a field named {FIELD!r} (got Content-Type {content_type!r})"
+            415,
+            f"send the file as multipart/form-data with a field named {FIELD!r} (got Content-Type {content_type!r})",
         )
     return params[b"boundary"]
 
@@ -68,9 +69,7 @@ def clean_name(raw: str) -> str:
     return name[:_NAME_MAX]
 
 
-async def receive(
-    chunks: AsyncIterator[bytes], content_type: str | None, target: Path, max_bytes: int
-) -> ReceivedFile:
+async def receive(chunks: AsyncIterator[bytes], content_type: str | None, target: Path, max_bytes: int) -> ReceivedFile:
     """Write the ``file`` field of a multipart body to ``target``; raise UploadRejected if unfit.
 
     On any rejection ``target`` is removed: nothing of a refused upload stays on disk.
@@ -82,7 +81,8 @@ async def receive(
             parser.write(chunk)
             if receiver.too_large:
                 raise UploadRejected(
-                    413, f"the file is larger than the limit of {max_bytes:,} bytes (AIMQ_MAX_UPLOAD_BYTES)",
+                    413,
+                    f"the file is larger than the limit of {max_bytes:,} bytes (AIMQ_MAX_UPLOAD_BYTES)",
                     limit_bytes=max_bytes,
                 )
         parser.finalize()
@@ -180,7 +180,9 @@ class _Receiver:
             fmt = sniff.identify(self.target, bytes(self._head))
         except sniff.UnsupportedType as exc:
             self.discard()
-            raise UploadRejected(415, f"unsupported file type: {exc}. Upload an xlsx workbook or a UTF-8 CSV file") from exc
+            raise UploadRejected(
+                415, f"unsupported file type: {exc}. Upload an xlsx workbook or a UTF-8 CSV file"
+            ) from exc
         except sniff.DamagedFile as exc:
             self.discard()
             raise UploadRejected(422, str(exc)) from exc

@@ -10,9 +10,9 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
+from aimq_serving.api.intake.receive import FRAMING_ALLOWANCE, receive
 from aimq_serving.uploads.broker import BrokerUnavailable, UploadPublisher
 from aimq_serving.uploads.messages import UploadMessage
-from aimq_serving.api.intake.receive import FRAMING_ALLOWANCE, receive
 from aimq_serving.uploads.status import StatusUnavailable, UploadStatusStore, utc_now
 from aimq_serving.uploads.storage import UploadStorage, new_upload_id
 
@@ -33,7 +33,7 @@ class UploadServices:
     dagster_ui_url: str
 
     @classmethod
-    def from_settings(cls, settings: Any) -> "UploadServices":
+    def from_settings(cls, settings: Any) -> UploadServices:
         # Nothing connects here: the API starts (and serves predictions) while the broker is down.
         return cls(
             storage=UploadStorage(settings.resolved_upload_dir),
@@ -82,7 +82,7 @@ class UploadServices:
             # The publisher bounds its own wait (heartbeat, blocked-connection timeout); this is
             # the request's hard limit on top, so a client never hangs on a silent broker.
             await asyncio.wait_for(run_in_threadpool(self.publisher.publish, message), self.confirm_timeout_s * 2)
-        except (BrokerUnavailable, asyncio.TimeoutError) as exc:
+        except (TimeoutError, BrokerUnavailable) as exc:
             await run_in_threadpool(self.storage.delete, upload_id)
             reason = str(exc) or "the message broker did not confirm in time"
             log.warning("upload %s not queued, file removed: %s", upload_id, reason)

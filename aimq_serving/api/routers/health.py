@@ -12,8 +12,8 @@ from pydantic import BaseModel
 from aimq_serving import schema
 from aimq_serving.api import deps
 from aimq_serving.api.services import Services
-from aimq_serving.model_store import ModelStoreError
 from aimq_serving.loaded_models import LoadedModel
+from aimq_serving.model_store import ModelStoreError
 
 router = APIRouter(tags=["health"])
 
@@ -84,12 +84,16 @@ def ready(services: Services = Depends(deps.services)) -> JSONResponse:
 def _redisai_problem(services: Services, model: LoadedModel) -> str | None:
     """Why /predict/onnx cannot run ``model`` in RedisAI now, if it cannot."""
     if not model.info.redisai:
-        return (f"version {model.version} is not stored in RedisAI (the Redis server has no ai module, "
-                "or the Redis URL is not on database 0)")
+        return (
+            f"version {model.version} is not stored in RedisAI (the Redis server has no ai module, "
+            "or the Redis URL is not on database 0)"
+        )
     try:
         if services.store.redisai_model_exists(model.group, model.version):
             return None
     except ModelStoreError as exc:
         return str(exc)
-    return (f"RedisAI has no model for version {model.version} (restarted without persistence?); "
-            "the API stores it again from the signed record within a few seconds")
+    return (
+        f"RedisAI has no model for version {model.version} (restarted without persistence?); "
+        "the API stores it again from the signed record within a few seconds"
+    )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends
@@ -54,7 +54,7 @@ def list_models(services: Services = Depends(deps.services)) -> ModelsResponse:
         versions = [
             Version(
                 **{k: v for k, v in info.as_dict().items() if k not in ("group", "created_at")},
-                created_at=datetime.fromtimestamp(info.created_at, tz=timezone.utc),
+                created_at=datetime.fromtimestamp(info.created_at, tz=UTC),
             )
             for info in infos
         ]

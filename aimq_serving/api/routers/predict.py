@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Union
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -12,17 +12,23 @@ from starlette.requests import ClientDisconnect
 
 from aimq_serving import schema
 from aimq_serving.api import deps, payloads
-from aimq_serving.api.predictor import Route
 from aimq_serving.api.payloads import ErrorBody, Prediction
+from aimq_serving.api.predictor import Route
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "unknown model group"},
     413: {"description": "request body over AIMQ_MAX_BODY_BYTES"},
-    422: {"model": ErrorBody, "description": "a field is missing, extra, of the wrong type, out of range, or a "
-          "category the group's model does not know (`allowed` lists the values it does)"},
+    422: {
+        "model": ErrorBody,
+        "description": "a field is missing, extra, of the wrong type, out of range, or a "
+        "category the group's model does not know (`allowed` lists the values it does)",
+    },
     429: {"model": ErrorBody, "description": "rate limit exceeded; see Retry-After"},
-    503: {"model": ErrorBody, "description": "no model for the group yet, Redis unreachable, or (/predict/pickle) "
-          "the scikit-learn queue is full (AIMQ_PICKLE_QUEUE_ROWS); see Retry-After"},
+    503: {
+        "model": ErrorBody,
+        "description": "no model for the group yet, Redis unreachable, or (/predict/pickle) "
+        "the scikit-learn queue is full (AIMQ_PICKLE_QUEUE_ROWS); see Retry-After",
+    },
 }
 _DESCRIPTION = (
     "Send one record (a JSON object with the 12 fields of the sample files) for one prediction, or a "
@@ -57,7 +63,7 @@ async def _body(request: Request) -> bytes:
 def build_router(max_batch_size: int) -> APIRouter:
     router = APIRouter(tags=["predict"])
     common: dict[str, Any] = {
-        "response_model": Union[Prediction, list[Prediction]],
+        "response_model": Prediction | list[Prediction],
         "responses": _ERRORS,
         "openapi_extra": payloads.request_body_openapi(max_batch_size),
         "description": _DESCRIPTION.format(max_batch=max_batch_size),
@@ -73,10 +79,18 @@ def build_router(max_batch_size: int) -> APIRouter:
         batch = isinstance(parsed, list)
         records = parsed if batch else (parsed,)
         if len(records) > max_batch_size:
-            raise RequestValidationError([{
-                "loc": (), "type": "too_long",
-                "msg": f"a batch holds at most {max_batch_size} records, this one has {len(records)} (AIMQ_MAX_BATCH_SIZE)",
-            }])
+            raise RequestValidationError(
+                [
+                    {
+                        "loc": (),
+                        "type": "too_long",
+                        "msg": (
+                            f"a batch holds at most {max_batch_size} records, this one has {len(records)} "
+                            "(AIMQ_MAX_BATCH_SIZE)"
+                        ),
+                    }
+                ]
+            )
         predictor = await deps.predictor(request)
         results = await predictor.predict(records, route, batch)
         if not batch:
@@ -85,7 +99,9 @@ def build_router(max_batch_size: int) -> APIRouter:
         rows = [{"predicted_price": p, "model_group": g, "model_version": v} for p, g, v in results]
         return Response(json.dumps(rows).encode(), media_type="application/json")
 
-    @router.post("/predict/onnx", summary="Predict with the ONNX model (ONNX Runtime, or RedisAI if configured)", **common)
+    @router.post(
+        "/predict/onnx", summary="Predict with the ONNX model (ONNX Runtime, or RedisAI if configured)", **common
+    )
     async def predict_onnx(request: Request) -> Response:
         return await predict(request, "onnx")
 

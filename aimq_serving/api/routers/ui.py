@@ -52,15 +52,30 @@ def form_fields() -> list[dict[str, Any]]:
     fields: list[dict[str, Any]] = []
     for name in schema.INPUT_COLUMNS:
         if name == schema.GROUP_FIELD:
-            fields.append({"name": name, "kind": "choice", "values": list(schema.MODEL_GROUPS),
-                           "description": "model group: which model prices the car"})
+            fields.append(
+                {
+                    "name": name,
+                    "kind": "choice",
+                    "values": list(schema.MODEL_GROUPS),
+                    "description": "model group: which model prices the car",
+                }
+            )
         elif name in schema.CATEGORICAL_BY_NAME:
             spec = schema.CATEGORICAL_BY_NAME[name]
-            fields.append({"name": name, "kind": "choice", "values": list(spec.values), "description": spec.description})
+            fields.append(
+                {"name": name, "kind": "choice", "values": list(spec.values), "description": spec.description}
+            )
         else:
             num = schema.NUMERIC_BY_NAME[name]
-            fields.append({"name": name, "kind": "integer", "minimum": num.minimum, "maximum": num.maximum,
-                           "description": num.description})
+            fields.append(
+                {
+                    "name": name,
+                    "kind": "integer",
+                    "minimum": num.minimum,
+                    "maximum": num.maximum,
+                    "description": num.description,
+                }
+            )
     return fields
 
 

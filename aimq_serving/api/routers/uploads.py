@@ -84,8 +84,11 @@ def _unavailable(exc: Exception) -> JSONResponse:
             "required": True,
             "content": {
                 "multipart/form-data": {
-                    "schema": {"type": "object", "required": [FIELD],
-                               "properties": {FIELD: {"type": "string", "format": "binary"}}}
+                    "schema": {
+                        "type": "object",
+                        "required": [FIELD],
+                        "properties": {FIELD: {"type": "string", "format": "binary"}},
+                    }
                 }
             },
         }
@@ -154,7 +157,8 @@ async def _finished(request: Request, upload_id: str) -> tuple[UploadServices, U
 
 
 _DOWNLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
-    404: {"model": Problem}, 409: {"model": Problem, "description": "not scored (yet)"},
+    404: {"model": Problem},
+    409: {"model": Problem, "description": "not scored (yet)"},
 }
 
 
@@ -192,7 +196,9 @@ async def _download(request: Request, upload_id: str, kind: str) -> Any:
     else:
         path, fmt, what = services.storage.rejected_path(upload_id), "csv", "rejected rows"
     if not path.is_file():
-        return error_response(404, f"the {what} of upload {upload_id} {'are' if kind == 'rejected' else 'is'} no longer stored")
+        return error_response(
+            404, f"the {what} of upload {upload_id} {'are' if kind == 'rejected' else 'is'} no longer stored"
+        )
     stem = record.original_name.rsplit(".", 1)[0].strip(" .") or "upload"
     media = _XLSX_MEDIA if fmt == "xlsx" else "text/csv"
     name = f"{stem}_{'scored' if kind == 'result' else 'rejected'}.{fmt}"

@@ -17,8 +17,8 @@ from aimq_pipelines.models.resources import ModelStoreResource, TrainingDataSour
 from aimq_pipelines.models.synthetic import generate_listings
 from aimq_pipelines.models.training import TrainedModel
 from aimq_serving import schema
-from aimq_serving.model_store import ModelStore
 from aimq_serving.loaded_models import LoadedModel
+from aimq_serving.model_store import ModelStore
 from tests.conftest import SAMPLES
 
 STAGES = ("training_data", "feature_spec", "trained_model", "onnx_model", "served_model")
@@ -73,8 +73,11 @@ def test_onnx_and_sklearn_agree_on_the_sample_file(trained_store: ModelStore) ->
 
 
 def _corrupted_onnx(group: str) -> dg.AssetsDefinition:
-    @dg.asset(key=[group, "onnx_model"], ins={"trained_model": dg.AssetIn([group, "trained_model"])},
-              group_name=f"model_{group}")
+    @dg.asset(
+        key=[group, "onnx_model"],
+        ins={"trained_model": dg.AssetIn([group, "trained_model"])},
+        group_name=f"model_{group}",
+    )
     def onnx_model(trained_model: TrainedModel) -> bytes:
         proto = onnx.load_from_string(export_onnx(trained_model.model, len(trained_model.spec.columns)))
         for node in proto.graph.node:
@@ -94,17 +97,18 @@ def test_corrupted_export_fails_the_check_and_is_never_served(
         _chain("A", {"onnx_model": _corrupted_onnx("A")}),
         selection=[dg.AssetKey(["A", "onnx_model"]), dg.AssetKey(["A", "served_model"])],
         instance=instance,
-        resources={"io_manager": dg.FilesystemIOManager(), "model_store": ModelStoreResource(),
-                   "training_source": TrainingDataSource()},
+        resources={
+            "io_manager": dg.FilesystemIOManager(),
+            "model_store": ModelStoreResource(),
+            "training_source": TrainingDataSource(),
+        },
         raise_on_error=False,
     )
     assert not result.success
     (evaluation,) = result.get_asset_check_evaluations()
     assert evaluation.check_name == "matches_sklearn" and not evaluation.passed
     assert "differ by more than" in evaluation.description
-    assert dg.AssetKey(["A", "served_model"]) not in {
-        e.asset_key for e in result.get_asset_materialization_events()
-    }
+    assert dg.AssetKey(["A", "served_model"]) not in {e.asset_key for e in result.get_asset_materialization_events()}
     assert trained_store.current_version("A") == before
 
 
@@ -113,8 +117,11 @@ def _materialize_training_data(source: TrainingDataSource, instance: dg.DagsterI
         _chain("B"),
         selection=[dg.AssetKey(["B", "training_data"])],
         instance=instance,
-        resources={"io_manager": dg.FilesystemIOManager(), "training_source": source,
-                   "model_store": ModelStoreResource()},
+        resources={
+            "io_manager": dg.FilesystemIOManager(),
+            "training_source": source,
+            "model_store": ModelStoreResource(),
+        },
         raise_on_error=False,
     )
 

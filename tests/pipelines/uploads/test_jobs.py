@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 import socket
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -39,15 +39,22 @@ def stage(storage: UploadStorage, source: Path, fmt: str = "xlsx", *, sha256: st
     target.parent.mkdir(parents=True)
     shutil.copyfile(source, target)
     return UploadMessage(
-        upload_id=upload_id, stored_path=storage.relative_input(upload_id, fmt), format=fmt,
-        sha256=sha256 or sha256_file(target), size=target.stat().st_size, original_name=source.name,
-        created_at=datetime.now(timezone.utc),
+        upload_id=upload_id,
+        stored_path=storage.relative_input(upload_id, fmt),
+        format=fmt,
+        sha256=sha256 or sha256_file(target),
+        size=target.stat().st_size,
+        original_name=source.name,
+        created_at=datetime.now(UTC),
     )
 
 
 @pytest.fixture
 def resources(uploads_settings: AimqSettings, trained_store: ModelStore) -> dict[str, dg.ConfigurableResource]:
-    return {"uploads": UploadsResource(upload_dir=str(uploads_settings.resolved_upload_dir)), "model_store": ModelStoreResource()}
+    return {
+        "uploads": UploadsResource(upload_dir=str(uploads_settings.resolved_upload_dir)),
+        "model_store": ModelStoreResource(),
+    }
 
 
 @pytest.fixture
@@ -62,7 +69,11 @@ def status(settings: AimqSettings) -> UploadStatusStore:
 
 def run(job: dg.JobDefinition, message: UploadMessage, resources, instance) -> dg.ExecuteInProcessResult:
     return job.execute_in_process(
-        run_config=run_config(message), tags=run_tags(message), instance=instance, resources=resources, raise_on_error=False
+        run_config=run_config(message),
+        tags=run_tags(message),
+        instance=instance,
+        resources=resources,
+        raise_on_error=False,
     )
 
 
@@ -152,8 +163,11 @@ def test_a_backlog_run_scores_each_upload_in_its_own_step_and_a_bad_one_fails_al
     for message in backlog:
         status.register(message)
     result = score_uploads_job.execute_in_process(
-        run_config=backlog_run_config(backlog), tags=backlog_run_tags(backlog), instance=instance,
-        resources=resources, raise_on_error=False,
+        run_config=backlog_run_config(backlog),
+        tags=backlog_run_tags(backlog),
+        instance=instance,
+        resources=resources,
+        raise_on_error=False,
     )
     assert not result.success  # the run shows the failed upload ...
     scored = {e.step_key for e in result.get_step_success_events()}

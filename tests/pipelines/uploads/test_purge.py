@@ -11,8 +11,8 @@ import pytest
 import redis
 
 from aimq_pipelines.definitions import defs
-from aimq_pipelines.uploads.resources import UploadsResource
 from aimq_pipelines.uploads.purge import purge_uploads_job
+from aimq_pipelines.uploads.resources import UploadsResource
 from aimq_serving.settings import AimqSettings
 from aimq_serving.uploads.status import UploadStatusStore
 from aimq_serving.uploads.storage import UploadStorage
@@ -32,8 +32,9 @@ def _purge(instance: dg.DagsterInstance, upload_dir: Path, prefix: str, days: fl
     return purge_uploads_job.execute_in_process(instance=instance, resources={"uploads": resource})
 
 
-def test_the_job_deletes_expired_uploads_and_reports_it(instance: dg.DagsterInstance, settings: AimqSettings,
-                                                        prefix: str, tmp_path: Path) -> None:
+def test_the_job_deletes_expired_uploads_and_reports_it(
+    instance: dg.DagsterInstance, settings: AimqSettings, prefix: str, tmp_path: Path
+) -> None:
     status = UploadStatusStore(settings.redis_client(), prefix)
     storage = UploadStorage(tmp_path)
     expired = upload(status, storage, created_days_ago=10, finished_days_ago=9)

@@ -12,10 +12,10 @@ import openpyxl
 import pandas as pd
 import pytest
 
-from aimq_serving import schema
-from aimq_serving.model_store import ModelStore
-from aimq_serving.loaded_models import ModelCache
 from aimq_pipelines.uploads.scoring import BadInput, PinnedModels, ScoreResult, score_file
+from aimq_serving import schema
+from aimq_serving.loaded_models import ModelCache
+from aimq_serving.model_store import ModelStore
 from tests.conftest import SAMPLES
 from tests.helpers.corpus import xlsx_via_xlsxwriter
 
@@ -40,8 +40,14 @@ def score(tmp_path: Path, source: Path, pinned: PinnedModels, **kwargs: Any) -> 
     fmt = source.suffix[1:]
     result_path, rejected_path = tmp_path / f"result.{fmt}", tmp_path / "rejected.csv"
     result = score_file(
-        source, fmt, result_path=result_path, rejected_path=rejected_path, models=pinned,
-        max_rows=kwargs.pop("max_rows", 1_000_000), work_dir=tmp_path, **kwargs,
+        source,
+        fmt,
+        result_path=result_path,
+        rejected_path=rejected_path,
+        models=pinned,
+        max_rows=kwargs.pop("max_rows", 1_000_000),
+        work_dir=tmp_path,
+        **kwargs,
     )
     return result, result_path, rejected_path
 
@@ -65,7 +71,9 @@ def test_sample_file_scores_like_the_api(tmp_path: Path, pinned: PinnedModels, a
     versions = [pinned.models[g].version for g in scored["model_group"]]
     assert scored["model_version"].tolist() == versions
     assert book.load_sheet(1).height == 0
-    assert rejected_path.read_text().splitlines() == [",".join(f'"{c}"' for c in ["row", "errors", *schema.INPUT_COLUMNS])]
+    assert rejected_path.read_text().splitlines() == [
+        ",".join(f'"{c}"' for c in ["row", "errors", *schema.INPUT_COLUMNS])
+    ]
 
 
 def _bad_rows() -> tuple[list[str], list[list[Any]], dict[int, str]]:

@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 import pika
@@ -43,8 +43,13 @@ from aimq_serving.uploads.storage import UploadStorage, new_upload_id
 def message() -> UploadMessage:
     upload_id = new_upload_id()
     return UploadMessage(
-        upload_id=upload_id, stored_path=f"{upload_id[:2]}/{upload_id}/input.xlsx", format="xlsx",
-        sha256="c" * 64, size=5, original_name="cars.xlsx", created_at=datetime.now(timezone.utc),
+        upload_id=upload_id,
+        stored_path=f"{upload_id[:2]}/{upload_id}/input.xlsx",
+        format="xlsx",
+        sha256="c" * 64,
+        size=5,
+        original_name="cars.xlsx",
+        created_at=datetime.now(UTC),
     )
 
 
@@ -172,7 +177,9 @@ def test_messages_are_acknowledged_once_their_run_exists(
     assert status.get(fresh.upload_id).run_id is None
 
 
-def test_batch_bound_and_duplicates(broker: Broker, uploads_settings: AimqSettings, instance: dg.DagsterInstance) -> None:
+def test_batch_bound_and_duplicates(
+    broker: Broker, uploads_settings: AimqSettings, instance: dg.DagsterInstance
+) -> None:
     msgs = [message() for _ in range(4)]
     broker.publisher.publish(msgs[0])
     broker.publisher.publish(msgs[0])  # a publisher retry after a lost confirm
@@ -217,7 +224,9 @@ def test_run_failure_sensor_marks_the_upload_unless_a_retry_follows(
     status.register(msg)
     # A run that died without recording anything (its file does not even exist).
     result = score_upload_job.execute_in_process(
-        run_config=run_config(msg), tags={UPLOAD_ID_TAG: msg.upload_id}, instance=instance,
+        run_config=run_config(msg),
+        tags={UPLOAD_ID_TAG: msg.upload_id},
+        instance=instance,
         resources={"uploads": resource(uploads_settings), "model_store": dg.ResourceDefinition.none_resource()},
         raise_on_error=False,
     )
@@ -239,26 +248,35 @@ def test_run_failure_sensor_marks_the_upload_unless_a_retry_follows(
         assert record.state == "failed" and f"scoring run {result.run_id} failed" in record.error
 
 
-def crashed_run_context(instance: dg.DagsterInstance, uploads_settings: AimqSettings, msg: UploadMessage,
-                        run: dg.DagsterRun) -> dg.RunFailureSensorContext:
+def crashed_run_context(
+    instance: dg.DagsterInstance, uploads_settings: AimqSettings, msg: UploadMessage, run: dg.DagsterRun
+) -> dg.RunFailureSensorContext:
     """The sensor's context for a crash reported "from outside" (Dagster's code server or run
     monitoring), handed ``run`` as the sensor read it."""
     failure = dg.DagsterEvent(
-        event_type_value=dg.DagsterEventType.RUN_FAILURE.value, job_name=run.job_name,
+        event_type_value=dg.DagsterEventType.RUN_FAILURE.value,
+        job_name=run.job_name,
         message="This run has been marked as failed from outside the execution context.",
     )
     return dg.build_run_status_sensor_context(
-        sensor_name="upload_run_failure", dagster_event=failure, dagster_instance=instance, dagster_run=run,
+        sensor_name="upload_run_failure",
+        dagster_event=failure,
+        dagster_instance=instance,
+        dagster_run=run,
         resources={"uploads": resource(uploads_settings)},
     ).for_run_failure()
 
 
-def started_upload_run(instance: dg.DagsterInstance, settings: AimqSettings) -> tuple[UploadMessage, dg.DagsterRun, UploadStatusStore]:
+def started_upload_run(
+    instance: dg.DagsterInstance, settings: AimqSettings
+) -> tuple[UploadMessage, dg.DagsterRun, UploadStatusStore]:
     msg = message()
     status = UploadStatusStore.from_settings(settings)
     status.register(msg)
     run = instance.create_run_for_job(
-        score_upload_job, run_config=run_config(msg).to_config_dict(), tags={UPLOAD_ID_TAG: msg.upload_id},
+        score_upload_job,
+        run_config=run_config(msg).to_config_dict(),
+        tags={UPLOAD_ID_TAG: msg.upload_id},
         status=dg.DagsterRunStatus.STARTED,
     )
     status.start(msg, run.run_id)
@@ -292,9 +310,13 @@ def test_run_failure_sensor_decides_like_the_retry_daemon_when_no_tag_was_writte
     msg, run, status = started_upload_run(instance, settings)
     # A failed status without a will_retry tag (its writer died in between): the sensor takes the
     # retry daemon's decision and records it, so both act on the same one.
-    instance.handle_run_event(run.run_id, dg.DagsterEvent(
-        event_type_value=dg.DagsterEventType.RUN_FAILURE.value, job_name=run.job_name,
-    ))
+    instance.handle_run_event(
+        run.run_id,
+        dg.DagsterEvent(
+            event_type_value=dg.DagsterEventType.RUN_FAILURE.value,
+            job_name=run.job_name,
+        ),
+    )
     failed = instance.get_run_by_id(run.run_id)
     assert failed.status == dg.DagsterRunStatus.FAILURE and WILL_RETRY_TAG not in failed.tags
     assert retry_follows(instance, run.run_id)
@@ -352,7 +374,9 @@ def daemon_creates(instance: dg.DagsterInstance, request: dg.RunRequest, *, laun
     """The run the daemon creates for a request of this sensor (with Dagster's own tags)."""
     job = {j.name: j for j in (score_upload_job, score_uploads_job)}[request.job_name]
     run = instance.create_run_for_job(
-        job, run_config=request.run_config, tags={**request.tags, RUN_KEY_TAG: request.run_key, SENSOR_NAME_TAG: UPLOAD_SENSOR}
+        job,
+        run_config=request.run_config,
+        tags={**request.tags, RUN_KEY_TAG: request.run_key, SENSOR_NAME_TAG: UPLOAD_SENSOR},
     )
     if launched:
         instance.report_run_canceled(run)
@@ -404,7 +428,9 @@ def test_a_backlog_run_never_launched_is_requested_again_word_for_word(
     outcome = tick(instance, uploads)
     again = next(r for r in outcome.run_requests if r.run_key == waiting.run_key)
     assert (again.job_name, again.run_config) == ("score_uploads", run.run_config)
-    assert sorted(uploads_of(run)) == sorted(k.removeprefix("aimq/upload.") for k in again.tags if k.startswith("aimq/upload."))
+    assert sorted(uploads_of(run)) == sorted(
+        k.removeprefix("aimq/upload.") for k in again.tags if k.startswith("aimq/upload.")
+    )
     assert [r.run_key for r in outcome.run_requests if r is not again] == [late.upload_id]
     assert broker.ready() == 3  # the launched run's two are acknowledged; the rest wait for their runs
 
@@ -417,9 +443,19 @@ def test_run_failure_of_a_backlog_marks_only_its_unfinished_uploads(
     for msg in (scored, unfinished):
         status.register(msg)
     request = dg.RunRequest(
-        run_key="uploads-test", job_name="score_uploads",
-        run_config={"ops": {"list_uploads": {"config": {"uploads": [
-            run_config(m).to_config_dict()["ops"]["score_file"]["config"] for m in (scored, unfinished)]}}}},
+        run_key="uploads-test",
+        job_name="score_uploads",
+        run_config={
+            "ops": {
+                "list_uploads": {
+                    "config": {
+                        "uploads": [
+                            run_config(m).to_config_dict()["ops"]["score_file"]["config"] for m in (scored, unfinished)
+                        ]
+                    }
+                }
+            }
+        },
         tags={upload_tag(m.upload_id): m.upload_id for m in (scored, unfinished)},
     )
     run = daemon_creates(instance, request, launched=False)
@@ -459,7 +495,9 @@ def test_an_idle_body_whose_upload_is_queued_or_has_a_run_is_kept(
     assert storage.incoming_path(queued.upload_id).exists()  # its message was taken by this tick
     assert not storage.incoming_path(abandoned).exists()
     instance.create_run_for_job(  # its run is going: it will claim the body
-        score_upload_job, run_config=request.run_config, status=dg.DagsterRunStatus.STARTED,
+        score_upload_job,
+        run_config=request.run_config,
+        status=dg.DagsterRunStatus.STARTED,
         tags={**request.tags, RUN_KEY_TAG: request.run_key, SENSOR_NAME_TAG: UPLOAD_SENSOR},
     )
     tick(instance, uploads)  # acknowledges the message: the run exists

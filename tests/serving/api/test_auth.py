@@ -17,25 +17,47 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
+from aimq_serving.api.app import create_app
 from aimq_serving.api.auth import ApiKeyConfigError, ApiKeys, presented_key
 from aimq_serving.api.payloads import SAMPLE_ROWS
 from aimq_serving.settings import AimqSettings
-from aimq_serving.api.app import create_app
 from tests.helpers.serving import REPO, clear_prefix, copy_models, server_env, uvicorn_server
 
 CI_KEY = "ci-" + "0123456789abcdef" * 2
 WEB_KEY = "web-" + "fedcba9876543210" * 2
-PROTECTED = [("POST", "/predict/onnx"), ("POST", "/predict/pickle"), ("POST", "/predict"), ("GET", "/models"),
-             ("GET", "/ping"), ("POST", "/ping"), ("GET", "/uploads"), ("POST", "/upload"),
-             ("GET", f"/uploads/{'0' * 32}"), ("GET", f"/uploads/{'0' * 32}/result")]
-PUBLIC = ["/health", "/ready", "/metrics", "/", "/static/app.js", "/static/style.css", "/ui/config",
-          "/openapi.json", "/docs"]
+PROTECTED = [
+    ("POST", "/predict/onnx"),
+    ("POST", "/predict/pickle"),
+    ("POST", "/predict"),
+    ("GET", "/models"),
+    ("GET", "/ping"),
+    ("POST", "/ping"),
+    ("GET", "/uploads"),
+    ("POST", "/upload"),
+    ("GET", f"/uploads/{'0' * 32}"),
+    ("GET", f"/uploads/{'0' * 32}/result"),
+]
+PUBLIC = [
+    "/health",
+    "/ready",
+    "/metrics",
+    "/",
+    "/static/app.js",
+    "/static/style.css",
+    "/ui/config",
+    "/openapi.json",
+    "/docs",
+]
 
 
 def _with_keys(settings: AimqSettings, keys: str, **extra: Any) -> AimqSettings:
-    return settings.model_copy(update={
-        "api_keys": SecretStr(keys), "redis_prefix": f"{settings.redis_prefix}-auth-{uuid.uuid4().hex[:6]}", **extra,
-    })
+    return settings.model_copy(
+        update={
+            "api_keys": SecretStr(keys),
+            "redis_prefix": f"{settings.redis_prefix}-auth-{uuid.uuid4().hex[:6]}",
+            **extra,
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +70,9 @@ def secured(api_settings: AimqSettings, uploads_settings_module: AimqSettings, r
 
 
 @pytest.fixture(scope="module")
-def uploads_settings_module(api_settings: AimqSettings, run_id: str, tmp_path_factory: pytest.TempPathFactory,
-                            upload_records: None) -> Iterator[AimqSettings]:
+def uploads_settings_module(
+    api_settings: AimqSettings, run_id: str, tmp_path_factory: pytest.TempPathFactory, upload_records: None
+) -> Iterator[AimqSettings]:
     from tests.conftest import delete_topology, unique_topology_settings
 
     own = unique_topology_settings(api_settings, run_id, tmp_path_factory.mktemp("auth-uploads"))
@@ -77,13 +100,16 @@ def test_entries_with_and_without_names() -> None:
     assert keys.identify(b"") is None
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("ci:short", "at least 16 characters"),
-    (f"ci:{CI_KEY},ci:{WEB_KEY}", "the name 'ci' is given to two keys"),
-    (f"ci:{CI_KEY},web:{CI_KEY}", "key 'web' is configured twice"),
-    (f"bad name:{CI_KEY}", "entry 1: the name before ':'"),
-    ("ci:" + "x" * 10 + " " + "y" * 10, "without spaces"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("ci:short", "at least 16 characters"),
+        (f"ci:{CI_KEY},ci:{WEB_KEY}", "the name 'ci' is given to two keys"),
+        (f"ci:{CI_KEY},web:{CI_KEY}", "key 'web' is configured twice"),
+        (f"bad name:{CI_KEY}", "entry 1: the name before ':'"),
+        ("ci:" + "x" * 10 + " " + "y" * 10, "without spaces"),
+    ],
+)
 def test_bad_entries_stop_the_start_without_echoing_the_key(text: str, message: str) -> None:
     with pytest.raises(ApiKeyConfigError, match=message) as raised:
         ApiKeys.parse(text, "AIMQ_API_KEYS")
@@ -93,8 +119,9 @@ def test_bad_entries_stop_the_start_without_echoing_the_key(text: str, message: 
 def test_keys_from_a_file_add_to_the_variable(tmp_path: Path, api_settings: AimqSettings) -> None:
     path = tmp_path / "api-keys"
     path.write_text(f"# mounted secret\nweb:{WEB_KEY}\n")
-    keys = ApiKeys.from_settings(api_settings.model_copy(update={"api_keys": SecretStr(f"ci:{CI_KEY}"),
-                                                                 "api_keys_file": path}))
+    keys = ApiKeys.from_settings(
+        api_settings.model_copy(update={"api_keys": SecretStr(f"ci:{CI_KEY}"), "api_keys_file": path})
+    )
     assert keys is not None and keys.names == ["ci", "web"]
     path.write_text("# nothing but comments\n")
     with pytest.raises(ApiKeyConfigError, match="holds no key"):
@@ -103,8 +130,9 @@ def test_keys_from_a_file_add_to_the_variable(tmp_path: Path, api_settings: Aimq
         ApiKeys.from_settings(api_settings.model_copy(update={"api_keys_file": tmp_path / "missing"}))
 
 
-def test_a_rotated_key_file_takes_effect_without_a_restart(make_client, api_settings: AimqSettings, tmp_path: Path,
-                                                           caplog: pytest.LogCaptureFixture) -> None:
+def test_a_rotated_key_file_takes_effect_without_a_restart(
+    make_client, api_settings: AimqSettings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "api-keys"
 
     def rotate(text: str) -> None:  # as a secret volume does: a new file swapped in
@@ -113,10 +141,14 @@ def test_a_rotated_key_file_takes_effect_without_a_restart(make_client, api_sett
         os.replace(staged, path)
 
     rotate(f"ci:{CI_KEY}\n")
-    settings = api_settings.model_copy(update={
-        "api_keys_file": path, "api_keys_file_check_s": 0.0, "rate_limit_requests": 1_000_000,
-        "redis_prefix": f"{api_settings.redis_prefix}-rotate-{uuid.uuid4().hex[:6]}",
-    })
+    settings = api_settings.model_copy(
+        update={
+            "api_keys_file": path,
+            "api_keys_file_check_s": 0.0,
+            "rate_limit_requests": 1_000_000,
+            "redis_prefix": f"{api_settings.redis_prefix}-rotate-{uuid.uuid4().hex[:6]}",
+        }
+    )
     client = make_client(settings, owns_prefix=True)
 
     def answers() -> tuple[int, int]:
@@ -166,7 +198,11 @@ def test_protected_endpoints_need_a_key(secured: TestClient, method: str, path: 
 
 
 def test_a_right_key_in_either_header_predicts(secured: TestClient) -> None:
-    for headers in ({"Authorization": f"Bearer {CI_KEY}"}, {"X-API-Key": WEB_KEY}, {"authorization": f"bearer {WEB_KEY}"}):
+    for headers in (
+        {"Authorization": f"Bearer {CI_KEY}"},
+        {"X-API-Key": WEB_KEY},
+        {"authorization": f"bearer {WEB_KEY}"},
+    ):
         response = secured.post("/predict/onnx", json=SAMPLE_ROWS[0], headers=headers)
         assert response.status_code == 200, headers
         assert response.json()["model_group"] == SAMPLE_ROWS[0]["model_group"]
@@ -180,7 +216,11 @@ def test_probes_scrapes_the_page_and_the_api_description_need_no_key(secured: Te
 def test_openapi_declares_the_schemes_on_protected_operations_only(secured: TestClient) -> None:
     schema = secured.get("/openapi.json").json()
     schemes = schema["components"]["securitySchemes"]
-    assert schemes["bearerAuth"] == {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <API key>"}
+    assert schemes["bearerAuth"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "Authorization: Bearer <API key>",
+    }
     assert schemes["apiKeyHeader"] == {"type": "apiKey", "in": "header", "name": "X-API-Key"}
     for path, operations in schema["paths"].items():
         for method, operation in operations.items():
@@ -192,8 +232,9 @@ def test_openapi_declares_the_schemes_on_protected_operations_only(secured: Test
 
 
 def test_each_key_has_its_own_rate_limit_budget(make_client, api_settings: AimqSettings) -> None:
-    client = make_client(_with_keys(api_settings, f"ci:{CI_KEY},web:{WEB_KEY}", rate_limit_requests=2),
-                         owns_prefix=True)
+    client = make_client(
+        _with_keys(api_settings, f"ci:{CI_KEY},web:{WEB_KEY}", rate_limit_requests=2), owns_prefix=True
+    )
     ci, web = {"X-API-Key": CI_KEY}, {"Authorization": f"Bearer {WEB_KEY}"}
     assert [client.get("/ping", headers=ci).status_code for _ in range(2)] == [200, 200]
     refused = client.get("/ping", headers=ci)
@@ -207,8 +248,10 @@ def test_each_key_has_its_own_rate_limit_budget(make_client, api_settings: AimqS
 
 def test_a_key_keeps_its_budget_under_a_spoofed_key_header(make_client, api_settings: AimqSettings) -> None:
     """With keys on, the rate-limit key header cannot be used to get a fresh budget."""
-    client = make_client(_with_keys(api_settings, f"ci:{CI_KEY}", rate_limit_requests=2,
-                                    rate_limit_key_header="X-Client"), owns_prefix=True)
+    client = make_client(
+        _with_keys(api_settings, f"ci:{CI_KEY}", rate_limit_requests=2, rate_limit_key_header="X-Client"),
+        owns_prefix=True,
+    )
     codes = [client.get("/ping", headers={"X-API-Key": CI_KEY, "X-Client": str(i)}).status_code for i in range(3)]
     assert codes == [200, 200, 429]
 
@@ -229,8 +272,15 @@ def test_refusals_are_counted_in_the_metrics(secured: TestClient) -> None:
 
 # --- the command line --------------------------------------------------------------------------------
 def _aimq(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(Path(sys.executable).with_name("aimq")), *args], capture_output=True, text=True,
-                          env=env, cwd=REPO, timeout=60, check=False)
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("aimq")), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_the_cli_sends_the_key_and_says_when_one_is_missing_or_wrong(api_settings: AimqSettings) -> None:

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from aimq_serving.model_store import ModelStore
-from aimq_serving.loaded_models import ModelCache
-from aimq_tabular import xlsx_guard
-from aimq_serving.api.intake.receive import ReceivedFile, UploadRejected, receive
 from aimq_pipelines.uploads.scoring import MAX_CELL_CHARS, BadInput, PinnedModels, score_file
+from aimq_serving.api.intake.receive import ReceivedFile, UploadRejected, receive
+from aimq_serving.loaded_models import ModelCache
+from aimq_serving.model_store import ModelStore
+from aimq_tabular import xlsx_guard
 from tests.helpers.corpus import CASES, Case, Failed, Refused, Scored
 
 BOUNDARY = "corpus-boundary"
@@ -69,8 +69,14 @@ def test_corpus_case(case: Case, tmp_path: Path, pinned: PinnedModels, monkeypat
 
     def run() -> object:
         return score_file(
-            received.path, received.format, result_path=result_path, rejected_path=rejected_path, models=pinned,
-            max_rows=case.max_rows, chunk_rows=1000, work_dir=out,
+            received.path,
+            received.format,
+            result_path=result_path,
+            rejected_path=rejected_path,
+            models=pinned,
+            max_rows=case.max_rows,
+            chunk_rows=1000,
+            work_dir=out,
         )
 
     if isinstance(outcome, Failed):
@@ -99,7 +105,9 @@ def test_a_huge_cell_is_cut_where_it_is_written_back(tmp_path: Path, pinned: Pin
 
     case = next(c for c in CASES if c.id == "huge-strings")
     source = case.write(tmp_path)
-    score_file(source, "xlsx", result_path=tmp_path / "r.xlsx", rejected_path=tmp_path / "r.csv", models=pinned, max_rows=100)
+    score_file(
+        source, "xlsx", result_path=tmp_path / "r.xlsx", rejected_path=tmp_path / "r.csv", models=pinned, max_rows=100
+    )
     scored = fastexcel.read_excel(str(tmp_path / "r.xlsx")).load_sheet(0).to_pandas()
     assert scored["notes"].str.len().max() == MAX_CELL_CHARS
     assert scored["color"].str.len().max() == MAX_CELL_CHARS
@@ -148,7 +156,13 @@ _BOMBS = textwrap.dedent(
 def test_bombs_are_refused_in_bounded_memory() -> None:
     """Each bomb inflates to 1 GiB (or expands entities to gigabytes): in a fresh process, the
     upload check and the reader refuse them all while the process never holds a fraction of it."""
-    bombs = ["zip-bomb-shared-strings", "zip-bomb-sheet", "zip-bomb-lying-sizes", "entity-bomb-shared-strings", "entity-bomb-sheet"]
+    bombs = [
+        "zip-bomb-shared-strings",
+        "zip-bomb-sheet",
+        "zip-bomb-lying-sizes",
+        "entity-bomb-shared-strings",
+        "entity-bomb-sheet",
+    ]
     done = subprocess.run(
         [sys.executable, "-c", _BOMBS, *bombs], cwd=REPO, capture_output=True, text=True, timeout=300, check=True
     )

@@ -37,17 +37,24 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 
 
 @pytest.fixture(scope="module")
-def fuzz_settings(api_settings: AimqSettings, run_id: str, tmp_path_factory: pytest.TempPathFactory,
-                  redis_client: Any, upload_records: None) -> Iterator[AimqSettings]:
+def fuzz_settings(
+    api_settings: AimqSettings,
+    run_id: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    redis_client: Any,
+    upload_records: None,
+) -> Iterator[AimqSettings]:
     own = unique_topology_settings(api_settings, run_id, tmp_path_factory.mktemp("fuzz-uploads"))
-    own = own.model_copy(update={
-        "redis_prefix": f"{api_settings.redis_prefix}-fuzz",
-        "api_keys": SecretStr(f"fuzz:{FUZZ_KEY}"),
-        # Generous: the fuzz must meet the handlers, not the rate limit.
-        "rate_limit_requests": 1_000_000,
-        # Small files keep generated uploads cheap; the limit itself is then part of what is fuzzed.
-        "max_upload_bytes": 64 * 1024,
-    })
+    own = own.model_copy(
+        update={
+            "redis_prefix": f"{api_settings.redis_prefix}-fuzz",
+            "api_keys": SecretStr(f"fuzz:{FUZZ_KEY}"),
+            # Generous: the fuzz must meet the handlers, not the rate limit.
+            "rate_limit_requests": 1_000_000,
+            # Small files keep generated uploads cheap; the limit itself is then part of what is fuzzed.
+            "max_upload_bytes": 64 * 1024,
+        }
+    )
     copy_models(redis_client, api_settings.redis_prefix, own.redis_prefix)
     yield own
     clear_prefix(redis_client, own.redis_prefix)
@@ -93,8 +100,9 @@ CASES = _cases()
 # schemathesis' own pytest integration (schema.parametrize) relies on pytest internals that pytest 9
 # changed; drawing cases from each operation's strategy with plain hypothesis needs none of them.
 @pytest.mark.parametrize(("method", "path", "mode"), CASES, ids=[f"{m} {p} {g}" for m, p, g in CASES])
-def test_every_operation_answers_as_documented(fuzz_schema: Any, known_upload: str, method: str, path: str,
-                                               mode: GenerationMode) -> None:
+def test_every_operation_answers_as_documented(
+    fuzz_schema: Any, known_upload: str, method: str, path: str, mode: GenerationMode
+) -> None:
     operation = fuzz_schema[path][method]
     strategy = operation.as_strategy(generation_mode=mode)
     if mode.is_positive and "{upload_id}" in path:
@@ -102,8 +110,12 @@ def test_every_operation_answers_as_documented(fuzz_schema: Any, known_upload: s
 
     @hypothesis.given(case=strategy)
     @hypothesis.settings(
-        max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, database=None,
-        suppress_health_check=list(hypothesis.HealthCheck), phases=[hypothesis.Phase.generate, hypothesis.Phase.shrink],
+        max_examples=MAX_EXAMPLES,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(hypothesis.HealthCheck),
+        phases=[hypothesis.Phase.generate, hypothesis.Phase.shrink],
     )
     def fuzz(case: schemathesis.Case) -> None:
         case.call_and_validate(headers=AUTH, checks=CHECKS)
@@ -112,5 +124,12 @@ def test_every_operation_answers_as_documented(fuzz_schema: Any, known_upload: s
 
 
 def test_the_fuzz_covers_the_api() -> None:
-    assert {("POST", "/predict/onnx"), ("POST", "/predict/pickle"), ("POST", "/upload"), ("GET", "/uploads/{upload_id}"),
-            ("GET", "/models"), ("GET", "/ready"), ("GET", "/uploads/{upload_id}/result")} <= {(m, p) for m, p, _ in CASES}
+    assert {
+        ("POST", "/predict/onnx"),
+        ("POST", "/predict/pickle"),
+        ("POST", "/upload"),
+        ("GET", "/uploads/{upload_id}"),
+        ("GET", "/models"),
+        ("GET", "/ready"),
+        ("GET", "/uploads/{upload_id}/result"),
+    } <= {(m, p) for m, p, _ in CASES}

@@ -34,7 +34,7 @@ def _sample(metrics_text: str, name: str, **labels: str) -> float:
     for line in metrics_text.splitlines():
         if not line.startswith(name + "{"):
             continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', line[len(name):line.rindex("}")]))
+        found = dict(re.findall(r'(\w+)="([^"]*)"', line[len(name) : line.rindex("}")]))
         if all(found.get(k) == v for k, v in labels.items()):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
@@ -90,7 +90,9 @@ def test_body_over_the_limit_is_413_json(client: TestClient, api_settings: AimqS
     assert _sample(text, "aimq_http_request_duration_seconds_count", endpoint="/predict/onnx", status="413") >= 2
 
 
-@pytest.mark.parametrize("path,limit", [("/uploads", 5000), ("/uploads/x", 5000), ("/predict", 100), ("/uploadsx", 100)])
+@pytest.mark.parametrize(
+    "path,limit", [("/uploads", 5000), ("/uploads/x", 5000), ("/predict", 100), ("/uploadsx", 100)]
+)
 def test_body_limit_per_path_prefix(path: str, limit: int) -> None:
     middleware = BodySizeLimitMiddleware(lambda *a: None, 100, {"/uploads": 5000})
     assert middleware.limit_for(path) == limit

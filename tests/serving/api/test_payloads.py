@@ -15,8 +15,10 @@ def test_examples_are_valid_records() -> None:
     assert valid.all() and not errors
 
 
-@pytest.mark.skipif(not (REFERENCE_SAMPLES / "100_rows.xlsx").exists(),
-                    reason=f"the original demo's reference files are not laid at {REFERENCE_SAMPLES}")
+@pytest.mark.skipif(
+    not (REFERENCE_SAMPLES / "100_rows.xlsx").exists(),
+    reason=f"the original demo's reference files are not laid at {REFERENCE_SAMPLES}",
+)
 def test_examples_are_the_first_rows_of_the_reference_files() -> None:
     hundred = pd.read_excel(REFERENCE_SAMPLES / "100_rows.xlsx", keep_default_na=False).to_dict("records")
     one_row = pd.read_excel(REFERENCE_SAMPLES / "1_row.xlsx", keep_default_na=False).to_dict("records")

@@ -56,9 +56,12 @@ def test_single_records_match_the_batch(client: TestClient, sample_records: list
             assert single["predicted_price"] == pytest.approx(from_batch["predicted_price"], rel=RTOL)
 
 
-def test_a_batch_over_the_limit_is_refused(client: TestClient, api_settings: AimqSettings,
-                                           sample_records: list[dict[str, Any]]) -> None:
-    records = (sample_records * (api_settings.max_batch_size // len(sample_records) + 1))[: api_settings.max_batch_size + 1]
+def test_a_batch_over_the_limit_is_refused(
+    client: TestClient, api_settings: AimqSettings, sample_records: list[dict[str, Any]]
+) -> None:
+    records = (sample_records * (api_settings.max_batch_size // len(sample_records) + 1))[
+        : api_settings.max_batch_size + 1
+    ]
     response = client.post("/predict/onnx", json=records)
     assert response.status_code == 422
     assert str(api_settings.max_batch_size) in response.json()["errors"][0]["message"]
@@ -88,8 +91,15 @@ BAD_RECORDS = [
 
 @pytest.mark.parametrize("case,changes,field,allowed", BAD_RECORDS, ids=[c[0] for c in BAD_RECORDS])
 @pytest.mark.parametrize("path", ["/predict/onnx", "/predict/pickle"])
-def test_bad_record_gets_422_naming_the_field(client: TestClient, sample_records: list[dict[str, Any]], path: str,
-                                              case: str, changes: dict[str, Any], field: str, allowed: list | None) -> None:
+def test_bad_record_gets_422_naming_the_field(
+    client: TestClient,
+    sample_records: list[dict[str, Any]],
+    path: str,
+    case: str,
+    changes: dict[str, Any],
+    field: str,
+    allowed: list | None,
+) -> None:
     response = client.post(path, json=_bad(sample_records[0], **changes))
     assert response.status_code == 422, response.text
     errors = response.json()["errors"]
@@ -102,7 +112,12 @@ def test_bad_record_gets_422_naming_the_field(client: TestClient, sample_records
 def test_bad_rows_of_a_batch_are_all_reported_with_their_position(
     client: TestClient, sample_records: list[dict[str, Any]]
 ) -> None:
-    records = [sample_records[0], _bad(sample_records[1], kilometers=-5), sample_records[2], _bad(sample_records[3], line="Gold")]
+    records = [
+        sample_records[0],
+        _bad(sample_records[1], kilometers=-5),
+        sample_records[2],
+        _bad(sample_records[3], line="Gold"),
+    ]
     response = client.post("/predict/onnx", json=records)
     assert response.status_code == 422
     assert [(e["row"], e["field"]) for e in response.json()["errors"]] == [(1, "kilometers"), (3, "line")]
@@ -132,16 +147,21 @@ def test_body_that_is_not_a_record_or_batch_gets_422(client: TestClient, body: b
     assert error["field"] is None and message in error["message"]
 
 
-def test_unknown_model_group_is_404_with_the_known_groups(client: TestClient, sample_records: list[dict[str, Any]]) -> None:
+def test_unknown_model_group_is_404_with_the_known_groups(
+    client: TestClient, sample_records: list[dict[str, Any]]
+) -> None:
     response = client.post("/predict/onnx", json=_bad(sample_records[0], model_group="Z"))
     assert response.status_code == 404
     body = response.json()
     assert "'Z'" in body["detail"]
-    assert body["errors"] == [{"field": "model_group", "message": "unknown model group", "allowed": list(schema.MODEL_GROUPS)}]
+    assert body["errors"] == [
+        {"field": "model_group", "message": "unknown model group", "allowed": list(schema.MODEL_GROUPS)}
+    ]
 
 
-def test_no_model_yet_is_503_and_not_ready(make_client, api_settings: AimqSettings,
-                                           sample_records: list[dict[str, Any]]) -> None:
+def test_no_model_yet_is_503_and_not_ready(
+    make_client, api_settings: AimqSettings, sample_records: list[dict[str, Any]]
+) -> None:
     empty = api_settings.model_copy(update={"redis_prefix": api_settings.redis_prefix + "-empty"})
     client = make_client(empty, owns_prefix=True)
     response = client.post("/predict/onnx", json=sample_records[0])
@@ -154,9 +174,14 @@ def test_no_model_yet_is_503_and_not_ready(make_client, api_settings: AimqSettin
 
 
 @pytest.mark.parametrize("artifact", ["pickle", "onnx"])
-def test_tampered_model_is_503_never_loaded(make_client, api_settings: AimqSettings, redis_client,
-                                            sample_records: list[dict[str, Any]], artifact: str,
-                                            caplog: pytest.LogCaptureFixture) -> None:
+def test_tampered_model_is_503_never_loaded(
+    make_client,
+    api_settings: AimqSettings,
+    redis_client,
+    sample_records: list[dict[str, Any]],
+    artifact: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     from tests.helpers.serving import copy_models
 
     tampered = api_settings.model_copy(update={"redis_prefix": f"{api_settings.redis_prefix}-tampered-{artifact}"})
@@ -180,13 +205,15 @@ def test_tampered_model_is_503_never_loaded(make_client, api_settings: AimqSetti
     assert client.post("/predict/onnx", json=sample_records[1]).status_code == 200
 
 
-def test_redisai_backend_without_the_module_is_503_saying_so(make_client, api_settings: AimqSettings,
-                                                            sample_records: list[dict[str, Any]],
-                                                            redis_client: redis.Redis) -> None:
+def test_redisai_backend_without_the_module_is_503_saying_so(
+    make_client, api_settings: AimqSettings, sample_records: list[dict[str, Any]], redis_client: redis.Redis
+) -> None:
     # Versions stored without RedisAI (a Redis without the module; the suite's Redis may have it).
     from tests.helpers.serving import copy_models
 
-    plain = api_settings.model_copy(update={"redis_prefix": f"{api_settings.redis_prefix}-noai", "predict_backend": "redisai"})
+    plain = api_settings.model_copy(
+        update={"redis_prefix": f"{api_settings.redis_prefix}-noai", "predict_backend": "redisai"}
+    )
     copied = copy_models(redis_client, api_settings.redis_prefix, plain.redis_prefix)
     for key in copied:
         if ":ai:" in key:
@@ -207,8 +234,9 @@ def test_a_client_gone_before_its_body_arrived_is_no_server_error(client: TestCl
     sent: list[dict[str, Any]] = []
 
     async def call() -> None:
-        messages = iter([{"type": "http.request", "body": b'{"model_group": "A", ', "more_body": True},
-                         {"type": "http.disconnect"}])
+        messages = iter(
+            [{"type": "http.request", "body": b'{"model_group": "A", ', "more_body": True}, {"type": "http.disconnect"}]
+        )
 
         async def receive() -> dict[str, Any]:
             return next(messages)
@@ -217,14 +245,24 @@ def test_a_client_gone_before_its_body_arrived_is_no_server_error(client: TestCl
             sent.append(message)
 
         scope = {
-            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-            "path": "/predict/onnx", "raw_path": b"/predict/onnx", "root_path": "", "query_string": b"",
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/predict/onnx",
+            "raw_path": b"/predict/onnx",
+            "root_path": "",
+            "query_string": b"",
             "headers": [(b"content-type", b"application/json"), (b"content-length", b"400")],
-            "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000),
+            "client": ("127.0.0.1", 50000),
+            "server": ("127.0.0.1", 8000),
         }
         await client.app(scope, receive, send)
 
     client.portal.call(call)  # type: ignore[union-attr]
     assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [499]
     metrics = client.get("/metrics").text
-    assert 'aimq_http_request_duration_seconds_count{endpoint="/predict/onnx",method="POST",status="499"} 1.0' in metrics
+    assert (
+        'aimq_http_request_duration_seconds_count{endpoint="/predict/onnx",method="POST",status="499"} 1.0' in metrics
+    )

@@ -18,10 +18,14 @@ from tests.helpers.serving import REPO, clear_prefix
 
 
 def _limited(settings: AimqSettings, requests: int, window_s: float = 60.0, **extra) -> AimqSettings:
-    return settings.model_copy(update={
-        "redis_prefix": f"{settings.redis_prefix}-rl-{uuid.uuid4().hex[:6]}",
-        "rate_limit_requests": requests, "rate_limit_window_s": window_s, **extra,
-    })
+    return settings.model_copy(
+        update={
+            "redis_prefix": f"{settings.redis_prefix}-rl-{uuid.uuid4().hex[:6]}",
+            "rate_limit_requests": requests,
+            "rate_limit_window_s": window_s,
+            **extra,
+        }
+    )
 
 
 def test_past_the_limit_429_with_retry_after(make_client, api_settings: AimqSettings) -> None:
@@ -36,7 +40,9 @@ def test_past_the_limit_429_with_retry_after(make_client, api_settings: AimqSett
     # Probes and scrapes are not limited, and the refusals are counted on their route.
     assert client.get("/health").status_code == 200
     metrics = client.get("/metrics").text
-    assert 'aimq_http_request_duration_seconds_count{endpoint="/predict/onnx",method="POST",status="429"} 1.0' in metrics
+    assert (
+        'aimq_http_request_duration_seconds_count{endpoint="/predict/onnx",method="POST",status="429"} 1.0' in metrics
+    )
 
 
 def test_each_client_key_has_its_own_budget(make_client, api_settings: AimqSettings) -> None:
@@ -66,14 +72,17 @@ def test_the_window_ends(make_client, api_settings: AimqSettings) -> None:
         time.sleep(0.2)
 
 
-def test_requests_spending_a_finished_lease_do_not_stall_the_worker(api_settings: AimqSettings,
-                                                                     redis_client: redis.Redis) -> None:
+def test_requests_spending_a_finished_lease_do_not_stall_the_worker(
+    api_settings: AimqSettings, redis_client: redis.Redis
+) -> None:
     """Regression (found by the load test): requests scheduled in the loop iteration in which a lease
     finishes, before its done-callback runs, spend what it granted; the next one must wait for a new
     lease, not spin on the finished one with the event loop blocked for good. Run in a process of its
     own: the bug never returns."""
     prefix = f"{api_settings.redis_prefix}-race-{uuid.uuid4().hex[:6]}"
-    code = f"from tests.serving.api.test_rate_limit import lease_race; lease_race({api_settings.redis_url!r}, {prefix!r})"
+    code = (
+        f"from tests.serving.api.test_rate_limit import lease_race; lease_race({api_settings.redis_url!r}, {prefix!r})"
+    )
     try:
         done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=20)
     except subprocess.TimeoutExpired:

@@ -36,10 +36,15 @@ KEY_HEADER = "X-Test-Client"
 
 def _through(proxy: TcpProxy, settings: AimqSettings, **extra) -> AimqSettings:
     # A limit of 100 leases one token at a time, so every request needs Redis.
-    return settings.model_copy(update={
-        "redis_url": proxy.url, "redis_timeout_s": 0.5, "rate_limit_requests": 100,
-        "rate_limit_key_header": KEY_HEADER, **extra,
-    })
+    return settings.model_copy(
+        update={
+            "redis_url": proxy.url,
+            "redis_timeout_s": 0.5,
+            "rate_limit_requests": 100,
+            "rate_limit_key_header": KEY_HEADER,
+            **extra,
+        }
+    )
 
 
 def _own_key() -> dict[str, str]:
@@ -78,9 +83,14 @@ def test_redis_down_is_503_then_recovers(make_client, api_settings: AimqSettings
     _eventually(lambda: client.get("/ready").status_code == 200)
 
 
-def test_redis_that_never_answers_is_503_before_the_client_gives_up(api_settings: AimqSettings, proxy: TcpProxy) -> None:
+def test_redis_that_never_answers_is_503_before_the_client_gives_up(
+    api_settings: AimqSettings, proxy: TcpProxy
+) -> None:
     """A real server and a client with a 5 s timeout: a hang would fail the test."""
-    with uvicorn_server(server_env(_through(proxy, api_settings)), workers=1) as url, httpx.Client(base_url=url, timeout=5, headers=_own_key()) as client:
+    with (
+        uvicorn_server(server_env(_through(proxy, api_settings)), workers=1) as url,
+        httpx.Client(base_url=url, timeout=5, headers=_own_key()) as client,
+    ):
         assert client.post("/predict/onnx", json=SAMPLE_ROWS[0]).status_code == 200
         proxy.set_mode("blackhole")
         for _ in range(3):

@@ -15,8 +15,8 @@ import pytest
 from aimq_serving import schema
 from aimq_serving.api.app import create_app
 from aimq_serving.api.sklearn_batcher import Overloaded, SklearnBatcher
-from aimq_serving.model_store import ModelStore
 from aimq_serving.loaded_models import predict_with_sklearn
+from aimq_serving.model_store import ModelStore
 from aimq_serving.settings import AimqSettings
 from tests.helpers.serving import distinct_records
 
@@ -48,7 +48,7 @@ def test_a_batch_prices_every_row_exactly_as_its_one_row_call(estimators, sample
     for group, (estimator, spec, _) in estimators.items():
         matrix = spec.encode_records([r for r in records if r["model_group"] == group])
         batch = predict_with_sklearn(estimator, matrix)
-        single = np.array([predict_with_sklearn(estimator, matrix[i:i + 1])[0] for i in range(len(matrix))])
+        single = np.array([predict_with_sklearn(estimator, matrix[i : i + 1])[0] for i in range(len(matrix))])
         assert np.array_equal(batch, single), group
 
 
@@ -59,9 +59,11 @@ def test_concurrent_callers_each_get_their_own_rows_back(estimators, sample_reco
     async def run() -> list[float]:
         batcher = SklearnBatcher(max_queued_rows=10_000)
         try:
+
             async def one(record: dict[str, Any]) -> float:
                 estimator, spec, _ = estimators[record["model_group"]]
                 return float((await batcher.predict(estimator, spec.encode_records([record])))[0])
+
             return await asyncio.gather(*(one(r) for r in records))
         finally:
             batcher.close()
@@ -80,8 +82,10 @@ def test_a_failing_request_fails_alone(estimators, sample_records) -> None:
         try:
             # The big call keeps the thread busy, so the next two are likely priced as one batch.
             return await asyncio.gather(
-                batcher.predict(estimator, big), batcher.predict(estimator, wrong_width),
-                batcher.predict(estimator, good), return_exceptions=True,
+                batcher.predict(estimator, big),
+                batcher.predict(estimator, wrong_width),
+                batcher.predict(estimator, good),
+                return_exceptions=True,
             )
         finally:
             batcher.close()
@@ -102,7 +106,10 @@ def test_past_the_queue_bound_a_request_is_refused_at_once(estimators, sample_re
             # Whether or not the thread has taken ``busy`` yet, rows are waiting when the last one
             # comes, and 8 + 5 (or more) rows are over 10.
             return await asyncio.gather(
-                batcher.predict(estimator, busy), batcher.predict(estimator, busy[:8]), batcher.predict(estimator, busy[:5]), return_exceptions=True,
+                batcher.predict(estimator, busy),
+                batcher.predict(estimator, busy[:8]),
+                batcher.predict(estimator, busy[:5]),
+                return_exceptions=True,
             )
         finally:
             batcher.close()
@@ -125,6 +132,7 @@ def run_with_app(settings: AimqSettings, work: Callable[[httpx.AsyncClient, Any]
     async def main() -> Any:
         async with app_client(settings) as (client, services):
             return await work(client, services)
+
     return asyncio.run(main())
 
 

@@ -17,8 +17,8 @@ import pytest
 import redis
 
 from aimq_serving import schema
-from aimq_serving.model_store import ModelStore
 from aimq_serving.loaded_models import LoadedModel, predict_with_sklearn
+from aimq_serving.model_store import ModelStore
 from aimq_serving.settings import AimqSettings
 from tests.helpers.serving import clear_prefix, copy_models, distinct_records, server_env, uvicorn_server
 
@@ -46,9 +46,9 @@ def server(load_settings: AimqSettings) -> Iterator[str]:
 
 def expected_onnx(store: ModelStore, records: list[dict[str, Any]]) -> tuple[np.ndarray, dict[str, int]]:
     models = {g: LoadedModel.from_stored(store.get(g)) for g in schema.MODEL_GROUPS}
-    prices = np.array([
-        models[r["model_group"]].predict_onnx(models[r["model_group"]].spec.encode_records([r]))[0] for r in records
-    ])
+    prices = np.array(
+        [models[r["model_group"]].predict_onnx(models[r["model_group"]].spec.encode_records([r]))[0] for r in records]
+    )
     return prices, {g: m.version for g, m in models.items()}
 
 
@@ -56,7 +56,7 @@ def _metric_sum(text: str, name: str, **labels: str) -> float:
     total = 0.0
     for line in text.splitlines():
         if line.startswith(name + "{"):
-            found = dict(re.findall(r'(\w+)="([^"]*)"', line[len(name):line.rindex("}")]))
+            found = dict(re.findall(r'(\w+)="([^"]*)"', line[len(name) : line.rindex("}")]))
             if all(found.get(k) == v for k, v in labels.items()):
                 total += float(line.rsplit(" ", 1)[1])
     return total
@@ -121,11 +121,14 @@ def test_a_promotion_under_load_fails_no_request(
 
     async def load() -> None:
         async with httpx.AsyncClient(base_url=server, timeout=30, limits=httpx.Limits(max_connections=16)) as client:
+
             async def worker(seed: int) -> None:
                 rng = random.Random(seed)
                 while not stop.is_set():
                     record = rng.choice(records)
-                    response = await client.post(rng.choice(["/predict/onnx", "/predict", "/predict/pickle"]), json=record)
+                    response = await client.post(
+                        rng.choice(["/predict/onnx", "/predict", "/predict/pickle"]), json=record
+                    )
                     body = response.json()
                     version = body.get("model_version") if response.status_code == 200 else None
                     results.append((response.status_code, record["model_group"], version))
@@ -138,8 +141,13 @@ def test_a_promotion_under_load_fails_no_request(
         _wait_for(lambda: len(results) > 200)
         stored = load_store.get("A")
         new = load_store.put(
-            "A", stored.onnx, stored.load_sklearn(), stored.spec, stored.info.metrics,
-            {**stored.info.lineage, "note": "promoted under load by the tests"}, use_redisai=False,
+            "A",
+            stored.onnx,
+            stored.load_sklearn(),
+            stored.spec,
+            stored.info.metrics,
+            {**stored.info.lineage, "note": "promoted under load by the tests"},
+            use_redisai=False,
         )
         load_store.promote("A", new)
         seen = len(results)

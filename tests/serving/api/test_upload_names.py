@@ -31,10 +31,19 @@ def client(uploads_settings: AimqSettings, trained_store: ModelStore) -> Iterato
 def post_raw_name(client: TestClient, raw_name: bytes) -> dict:
     """The part header written byte for byte, as a hostile client would (no client-side escaping)."""
     body = (
-        b"--" + BOUNDARY + b'\r\nContent-Disposition: form-data; name="file"; filename="' + raw_name + b'"\r\n\r\n'
-        + CSV + b"\r\n--" + BOUNDARY + b"--\r\n"
+        b"--"
+        + BOUNDARY
+        + b'\r\nContent-Disposition: form-data; name="file"; filename="'
+        + raw_name
+        + b'"\r\n\r\n'
+        + CSV
+        + b"\r\n--"
+        + BOUNDARY
+        + b"--\r\n"
     )
-    response = client.post("/upload", content=body, headers={"content-type": f"multipart/form-data; boundary={BOUNDARY.decode()}"})
+    response = client.post(
+        "/upload", content=body, headers={"content-type": f"multipart/form-data; boundary={BOUNDARY.decode()}"}
+    )
     assert response.status_code in (202, 422), response.text
     return response.json()
 
@@ -62,7 +71,10 @@ def test_file_names_are_metadata_only(client: TestClient, uploads_settings: Aimq
     # Every stored file is <id[:2]>/<id>/input.csv under the upload root, nothing anywhere else.
     stored = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
     assert stored == sorted(m.stored_path for m in messages)
-    assert all(path == f"{m.upload_id[:2]}/{m.upload_id}/input.csv" for path, m in zip(sorted(stored), sorted(messages, key=lambda m: m.stored_path)))
+    assert all(
+        path == f"{m.upload_id[:2]}/{m.upload_id}/input.csv"
+        for path, m in zip(sorted(stored), sorted(messages, key=lambda m: m.stored_path))
+    )
 
 
 def test_a_name_with_a_line_break_cannot_inject_a_header(client: TestClient, uploads_settings: AimqSettings) -> None:
@@ -84,8 +96,10 @@ def _finish(settings: AimqSettings, upload_id: str) -> None:
     record = status.get(upload_id)
     assert record is not None
     message = UploadMessage.model_validate(
-        {**record.model_dump(include={"upload_id", "format", "sha256", "size", "original_name", "created_at"}),
-         "stored_path": f"{upload_id[:2]}/{upload_id}/input.{record.format}"}
+        {
+            **record.model_dump(include={"upload_id", "format", "sha256", "size", "original_name", "created_at"}),
+            "stored_path": f"{upload_id[:2]}/{upload_id}/input.{record.format}",
+        }
     )
     storage = UploadStorage(settings.resolved_upload_dir)
     storage.result_path(upload_id, "csv").write_bytes(CSV)
@@ -100,12 +114,17 @@ def _finish(settings: AimqSettings, upload_id: str) -> None:
         ("listings.csv", 'attachment; filename="listings_scored.csv"'),
         # httpx sends the quote as %22 (HTML's form encoding), which reaches the server as is.
         ('a"b;c.csv', "attachment; filename=\"a_22b_c_scored.csv\"; filename*=UTF-8''a%2522b%3Bc_scored.csv"),
-        ("r\u00e9sum\u00e9.csv", "attachment; filename=\"r_sum__scored.csv\"; filename*=UTF-8''r%C3%A9sum%C3%A9_scored.csv"),
-        ("Set-Cookie: x=y.csv", "attachment; filename=\"Set-Cookie: x=y_scored.csv\""),
+        (
+            "r\u00e9sum\u00e9.csv",
+            "attachment; filename=\"r_sum__scored.csv\"; filename*=UTF-8''r%C3%A9sum%C3%A9_scored.csv",
+        ),
+        ("Set-Cookie: x=y.csv", 'attachment; filename="Set-Cookie: x=y_scored.csv"'),
         (".csv", 'attachment; filename="upload_scored.csv"'),
     ],
 )
-def test_download_names_are_safe_headers(client: TestClient, uploads_settings: AimqSettings, name: str, disposition: str) -> None:
+def test_download_names_are_safe_headers(
+    client: TestClient, uploads_settings: AimqSettings, name: str, disposition: str
+) -> None:
     response = client.post("/upload", files={"file": (name, CSV)})
     assert response.status_code == 202, response.text
     upload_id = response.json()["upload_id"]
@@ -119,7 +138,7 @@ def test_download_names_are_safe_headers(client: TestClient, uploads_settings: A
 
 
 def test_content_disposition_never_carries_control_characters_or_quotes() -> None:
-    for name in ['x\r\nSet-Cookie: a=b.csv', 'q"uote.csv', "back\\slash.csv", "\u65e5\u672c.csv", "nul\x00.csv"]:
+    for name in ["x\r\nSet-Cookie: a=b.csv", 'q"uote.csv', "back\\slash.csv", "\u65e5\u672c.csv", "nul\x00.csv"]:
         value = content_disposition(name)
         assert "\r" not in value and "\n" not in value and "\x00" not in value
         fallback = value.split('filename="', 1)[1].split('"', 1)[0]

@@ -65,8 +65,10 @@ def test_upload_is_stored_queued_and_registered(uploads_settings: AimqSettings, 
     body = response.json()
     upload_id = body["upload_id"]
     assert body == {
-        "upload_id": upload_id, "state": "queued",
-        "status_url": f"/uploads/{upload_id}", "result_url": f"/uploads/{upload_id}/result",
+        "upload_id": upload_id,
+        "state": "queued",
+        "status_url": f"/uploads/{upload_id}",
+        "result_url": f"/uploads/{upload_id}/result",
     }
     assert response.headers["location"] == f"/uploads/{upload_id}"
 
@@ -127,7 +129,11 @@ def test_request_problems_are_415_or_422(uploads_settings: AimqSettings, make_cl
         (client.post("/upload", json={"file": "x"}), 415, "multipart/form-data"),
         (client.post("/upload", data={"note": "no file"}, files={"other": ("a.csv", b"a,b\n")}), 422, "no file"),
         (client.post("/upload", files={"file": ("empty.csv", b"")}), 422, "empty"),
-        (client.post("/upload", files=[("file", ("a.csv", b"a,b\n")), ("file", ("b.csv", b"a,b\n"))]), 422, "exactly one"),
+        (
+            client.post("/upload", files=[("file", ("a.csv", b"a,b\n")), ("file", ("b.csv", b"a,b\n"))]),
+            422,
+            "exactly one",
+        ),
         (client.post("/upload", files={"file": ("cut.xlsx", SAMPLE[:3000])}), 422, "zip structure is damaged"),
     ]
     for response, status, text in cases:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pika
 import pytest
@@ -19,8 +19,13 @@ from aimq_serving.uploads.storage import new_upload_id
 def message() -> UploadMessage:
     upload_id = new_upload_id()
     return UploadMessage(
-        upload_id=upload_id, stored_path=f"{upload_id[:2]}/{upload_id}/input.csv", format="csv",
-        sha256="b" * 64, size=3, original_name="x.csv", created_at=datetime.now(timezone.utc),
+        upload_id=upload_id,
+        stored_path=f"{upload_id[:2]}/{upload_id}/input.csv",
+        format="csv",
+        sha256="b" * 64,
+        size=3,
+        original_name="x.csv",
+        created_at=datetime.now(UTC),
     )
 
 
@@ -79,7 +84,10 @@ def test_dead_letter_carries_the_reason(uploads_settings: AimqSettings) -> None:
 
 def test_broker_down_is_reported_quickly(uploads_settings: AimqSettings) -> None:
     down = uploads_settings.model_copy(
-        update={"rabbitmq_url": SecretStr(f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F"), "broker_confirm_timeout_s": 1.0}
+        update={
+            "rabbitmq_url": SecretStr(f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F"),
+            "broker_confirm_timeout_s": 1.0,
+        }
     )
     publisher = UploadPublisher.from_settings(down)
     started = time.monotonic()

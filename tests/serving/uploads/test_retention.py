@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -35,14 +35,25 @@ def storage(tmp_path: Path) -> UploadStorage:
     return UploadStorage(tmp_path / "uploads")
 
 
-def upload(status: UploadStatusStore, storage: UploadStorage, *, created_days_ago: float,
-           finished_days_ago: float | None, state: str = "succeeded") -> str:
+def upload(
+    status: UploadStatusStore,
+    storage: UploadStorage,
+    *,
+    created_days_ago: float,
+    finished_days_ago: float | None,
+    state: str = "succeeded",
+) -> str:
     """An upload with its files on disk and its record, as the API and a run leave them."""
     upload_id = new_upload_id()
     created = NOW - created_days_ago * DAY
     message = UploadMessage(
-        upload_id=upload_id, stored_path=storage.relative_input(upload_id, "csv"), format="csv", sha256="a" * 64,
-        size=4, original_name="listings.csv", created_at=datetime.fromtimestamp(created, timezone.utc),
+        upload_id=upload_id,
+        stored_path=storage.relative_input(upload_id, "csv"),
+        format="csv",
+        sha256="a" * 64,
+        size=4,
+        original_name="listings.csv",
+        created_at=datetime.fromtimestamp(created, UTC),
     )
     storage.input_path(upload_id, "csv").parent.mkdir(parents=True)
     storage.input_path(upload_id, "csv").write_bytes(b"a,b\n")

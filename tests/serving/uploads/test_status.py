@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -15,8 +15,13 @@ from aimq_serving.uploads.storage import new_upload_id
 def message(created: datetime | None = None) -> UploadMessage:
     upload_id = new_upload_id()
     return UploadMessage(
-        upload_id=upload_id, stored_path=f"{upload_id[:2]}/{upload_id}/input.xlsx", format="xlsx",
-        sha256="a" * 64, size=10, original_name="listings.xlsx", created_at=created or datetime.now(timezone.utc),
+        upload_id=upload_id,
+        stored_path=f"{upload_id[:2]}/{upload_id}/input.xlsx",
+        format="xlsx",
+        sha256="a" * 64,
+        size=10,
+        original_name="listings.xlsx",
+        created_at=created or datetime.now(UTC),
     )
 
 
@@ -76,7 +81,7 @@ def test_failure_reports_about_an_old_run_do_not_undo_a_newer_one(status: Upload
 
 
 def test_recent_lists_newest_first_with_a_state_filter(status: UploadStatusStore) -> None:
-    base = datetime.now(timezone.utc) + timedelta(days=1)  # newer than any other test's uploads
+    base = datetime.now(UTC) + timedelta(days=1)  # newer than any other test's uploads
     msgs = [message(base + timedelta(seconds=i)) for i in range(3)]
     for msg in msgs:
         status.register(msg)
