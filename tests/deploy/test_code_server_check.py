@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.platform import free_port
+from tests.helpers.ports import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -22,13 +22,13 @@ from compose_spec import PyCompose
 from tests.helpers.deploy import (
     COMPOSE_FILE,
     ENV_EXAMPLE,
-    REPO,
     InterpolationError,
     compose_variables,
     filled,
     load_compose,
     read_env_file,
 )
+from tests.helpers.paths import REPO
 
 APP_SERVICES = ("code-server", "webserver", "daemon", "api")
 SECRETS = ("AIMQ_SIGNING_KEY", "DAGSTER_POSTGRES_PASSWORD", "RABBITMQ_PASSWORD", "AIMQ_API_KEYS")

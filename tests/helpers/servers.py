@@ -19,7 +19,7 @@ import pika
 import pika.exceptions
 import redis
 
-from tests.helpers.platform import free_port
+from tests.helpers.ports import free_port
 
 START_TIMEOUT_S = 60.0
 # The Debian wrapper in /usr/sbin switches to the rabbitmq user (whose HOME holds the shared node's
