@@ -35,6 +35,20 @@ def server_env(settings: AimqSettings) -> dict[str, str]:
     return env
 
 
+def deployed_command(port: int) -> list[str]:
+    """The API's command line as ``aimq up``, the compose file and the Kubernetes manifests run it, on
+    127.0.0.1:``port`` (one worker)."""
+    return [
+        str(Path(sys.executable).parent / "uvicorn"),
+        "--factory",
+        "aimq_serving.api.app:create_app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+
+
 @contextmanager
 def uvicorn_server(
     env: Mapping[str, str],
@@ -69,15 +83,7 @@ def uvicorn_server(
         if not deployed:
             cmd = [sys.executable, "-m", "aimq_serving.api", "--workers", str(workers)]
         else:
-            cmd = [
-                str(Path(sys.executable).parent / "uvicorn"),
-                "--factory",
-                "aimq_serving.api.app:create_app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ]
+            cmd = deployed_command(port)
             if workers > 1:
                 cmd += ["--workers", str(workers)]
                 full_env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir

@@ -17,7 +17,7 @@ import dagster as dg
 import httpx
 
 from aimq_serving.settings import AimqSettings
-from tests.helpers.api_server import server_env
+from tests.helpers.api_server import deployed_command, server_env
 from tests.helpers.paths import REPO
 from tests.helpers.ports import free_port
 
@@ -72,20 +72,7 @@ class Platform:
 
     def start_api(self) -> None:
         port = int(self.api_url.rsplit(":", 1)[1])
-        api = self.start(
-            "api",
-            [
-                str(BIN / "uvicorn"),
-                "--factory",
-                "aimq_serving.api.app:create_app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-            ],
-        )
+        api = self.start("api", [*deployed_command(port), "--log-level", "warning"])
         self.wait_http(api, f"{self.api_url}/health")
 
     def start_daemon(self) -> None:
