@@ -53,7 +53,9 @@ import redis
 from aimq_pipelines.definitions import defs
 from aimq_pipelines.models.resources import ModelStoreResource, TrainingDataSource
 from benchmarks import report
-from tests.helpers.serving import REPO, clear_prefix, uvicorn_server
+from tests.helpers.api_server import uvicorn_server
+from tests.helpers.paths import REPO
+from tests.helpers.redis_keys import clear_prefix
 
 SAMPLES = Path(os.environ.get("AIMQ_SAMPLES_DIR", Path(__file__).resolve().parents[1] / "samples"))
 NOOP = "/ping"
@@ -239,7 +241,7 @@ def beside_dagster(env: dict[str, str], prefix: str, home: str) -> Iterator[None
     from aimq_cli.main import REPO_DAGSTER_YAML
     from aimq_serving.settings import AimqSettings
     from aimq_serving.uploads.broker import Topology, connect
-    from tests.helpers.serving import free_port
+    from tests.helpers.ports import free_port
 
     dagster_home = Path(home) / "dagster_home"
     dagster_home.mkdir()

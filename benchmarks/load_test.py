@@ -287,8 +287,8 @@ def main() -> None:
     if shutil.which("wrk") is None:
         raise SystemExit("needs wrk: apt-get install -y wrk")
 
+    from tests.helpers.api_server import uvicorn_server
     from tests.helpers.platform import BIN, make_platform
-    from tests.helpers.serving import uvicorn_server
 
     tag = f"aimqload-{uuid.uuid4().hex[:8]}"
     work = Path(tempfile.mkdtemp(prefix="aimq-load-"))

@@ -14,22 +14,15 @@ import redis
 
 from aimq_serving.model_store import ModelStore
 from aimq_serving.settings import AimqSettings
+from tests.helpers.paths import REPO
+from tests.helpers.session import REDIS_URL, TEST_ROWS_PER_GROUP
+from tests.helpers.topology import delete_topology, unique_topology_settings
 
 # Fixtures shared by the API and upload tests, wherever those tests live (tests/helpers).
 pytest_plugins = ["tests.helpers.api_fixtures", "tests.helpers.upload_fixtures"]
 
 if TYPE_CHECKING:
     from tests.helpers.platform import Platform
-
-REPO = Path(__file__).resolve().parents[1]
-# The repository's own sample workbooks (scripts/make-samples.py): a clone anywhere has them.
-SAMPLES = REPO / "samples"
-# The original demo's two files, where this workplace lays them beside the clone: reference input that
-# must score unchanged (tests/pipelines/models/test_samples.py). Never required.
-REFERENCE_SAMPLES = Path(os.environ.get("AIMQ_REFERENCE_SAMPLES_DIR", REPO.parent / "shared" / "samples"))
-REDIS_URL = os.environ.get("AIMQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-# Small enough to train in a second, large enough for the quality checks to mean something.
-TEST_ROWS_PER_GROUP = 5_000
 
 
 @pytest.fixture(scope="session")
@@ -110,35 +103,6 @@ def trained_store(store: ModelStore, training_run: dg.ExecuteInProcessResult) ->
 
 
 # --- Batch scoring (uploads): queue names and an upload folder of their own per test ------------
-RABBITMQ_URL = os.environ.get("AIMQ_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
-
-
-def unique_topology_settings(settings: AimqSettings, run_id: str, upload_dir: Path) -> AimqSettings:
-    from pydantic import SecretStr
-
-    name = f"aimqtest-{run_id}-{uuid.uuid4().hex[:8]}"
-    return settings.model_copy(
-        update={
-            "rabbitmq_url": SecretStr(RABBITMQ_URL),
-            "uploads_exchange": name,
-            "uploads_queue": name,
-            "uploads_dead_letter_exchange": f"{name}.dlx",
-            "uploads_dead_letter_queue": f"{name}.dlq",
-            "upload_dir": upload_dir,
-        }
-    )
-
-
-def delete_topology(settings: AimqSettings) -> None:
-    from aimq_serving.uploads.broker import Topology, connect
-
-    connection = connect(settings.rabbitmq_url.get_secret_value())
-    try:
-        Topology.from_settings(settings).delete(connection.channel())
-    finally:
-        connection.close()
-
-
 @pytest.fixture(scope="session")
 def upload_records(settings: AimqSettings, redis_client: redis.Redis) -> Iterator[None]:
     """Upload status records of the session live under its prefix; removed at the end."""

@@ -13,8 +13,9 @@ import httpx
 import pandas as pd
 import pytest
 
-from tests.conftest import SAMPLES
-from tests.helpers.platform import Platform, free_port
+from tests.helpers.paths import SAMPLES
+from tests.helpers.platform import Platform
+from tests.helpers.ports import free_port
 
 AIMQ = str(Path(sys.executable).with_name("aimq"))
 RECORD = {

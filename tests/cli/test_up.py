@@ -24,7 +24,7 @@ import pytest
 from aimq_cli.supervise import KILL_WAIT_S, STOP_GRACE_S, group_members
 from aimq_serving.model_store import ModelStore
 from tests.helpers.contention import busy_cpus
-from tests.helpers.platform import free_port
+from tests.helpers.ports import free_port
 
 pytestmark = pytest.mark.slow
 

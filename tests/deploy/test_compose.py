@@ -22,13 +22,13 @@ from compose_spec import PyCompose
 from tests.helpers.deploy import (
     COMPOSE_FILE,
     ENV_EXAMPLE,
-    REPO,
     InterpolationError,
     compose_variables,
     filled,
     load_compose,
     read_env_file,
 )
+from tests.helpers.paths import REPO
 
 APP_SERVICES = ("code-server", "webserver", "daemon", "api")
 SECRETS = ("AIMQ_SIGNING_KEY", "DAGSTER_POSTGRES_PASSWORD", "RABBITMQ_PASSWORD", "AIMQ_API_KEYS")
@@ -168,7 +168,7 @@ def test_the_aimq_image_is_built_once_and_run_by_every_aimq_service(compose: dic
 
 def test_the_code_server_is_healthy_only_once_its_location_loads(compose: dict[str, Any]) -> None:
     # `dagster api grpc-health-check` passes while the location failed to load
-    # (tests/deploy/test_code_server_check.py shows both against real code servers).
+    # (tests/pipelines/test_code_server_check.py shows both against real code servers).
     code_server = compose["services"]["code-server"]
     port = code_server["command"][code_server["command"].index("-p") + 1]
     assert code_server["healthcheck"]["test"] == [

@@ -28,9 +28,10 @@ import pandas as pd
 import pytest
 
 from aimq_serving import schema
-from tests.conftest import REPO, SAMPLES
 from tests.helpers.deploy import read_env_file
-from tests.helpers.platform import free_port, prediction_records
+from tests.helpers.paths import REPO, SAMPLES
+from tests.helpers.platform import prediction_records
+from tests.helpers.ports import free_port
 
 # The first test includes bringing the stack up: a cold build takes minutes on 2 busy cores.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2700)]

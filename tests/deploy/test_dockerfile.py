@@ -18,7 +18,6 @@ from packaging.requirements import Requirement
 from tests.helpers.deploy import (
     ENV_EXAMPLE,
     K8S,
-    REPO,
     by_kind,
     containers,
     filled,
@@ -26,6 +25,7 @@ from tests.helpers.deploy import (
     load_compose,
     read_env_file,
 )
+from tests.helpers.paths import REPO
 
 DOCKERFILE = REPO / "Dockerfile"
 

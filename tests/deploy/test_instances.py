@@ -43,12 +43,12 @@ from tests.helpers.deploy import (
     ENV_EXAMPLE,
     K8S,
     LOCAL_SECRETS_EXAMPLE,
-    REPO,
     filled,
     kustomize_build,
     load_compose,
     read_env_file,
 )
+from tests.helpers.paths import REPO
 
 LOCAL = REPO / "dagster.yaml"
 COMPOSE = REPO / "deploy" / "compose" / "dagster.yaml"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers.deploy import REPO
+from tests.helpers.paths import REPO
 
 sys.path.insert(0, str(REPO / "deploy"))
 import render_config  # noqa: E402

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from aimq_serving.settings import AimqSettings
-from tests.helpers.deploy import ENV_EXAMPLE, K8S, LOCAL_SECRETS_EXAMPLE, REPO, filled, load_compose, read_env_file
+from tests.helpers.deploy import ENV_EXAMPLE, K8S, LOCAL_SECRETS_EXAMPLE, filled, load_compose, read_env_file
+from tests.helpers.paths import REPO
 
 AIMQ_VAR = re.compile(r"\bAIMQ_[A-Z0-9_]*[A-Z0-9]\b")
 

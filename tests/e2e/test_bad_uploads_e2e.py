@@ -13,9 +13,8 @@ import httpx
 import pytest
 
 from aimq_pipelines.uploads.jobs import runs_of_upload
-from tests.e2e.test_batch_e2e import finished_run
 from tests.helpers.corpus import BY_ID, HEADER, Failed, Refused, csv_bytes, sample_rows
-from tests.helpers.platform import Platform, wait_for_upload
+from tests.helpers.platform import Platform, finished_run, wait_for_upload
 
 pytestmark = pytest.mark.slow
 

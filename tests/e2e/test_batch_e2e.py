@@ -21,8 +21,8 @@ import pytest
 from aimq_pipelines.uploads.jobs import runs_of_upload, uploads_of
 from aimq_serving import schema
 from aimq_serving.uploads.broker import ERROR_HEADER, connect
-from tests.conftest import SAMPLES
-from tests.helpers.platform import Platform, prediction_records, wait_for_upload
+from tests.helpers.paths import SAMPLES
+from tests.helpers.platform import Platform, finished_run, prediction_records, wait_for_upload
 
 pytestmark = pytest.mark.slow
 
@@ -38,16 +38,6 @@ def api_prices(platform: Platform, records: list[dict[str, Any]]) -> list[float]
     response = httpx.post(f"{platform.api_url}/predict/onnx", json=body, timeout=30)
     assert response.status_code == 200, response.text
     return [item["predicted_price"] for item in response.json()]
-
-
-def finished_run(instance: dg.DagsterInstance, run_id: str, timeout_s: float = 60) -> dg.DagsterRun:
-    """The upload is marked succeeded when its result is in place, a moment before its run ends."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        run = instance.get_run_by_id(run_id)
-        if run is not None and run.is_finished or time.monotonic() > deadline:
-            return run
-        time.sleep(0.2)
 
 
 def download(platform: Platform, upload_id: str, what: str = "result") -> bytes:

@@ -25,9 +25,9 @@ import pytest
 from aimq_pipelines.uploads.jobs import runs_of_upload
 from benchmarks.api_benchmark import sample_bodies
 from benchmarks.load_test import run_both, summarize, upload_files
-from tests.conftest import REPO
+from tests.helpers.api_server import uvicorn_server
+from tests.helpers.paths import REPO
 from tests.helpers.platform import Platform
-from tests.helpers.serving import uvicorn_server
 
 OUTPUT = REPO / "test-output" / "load"
 ROWS_PER_FILE = 500

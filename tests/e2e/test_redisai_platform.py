@@ -28,9 +28,10 @@ from aimq_serving import schema
 from aimq_serving.loaded_models import ModelCache
 from aimq_serving.model_store import ModelStore
 from aimq_serving.settings import AimqSettings
-from tests.conftest import SAMPLES, TEST_ROWS_PER_GROUP
+from tests.helpers.api_server import distinct_records, server_env, uvicorn_server
+from tests.helpers.paths import SAMPLES
 from tests.helpers.servers import RedisAIServer
-from tests.helpers.serving import distinct_records, server_env, uvicorn_server
+from tests.helpers.session import TEST_ROWS_PER_GROUP
 
 REDISAI_HOME = os.environ.get("AIMQ_TEST_REDISAI_HOME")
 pytestmark = [

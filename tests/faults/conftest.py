@@ -15,7 +15,6 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -25,16 +24,13 @@ from pydantic import SecretStr
 
 from aimq_serving.model_store import ModelStore
 from aimq_serving.settings import AimqSettings
-from tests.conftest import REPO, unique_topology_settings
 from tests.helpers.contention import busy_cpus
-from tests.helpers.platform import Platform, make_platform
+from tests.helpers.faults import ABANDONED_AFTER_S, FaultPlatform
+from tests.helpers.paths import REPO
+from tests.helpers.platform import make_platform
+from tests.helpers.redis_keys import copy_models
 from tests.helpers.servers import RabbitServer, RedisServer
-from tests.helpers.serving import copy_models
-
-# Incoming bodies idle this long are swept (test d); longer than any pause a live request makes here,
-# and than a queued message takes to reach its run, which claims the body: 8 s was not, on 2 cores
-# at load 25 (the sensor swept a queued body before its run started, and the upload was withdrawn).
-ABANDONED_AFTER_S = 60
+from tests.helpers.topology import unique_topology_settings
 
 
 @pytest.fixture(scope="session")
@@ -51,23 +47,6 @@ def private_rabbit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitS
     server.start()
     yield server
     server.kill()
-
-
-@dataclass
-class FaultPlatform:
-    platform: Platform
-    settings: AimqSettings
-    instance: dg.DagsterInstance
-    redis: RedisServer
-    rabbit: RabbitServer
-
-    @property
-    def api_url(self) -> str:
-        return self.platform.api_url
-
-    @property
-    def upload_dir(self) -> Path:
-        return self.settings.resolved_upload_dir
 
 
 @pytest.fixture(scope="session")

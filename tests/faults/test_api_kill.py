@@ -21,8 +21,9 @@ from aimq_serving.uploads.broker import Topology, UploadPublisher
 from aimq_serving.uploads.messages import UploadMessage
 from aimq_serving.uploads.status import utc_now
 from aimq_serving.uploads.storage import UploadStorage
-from tests.faults.conftest import ABANDONED_AFTER_S, FaultPlatform
 from tests.helpers.faults import (
+    ABANDONED_AFTER_S,
+    FaultPlatform,
     assert_scored_once,
     csv_bytes,
     incoming,

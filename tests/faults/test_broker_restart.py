@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from tests.faults.conftest import FaultPlatform
 from tests.helpers.faults import (
+    FaultPlatform,
     assert_scored_once,
     csv_bytes,
     incoming,

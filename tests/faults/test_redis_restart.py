@@ -12,8 +12,7 @@ import pytest
 
 from aimq_serving.api.payloads import SAMPLE_ROWS
 from aimq_serving.api.ratelimit import max_unspent
-from tests.faults.conftest import FaultPlatform
-from tests.helpers.faults import assert_scored_once, upload_and_catch_mid_file, wait_until
+from tests.helpers.faults import FaultPlatform, assert_scored_once, upload_and_catch_mid_file, wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -13,9 +13,9 @@ import httpx
 import pytest
 
 from aimq_pipelines.uploads.sensors import WILL_RETRY_TAG
-from tests.faults.conftest import FaultPlatform
 from tests.helpers.faults import (
     PARENT_RUN_TAG,
+    FaultPlatform,
     assert_scored_once,
     process_group,
     retry_wait_s,

@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 from aimq_serving.api.app import create_app
 from aimq_serving.model_store import ModelStore
 from aimq_serving.settings import AimqSettings
-from tests.conftest import SAMPLES
-from tests.helpers.serving import clear_prefix, copy_models
+from tests.helpers.paths import SAMPLES
+from tests.helpers.redis_keys import clear_prefix, copy_models
 
 
 @pytest.fixture(scope="session")

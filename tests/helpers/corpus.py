@@ -32,7 +32,7 @@ import fastexcel
 import xlsxwriter
 
 from aimq_serving import schema
-from tests.conftest import SAMPLES
+from tests.helpers.paths import SAMPLES
 
 MAIN_NS = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
 BOMB_BYTES = 1 << 30  # what a zip bomb inflates to

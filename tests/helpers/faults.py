@@ -1,4 +1,5 @@
-"""What the fault tests check after the dust settles: each upload scored once, nothing orphaned."""
+"""The fault tests' platform (on private servers they kill and restart), how they catch it in the act,
+and what they check after the dust settles: each upload scored once, nothing orphaned."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -15,11 +17,37 @@ import pandas as pd
 
 from aimq_pipelines.uploads.jobs import runs_of_upload
 from aimq_serving import schema
+from aimq_serving.settings import AimqSettings
 from aimq_serving.uploads.broker import connect
 from aimq_serving.uploads.status import UploadStatusStore
-from tests.conftest import SAMPLES
-from tests.faults.conftest import FaultPlatform
-from tests.helpers.platform import wait_for_upload
+from tests.helpers.paths import SAMPLES
+from tests.helpers.platform import Platform, wait_for_upload
+from tests.helpers.servers import RabbitServer, RedisServer
+
+# Incoming bodies idle this long are swept (test d); longer than any pause a live request makes here,
+# and than a queued message takes to reach its run, which claims the body: 8 s was not, on 2 cores
+# at load 25 (the sensor swept a queued body before its run started, and the upload was withdrawn).
+ABANDONED_AFTER_S = 60
+
+
+@dataclass
+class FaultPlatform:
+    """The platform of tests/faults, its settings and Dagster instance, and the servers it runs on."""
+
+    platform: Platform
+    settings: AimqSettings
+    instance: dg.DagsterInstance
+    redis: RedisServer
+    rabbit: RabbitServer
+
+    @property
+    def api_url(self) -> str:
+        return self.platform.api_url
+
+    @property
+    def upload_dir(self) -> Path:
+        return self.settings.resolved_upload_dir
+
 
 PARENT_RUN_TAG = "dagster/parent_run_id"
 # Dagster's run-retry daemon (EventLogConsumerDaemon) looks for failed runs every 5 s by default.

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,32 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import httpx
 
-REPO = Path(__file__).resolve().parents[2]
+from aimq_serving.settings import AimqSettings
+from tests.helpers.api_server import deployed_command, server_env
+from tests.helpers.paths import REPO
+from tests.helpers.ports import free_port
+
 BIN = Path(sys.executable).parent
 START_TIMEOUT_S = 120.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def settings_env(settings: object) -> dict[str, str]:
-    """AIMQ_* variables for every field that differs from what the environment already says."""
-    from pydantic import SecretStr
-
-    env: dict[str, str] = {}
-    for name in type(settings).model_fields:  # type: ignore[attr-defined]
-        value = getattr(settings, name)
-        if value is None:
-            continue
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
-        env[f"AIMQ_{name.upper()}"] = str(value)
-    return env
 
 
 @dataclass
@@ -89,20 +72,7 @@ class Platform:
 
     def start_api(self) -> None:
         port = int(self.api_url.rsplit(":", 1)[1])
-        api = self.start(
-            "api",
-            [
-                str(BIN / "uvicorn"),
-                "--factory",
-                "aimq_serving.api.app:create_app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-            ],
-        )
+        api = self.start("api", [*deployed_command(port), "--log-level", "warning"])
         self.wait_http(api, f"{self.api_url}/health")
 
     def start_daemon(self) -> None:
@@ -142,12 +112,12 @@ class Platform:
                 service.proc.wait()
 
 
-def make_platform(settings: object, overrides: Mapping[str, str], log_dir: Path) -> Platform:
+def make_platform(settings: AimqSettings, overrides: Mapping[str, str], log_dir: Path) -> Platform:
     api_url = f"http://127.0.0.1:{free_port()}"
     dagster_url = f"http://127.0.0.1:{free_port()}"
     env = {
         **os.environ,
-        **settings_env(settings),
+        **server_env(settings),
         "AIMQ_DAGSTER_UI_URL": dagster_url,
         **overrides,
     }
@@ -169,6 +139,17 @@ def wait_for_upload(api_url: str, upload_id: str, timeout_s: float = 240.0, plat
                 return record
         time.sleep(0.5)
     raise AssertionError(f"upload {upload_id} not finished within {timeout_s:.0f} s: {record}")
+
+
+def finished_run(instance: dg.DagsterInstance, run_id: str, timeout_s: float = 60) -> dg.DagsterRun:
+    """The run once it is finished, or as it is after ``timeout_s`` (the caller checks its status): the
+    upload is marked succeeded when its result is in place, a moment before its run ends."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        run = instance.get_run_by_id(run_id)
+        if run is not None and run.is_finished or time.monotonic() > deadline:
+            return run
+        time.sleep(0.2)
 
 
 def prediction_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

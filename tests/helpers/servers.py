@@ -1,8 +1,10 @@
-"""Private Redis and RabbitMQ servers for fault tests: real servers on free ports, in a temporary
-directory, that a test may kill and restart without touching the shared services (6379, 5672).
+"""Private Redis and RabbitMQ servers for the fault tests, and the deployed RedisAI for the RedisAI
+tests: real servers on free ports, in a temporary directory, that a test may kill and restart without
+touching the shared services (6379, 5672).
 
-Both keep their data across a restart, as in production: Redis with an append-only file, RabbitMQ
-with its Mnesia and message store directory (durable queues and persistent messages survive).
+Redis and RabbitMQ keep their data across a restart, as in production: Redis with an append-only
+file, RabbitMQ with its Mnesia and message store directory (durable queues and persistent messages
+survive). RedisAI, as deployed, does not.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import pika
 import pika.exceptions
 import redis
 
-from tests.helpers.platform import free_port
+from tests.helpers.ports import free_port
 
 START_TIMEOUT_S = 60.0
 # The Debian wrapper in /usr/sbin switches to the rabbitmq user (whose HOME holds the shared node's
@@ -104,6 +106,8 @@ class RedisServer(_Process):
     """``redis-server`` on a free port, persisting to an append-only file in its directory."""
 
     name = "redis"
+    # Every write synced to the append-only file before it is answered.
+    persistence: tuple[str, ...] = ("--appendonly", "yes", "--appendfsync", "always")
 
     def __init__(self, directory: Path):
         super().__init__(directory)
@@ -113,12 +117,19 @@ class RedisServer(_Process):
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def command(self) -> list[str]:
-        binary = shutil.which("redis-server")
-        if binary is None:
+    def binary(self) -> str:
+        found = shutil.which("redis-server")
+        if found is None:
             raise ServerError("redis-server is not installed (scripts/ensure-services.sh --install)")
+        return found
+
+    def modules(self) -> list[str]:
+        """The ``--loadmodule`` arguments; none for a plain Redis."""
+        return []
+
+    def command(self) -> list[str]:
         return [
-            binary,
+            self.binary(),
             "--port",
             str(self.port),
             "--bind",
@@ -127,12 +138,10 @@ class RedisServer(_Process):
             str(self.dir),
             "--save",
             "",
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
+            *self.persistence,
             "--daemonize",
             "no",
+            *self.modules(),
         ]
 
     def ready(self) -> bool:
@@ -207,26 +216,17 @@ class RedisAIServer(RedisServer):
     folder that scripts/redisai-test-server.sh unpacked (AIMQ_TEST_REDISAI_HOME, set by ./dev test)."""
 
     name = "redisai"
+    persistence: tuple[str, ...] = ("--appendonly", "no")
 
     def __init__(self, directory: Path, home: Path):
         super().__init__(directory)
         self.home = home
 
-    def command(self) -> list[str]:
+    def binary(self) -> str:
+        return str(self.home / "redis-6.2.5" / "bin" / "redis-server")
+
+    def modules(self) -> list[str]:
         return [
-            str(self.home / "redis-6.2.5" / "bin" / "redis-server"),
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(self.dir),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--daemonize",
-            "no",
             "--loadmodule",
             str(self.home / "redisai" / "redisai.so"),
             "BACKENDSPATH",

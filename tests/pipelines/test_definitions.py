@@ -11,7 +11,7 @@ import dagster as dg
 
 from aimq_pipelines.definitions import defs
 from aimq_serving import schema
-from tests.conftest import REPO
+from tests.helpers.paths import REPO
 
 STAGES = ("training_data", "feature_spec", "trained_model", "onnx_model", "served_model")
 

@@ -8,7 +8,7 @@ import pytest
 
 from aimq_serving import schema
 from aimq_serving.features import EncodingError, FeatureSpec
-from tests.conftest import SAMPLES
+from tests.helpers.paths import SAMPLES
 
 SPEC = FeatureSpec.from_schema()
 

@@ -22,7 +22,7 @@ from aimq_serving import redisai
 from aimq_serving.loaded_models import LoadedModel, ModelCache
 from aimq_serving.model_store import ModelStore
 from aimq_serving.settings import AimqSettings
-from tests.conftest import SAMPLES
+from tests.helpers.paths import SAMPLES
 
 REDISAI_URL = os.environ.get("AIMQ_TEST_REDISAI_URL")
 NO_REDISAI = (

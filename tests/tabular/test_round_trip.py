@@ -34,7 +34,7 @@ from aimq_serving.api.app import create_app
 from aimq_serving.model_store import ModelStore
 from aimq_serving.settings import AimqSettings
 from tests.helpers.corpus import good_row, with_cell
-from tests.serving.api.test_uploads import queued
+from tests.helpers.topology import queued
 
 SOFFICE = shutil.which("soffice")
 needs_soffice = pytest.mark.skipif(

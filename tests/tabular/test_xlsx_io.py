@@ -16,7 +16,7 @@ import xlsxwriter
 
 from aimq_tabular.xlsx_reader import XlsxFormatError, iter_xlsx_batches
 from aimq_tabular.xlsx_writer import XlsxTableWriter, XlsxWriteError, column_letters
-from tests.conftest import SAMPLES
+from tests.helpers.paths import SAMPLES
 
 
 def read_all(path: Path, **kwargs) -> pa.Table:

@@ -1,51 +1,17 @@
-"""Headless Chromium (Debian's package) driven by Playwright; screenshots under test-output/ui.
-
-Without chromium the browser tests skip, saying why, except in CI (CI=true), where they fail:
-CI installs chromium, so its absence there is a broken setup, not a reason to test less.
-"""
+"""The browser tests' fixtures: one headless Chromium for the folder, a fresh page per test
+(tests/helpers/browser.py says how they are made, and when a missing browser skips or fails)."""
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.conftest import REPO
+from tests.helpers.browser import CHROMIUM_ARGS, chromium_path, new_page, unavailable
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
-
-SCREENSHOTS = REPO / "test-output" / "ui"
-# No GPU, no sandbox (root in CI), and nothing that reaches out to the internet.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-# Generous: on 2 shared cores the Dagster UI's first render and a run's start take a while.
-TIMEOUT_MS = 60_000
-
-
-def chromium_path() -> str | None:
-    for candidate in (os.environ.get("AIMQ_TEST_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium")):
-        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
-            return candidate
-    return None
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason}; CI must provide it (apt-get install -y chromium, pip install -e '.[test]')")
-    pytest.skip(reason)
 
 
 # Package scope: Playwright's sync API keeps an event loop running in the main thread while it is
@@ -54,25 +20,15 @@ def _unavailable(reason: str) -> None:
 def browser() -> Iterator[Browser]:
     executable = chromium_path()
     if executable is None:
-        _unavailable("the browser tests need Debian's chromium (apt-get install -y chromium)")
+        unavailable("the browser tests need Debian's chromium (apt-get install -y chromium)")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        _unavailable("the browser tests need the playwright package (pip install -e '.[test]')")
+        unavailable("the browser tests need the playwright package (pip install -e '.[test]')")
     with sync_playwright() as pw:
         chromium = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         yield chromium
         chromium.close()
-
-
-def new_page(browser: Browser, **kwargs: Any) -> Page:
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True, **kwargs)
-    context.set_default_timeout(TIMEOUT_MS)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.js_errors = errors  # type: ignore[attr-defined]
-    return page
 
 
 @pytest.fixture
@@ -80,10 +36,3 @@ def page(browser: Browser) -> Iterator[Page]:
     tab = new_page(browser)
     yield tab
     tab.context.close()
-
-
-def screenshot(page: Page, name: str) -> Path:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    path = SCREENSHOTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    return path

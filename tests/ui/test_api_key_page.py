@@ -12,8 +12,9 @@ from pydantic import SecretStr
 
 from aimq_serving.model_store import ModelStore
 from aimq_serving.settings import AimqSettings
-from tests.helpers.serving import clear_prefix, copy_models, server_env, uvicorn_server
-from tests.ui.conftest import screenshot
+from tests.helpers.api_server import server_env, uvicorn_server
+from tests.helpers.browser import screenshot
+from tests.helpers.redis_keys import clear_prefix, copy_models
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page

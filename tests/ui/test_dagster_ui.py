@@ -10,7 +10,7 @@ import pytest
 from aimq_pipelines.models.assets import group_name
 from aimq_serving import schema
 from aimq_serving.model_store import ModelStore
-from tests.ui.conftest import screenshot
+from tests.helpers.browser import screenshot
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page

@@ -12,9 +12,9 @@ import httpx
 import pandas as pd
 import pytest
 
-from tests.conftest import SAMPLES
+from tests.helpers.browser import new_page, screenshot
+from tests.helpers.paths import SAMPLES
 from tests.helpers.platform import Platform
-from tests.ui.conftest import new_page, screenshot
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page

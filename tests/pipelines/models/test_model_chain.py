@@ -19,7 +19,7 @@ from aimq_pipelines.models.training import TrainedModel
 from aimq_serving import schema
 from aimq_serving.loaded_models import LoadedModel
 from aimq_serving.model_store import ModelStore
-from tests.conftest import SAMPLES
+from tests.helpers.paths import SAMPLES
 
 STAGES = ("training_data", "feature_spec", "trained_model", "onnx_model", "served_model")
 

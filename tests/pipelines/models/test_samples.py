@@ -14,7 +14,7 @@ from aimq_serving import schema
 from aimq_serving.features import FeatureSpec
 from aimq_serving.loaded_models import ModelCache
 from aimq_serving.model_store import ModelStore
-from tests.conftest import REFERENCE_SAMPLES, REPO, SAMPLES
+from tests.helpers.paths import REFERENCE_SAMPLES, REPO, SAMPLES
 
 
 def _make_samples_module():

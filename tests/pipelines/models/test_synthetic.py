@@ -9,7 +9,7 @@ import pytest
 from aimq_pipelines.models.synthetic import generate_listings
 from aimq_serving import schema
 from aimq_serving.features import FeatureSpec
-from tests.conftest import SAMPLES
+from tests.helpers.paths import SAMPLES
 
 
 def test_same_seed_same_data_other_seed_other_data() -> None:

@@ -29,7 +29,7 @@ from aimq_serving.settings import AimqSettings
 from aimq_serving.uploads.messages import UploadMessage
 from aimq_serving.uploads.status import UploadStatusStore
 from aimq_serving.uploads.storage import UploadStorage, new_upload_id, sha256_file
-from tests.conftest import SAMPLES
+from tests.helpers.paths import SAMPLES
 
 
 def stage(storage: UploadStorage, source: Path, fmt: str = "xlsx", *, sha256: str | None = None) -> UploadMessage:

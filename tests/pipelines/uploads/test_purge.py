@@ -16,8 +16,8 @@ from aimq_pipelines.uploads.resources import UploadsResource
 from aimq_serving.settings import AimqSettings
 from aimq_serving.uploads.status import UploadStatusStore
 from aimq_serving.uploads.storage import UploadStorage
-from tests.helpers.serving import clear_prefix
-from tests.serving.uploads.test_retention import exists, upload
+from tests.helpers.redis_keys import clear_prefix
+from tests.helpers.upload_records import exists, upload
 
 
 @pytest.fixture

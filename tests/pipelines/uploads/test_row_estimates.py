@@ -11,7 +11,7 @@ import pytest
 
 from aimq_cli.client import _rows_text, _running_fraction
 from aimq_pipelines.uploads.scoring import estimate_data_rows
-from tests.conftest import SAMPLES
+from tests.helpers.paths import SAMPLES
 
 
 def test_samples_declare_their_rows() -> None:

@@ -16,8 +16,8 @@ from aimq_pipelines.uploads.scoring import BadInput, PinnedModels, ScoreResult, 
 from aimq_serving import schema
 from aimq_serving.loaded_models import ModelCache
 from aimq_serving.model_store import ModelStore
-from tests.conftest import SAMPLES
 from tests.helpers.corpus import xlsx_via_xlsxwriter
+from tests.helpers.paths import SAMPLES
 
 Prices = Callable[[list[dict[str, Any]]], list[float]]
 

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from aimq_serving.settings import AimqSettings
-from tests.helpers.serving import server_env, uvicorn_server
+from tests.helpers.api_server import server_env, uvicorn_server
 
 pytestmark = pytest.mark.slow
 

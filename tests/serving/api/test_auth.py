@@ -21,7 +21,9 @@ from aimq_serving.api.app import create_app
 from aimq_serving.api.auth import ApiKeyConfigError, ApiKeys, presented_key
 from aimq_serving.api.payloads import SAMPLE_ROWS
 from aimq_serving.settings import AimqSettings
-from tests.helpers.serving import REPO, clear_prefix, copy_models, server_env, uvicorn_server
+from tests.helpers.api_server import server_env, uvicorn_server
+from tests.helpers.paths import REPO
+from tests.helpers.redis_keys import clear_prefix, copy_models
 
 CI_KEY = "ci-" + "0123456789abcdef" * 2
 WEB_KEY = "web-" + "fedcba9876543210" * 2
@@ -73,7 +75,7 @@ def secured(api_settings: AimqSettings, uploads_settings_module: AimqSettings, r
 def uploads_settings_module(
     api_settings: AimqSettings, run_id: str, tmp_path_factory: pytest.TempPathFactory, upload_records: None
 ) -> Iterator[AimqSettings]:
-    from tests.conftest import delete_topology, unique_topology_settings
+    from tests.helpers.topology import delete_topology, unique_topology_settings
 
     own = unique_topology_settings(api_settings, run_id, tmp_path_factory.mktemp("auth-uploads"))
     yield own

@@ -20,9 +20,9 @@ from aimq_serving.loaded_models import ModelCache
 from aimq_serving.model_store import ModelStore
 from aimq_tabular import xlsx_guard
 from tests.helpers.corpus import CASES, Case, Failed, Refused, Scored
+from tests.helpers.paths import REPO
 
 BOUNDARY = "corpus-boundary"
-REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")

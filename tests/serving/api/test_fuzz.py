@@ -25,8 +25,8 @@ from aimq_serving import schema as schema_columns
 from aimq_serving.api.app import create_app
 from aimq_serving.api.payloads import SAMPLE_ROWS
 from aimq_serving.settings import AimqSettings
-from tests.conftest import delete_topology, unique_topology_settings
-from tests.helpers.serving import clear_prefix, copy_models
+from tests.helpers.redis_keys import clear_prefix, copy_models
+from tests.helpers.topology import delete_topology, unique_topology_settings
 
 FUZZ_KEY = "fuzz-" + "0123456789abcdef" * 2
 # Replaces whatever credentials schemathesis generates from the security schemes, so the cases reach

@@ -7,7 +7,7 @@ import pytest
 
 from aimq_serving.api.payloads import SAMPLE_ROWS
 from aimq_serving.features import FeatureSpec
-from tests.conftest import REFERENCE_SAMPLES
+from tests.helpers.paths import REFERENCE_SAMPLES
 
 
 def test_examples_are_valid_records() -> None:

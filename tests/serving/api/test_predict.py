@@ -182,7 +182,7 @@ def test_tampered_model_is_503_never_loaded(
     artifact: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from tests.helpers.serving import copy_models
+    from tests.helpers.redis_keys import copy_models
 
     tampered = api_settings.model_copy(update={"redis_prefix": f"{api_settings.redis_prefix}-tampered-{artifact}"})
     copy_models(redis_client, api_settings.redis_prefix, tampered.redis_prefix)
@@ -209,7 +209,7 @@ def test_redisai_backend_without_the_module_is_503_saying_so(
     make_client, api_settings: AimqSettings, sample_records: list[dict[str, Any]], redis_client: redis.Redis
 ) -> None:
     # Versions stored without RedisAI (a Redis without the module; the suite's Redis may have it).
-    from tests.helpers.serving import copy_models
+    from tests.helpers.redis_keys import copy_models
 
     plain = api_settings.model_copy(
         update={"redis_prefix": f"{api_settings.redis_prefix}-noai", "predict_backend": "redisai"}

@@ -14,7 +14,8 @@ import redis
 from aimq_serving.api.payloads import SAMPLE_ROWS
 from aimq_serving.api.ratelimit import RateLimiter, lease_size, max_unspent
 from aimq_serving.settings import AimqSettings
-from tests.helpers.serving import REPO, clear_prefix
+from tests.helpers.paths import REPO
+from tests.helpers.redis_keys import clear_prefix
 
 
 def _limited(settings: AimqSettings, requests: int, window_s: float = 60.0, **extra) -> AimqSettings:

@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 
 from aimq_serving.api.payloads import SAMPLE_ROWS
 from aimq_serving.settings import AimqSettings
-from tests.conftest import REDIS_URL
-from tests.helpers.serving import server_env, uvicorn_server
+from tests.helpers.api_server import server_env, uvicorn_server
+from tests.helpers.session import REDIS_URL
 from tests.helpers.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.slow

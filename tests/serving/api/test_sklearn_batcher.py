@@ -18,7 +18,7 @@ from aimq_serving.api.sklearn_batcher import Overloaded, SklearnBatcher
 from aimq_serving.loaded_models import predict_with_sklearn
 from aimq_serving.model_store import ModelStore
 from aimq_serving.settings import AimqSettings
-from tests.helpers.serving import distinct_records
+from tests.helpers.api_server import distinct_records
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,8 @@ from aimq_serving import schema
 from aimq_serving.loaded_models import LoadedModel, predict_with_sklearn
 from aimq_serving.model_store import ModelStore
 from aimq_serving.settings import AimqSettings
-from tests.helpers.serving import clear_prefix, copy_models, distinct_records, server_env, uvicorn_server
+from tests.helpers.api_server import distinct_records, server_env, uvicorn_server
+from tests.helpers.redis_keys import clear_prefix, copy_models
 
 pytestmark = pytest.mark.slow
 

@@ -16,7 +16,7 @@ from aimq_serving.uploads.messages import UploadMessage
 from aimq_serving.uploads.status import UploadStatusStore
 from aimq_serving.uploads.storage import UploadStorage
 from tests.helpers.corpus import HEADER, csv_bytes, sample_rows
-from tests.serving.api.test_uploads import queued
+from tests.helpers.topology import queued
 
 CSV = csv_bytes([HEADER, *sample_rows()[:2]])
 BOUNDARY = b"names-boundary"

@@ -16,9 +16,8 @@ from pydantic import SecretStr
 from aimq_serving.api.app import create_app
 from aimq_serving.model_store import ModelStore
 from aimq_serving.settings import AimqSettings
-from aimq_serving.uploads.broker import Topology, connect
-from aimq_serving.uploads.messages import UploadMessage
-from tests.conftest import SAMPLES
+from tests.helpers.paths import SAMPLES
+from tests.helpers.topology import queued
 
 SAMPLE = (SAMPLES / "100_rows.xlsx").read_bytes()
 
@@ -36,21 +35,6 @@ def make_client(trained_store: ModelStore) -> Iterator[Callable[[AimqSettings], 
     yield make
     for client in opened:
         client.__exit__(None, None, None)
-
-
-def queued(settings: AimqSettings) -> list[UploadMessage]:
-    connection = connect(settings.rabbitmq_url.get_secret_value())
-    try:
-        channel = connection.channel()
-        Topology.from_settings(settings).declare(channel)
-        out = []
-        while True:
-            method, _, body = channel.basic_get(settings.uploads_queue, auto_ack=True)
-            if method is None:
-                return out
-            out.append(UploadMessage.parse(body))
-    finally:
-        connection.close()
 
 
 def stored_files(settings: AimqSettings) -> list[Path]:

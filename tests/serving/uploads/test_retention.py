@@ -3,24 +3,19 @@ else is touched. Real Redis under a prefix of the test's own, real files in a te
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import redis
 
 from aimq_serving.settings import AimqSettings
-from aimq_serving.uploads.messages import UploadMessage
 from aimq_serving.uploads.retention import purge_finished
 from aimq_serving.uploads.status import UploadStatusStore
 from aimq_serving.uploads.storage import UploadStorage, new_upload_id
-from tests.helpers.serving import clear_prefix
-
-DAY = 86_400.0
-NOW = time.time()
+from tests.helpers.redis_keys import clear_prefix
+from tests.helpers.upload_records import DAY, NOW, exists, upload
 
 
 @pytest.fixture
@@ -33,47 +28,6 @@ def status(settings: AimqSettings, redis_client: redis.Redis) -> Iterator[Upload
 @pytest.fixture
 def storage(tmp_path: Path) -> UploadStorage:
     return UploadStorage(tmp_path / "uploads")
-
-
-def upload(
-    status: UploadStatusStore,
-    storage: UploadStorage,
-    *,
-    created_days_ago: float,
-    finished_days_ago: float | None,
-    state: str = "succeeded",
-) -> str:
-    """An upload with its files on disk and its record, as the API and a run leave them."""
-    upload_id = new_upload_id()
-    created = NOW - created_days_ago * DAY
-    message = UploadMessage(
-        upload_id=upload_id,
-        stored_path=storage.relative_input(upload_id, "csv"),
-        format="csv",
-        sha256="a" * 64,
-        size=4,
-        original_name="listings.csv",
-        created_at=datetime.fromtimestamp(created, UTC),
-    )
-    storage.input_path(upload_id, "csv").parent.mkdir(parents=True)
-    storage.input_path(upload_id, "csv").write_bytes(b"a,b\n")
-    status.register(message)
-    if state != "queued":
-        status.start(message, "run-1")
-    if state == "succeeded":
-        storage.result_path(upload_id, "csv").write_bytes(b"a,b,price\n")
-        storage.rejected_path(upload_id).write_bytes(b"row,reason\n")
-        status.succeed(upload_id, rows_total=0, rows_rejected=0, model_versions={}, stats={})
-    elif state == "failed":
-        status.fail(upload_id, "bad file")
-    if finished_days_ago is not None:
-        status.client.hset(status.key(upload_id), "finished_at", repr(NOW - finished_days_ago * DAY))
-    return upload_id
-
-
-def exists(status: UploadStatusStore, storage: UploadStorage, upload_id: str) -> tuple[bool, bool, bool]:
-    in_index = status.client.zscore(status.recent_key, upload_id) is not None
-    return status.get(upload_id) is not None, in_index, storage.directory(upload_id).exists()
 
 
 def test_only_uploads_finished_before_the_period_go(status: UploadStatusStore, storage: UploadStorage) -> None:

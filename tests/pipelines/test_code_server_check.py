@@ -1,7 +1,7 @@
 """The code server's health check (aimq_pipelines.code_server_check) fails while the code location
 failed to load, where `dagster api grpc-health-check` (the check compose used before) passes; it
 passes once the location loads. Against real `dagster code-server start` processes. That compose and
-Kubernetes use it: tests/deploy/test_compose.py and test_k8s.py."""
+Kubernetes use it: tests/deploy/test_compose.py and tests/deploy/test_k8s.py."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.platform import free_port
+from tests.helpers.ports import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -1,11 +1,10 @@
-"""Support for API tests and the API benchmark: copy models to a private prefix, run a real uvicorn,
-make distinct records."""
+"""The API as a real server process for tests and benchmarks: uvicorn on a free port with the given
+settings as its environment, stopped with all its workers afterwards; and distinct records to send it."""
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -16,50 +15,38 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import redis
+from pydantic import SecretStr
 
 from aimq_serving.settings import AimqSettings
-from tests.helpers.platform import settings_env
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def copy_models(
-    client: redis.Redis, source_prefix: str, target_prefix: str, *, target: redis.Redis | None = None
-) -> list[str]:
-    """Copy every model-store key byte for byte (DUMP/RESTORE) to another prefix, or to another
-    server (``target``); the copied keys. Signatures cover group, version and artifacts, not the
-    prefix, so the copies verify: a test can promote or break them without touching the session's
-    store, and needs no second training."""
-    from aimq_serving import redisai
-
-    # RedisAI model keys restore only into a server with the ai module (the suite's Redis may have it,
-    # a fault test's private Redis has not): elsewhere they are left out, as the API's onnxruntime and
-    # pickle backends never read them.
-    skip_ai = target is not None and not redisai.has_redisai(target)
-    copied = []
-    for key in client.scan_iter(match=f"{source_prefix}:models:*", count=500):
-        if skip_ai and client.type(key) == b"AI__MODEL":
-            continue
-        copied.append(target_prefix + key.decode()[len(source_prefix) :])
-        (target or client).restore(copied[-1], 0, client.dump(key), replace=True)
-    return sorted(copied)
-
-
-def clear_prefix(client: redis.Redis, prefix: str) -> None:
-    for key in client.scan_iter(match=f"{prefix}:*", count=500):
-        client.delete(key)
+from tests.helpers.paths import REPO
+from tests.helpers.ports import free_port
 
 
 def server_env(settings: AimqSettings) -> dict[str, str]:
-    """``settings`` as the AIMQ_* environment of a server process."""
-    return settings_env(settings)
+    """``settings`` as the AIMQ_* environment of a server process: a variable for every field that is set."""
+    env: dict[str, str] = {}
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        env[f"AIMQ_{name.upper()}"] = str(value)
+    return env
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def deployed_command(port: int) -> list[str]:
+    """The API's command line as ``aimq up``, the compose file and the Kubernetes manifests run it, on
+    127.0.0.1:``port`` (one worker)."""
+    return [
+        str(Path(sys.executable).parent / "uvicorn"),
+        "--factory",
+        "aimq_serving.api.app:create_app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
 
 
 @contextmanager
@@ -96,15 +83,7 @@ def uvicorn_server(
         if not deployed:
             cmd = [sys.executable, "-m", "aimq_serving.api", "--workers", str(workers)]
         else:
-            cmd = [
-                str(Path(sys.executable).parent / "uvicorn"),
-                "--factory",
-                "aimq_serving.api.app:create_app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ]
+            cmd = deployed_command(port)
             if workers > 1:
                 cmd += ["--workers", str(workers)]
                 full_env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
