@@ -1,1 +1,1 @@
-"""AIMQ serving: the model store, the shared predictor and the FastAPI app."""
+"""AIMQ serving: the model store, the loaded models the API and batch scoring share, and the FastAPI app."""

@@ -1,4 +1,4 @@
-"""The one predictor: API requests and batch-scoring runs both go through these classes.
+"""Loaded model versions: API requests and batch-scoring runs both price rows through these classes.
 
 A LoadedModel holds a verified model version ready to execute; a ModelCache keeps the current
 version of every group loaded and swaps in a newly promoted version in the background.

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import struct
+import io
 import zipfile
 from pathlib import Path
+from typing import BinaryIO
+
+import olefile
 
 from aimq_serving.uploads.storage import Format
 from aimq_tabular import xlsx_guard
@@ -106,8 +109,42 @@ _LEGACY = {
     "WordDocument": "a Word .doc document",
     "PowerPoint Document": "a PowerPoint .ppt presentation",
 }
-_MAX_DIRECTORY_SECTORS = 256  # real files have a handful; bounds the walk over a hostile chain
-_CHAIN_END = 0xFFFFFFFA  # sector numbers from here up are markers (end of chain, free, FAT, DIFAT)
+# What olefile may read of an upload to list its directory: the header, the FAT (4 bytes per sector:
+# 1/128 of a file of 512-byte sectors, 1/1024 with 4096-byte ones), the DIFAT and the directory (a
+# handful of sectors in real files). A chain that loops or a header claiming more FAT than the file
+# holds stops there, and so does a file of 512-byte sectors over ~60 MB: all get the general answer.
+# The budget also bounds olefile's own work, which grows with the square of the FAT sectors it loads
+# (it concatenates them one at a time): here at most 1,024 of them.
+_OLE_READ_BUDGET = 512 * 1024
+
+
+class _OverBudget(Exception):
+    pass
+
+
+class _BudgetedReader:
+    """A binary file for olefile that refuses to read more than ``budget`` bytes in all."""
+
+    def __init__(self, fh: BinaryIO, budget: int):
+        self._fh = fh
+        self._budget = budget
+        self._left = budget
+
+    def read(self, size: int = -1) -> bytes:
+        if size < 0 or size > self._left:
+            raise _OverBudget(f"more than {self._budget:,} bytes read")
+        self._left -= size
+        return self._fh.read(size)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._fh.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._fh.tell()
+
+    @property
+    def closed(self) -> bool:
+        return self._fh.closed
 
 
 def _ole_kind(path: Path) -> str:
@@ -124,47 +161,13 @@ def _ole_kind(path: Path) -> str:
 
 
 def _cfb_names(path: Path) -> set[str]:
-    """The names in a compound file's directory; empty if the structure cannot be followed."""
-    names: set[str] = set()
+    """The names of the streams and storages at the top of a compound file's directory; empty if
+    olefile cannot read it within the read budget."""
     try:
-        with open(path, "rb") as fh:
-            header = fh.read(512)
-            shift = struct.unpack_from("<H", header, 30)[0]
-            if shift not in (9, 12):
-                return names
-            size = 1 << shift
-            per_sector = size // 4
-            difat = list(struct.unpack_from("<109I", header, 76))
-            next_difat = struct.unpack_from("<I", header, 68)[0]
-            sector = struct.unpack_from("<I", header, 48)[0]
-
-            def read_sector(number: int) -> bytes:
-                fh.seek((number + 1) * size)
-                data = fh.read(size)
-                if len(data) != size:
-                    raise ValueError("sector beyond the end of the file")
-                return data
-
-            def fat_location(index: int) -> int:
-                nonlocal next_difat
-                while index >= len(difat) and next_difat < _CHAIN_END and len(difat) < 1 << 20:
-                    block = read_sector(next_difat)
-                    difat.extend(struct.unpack_from(f"<{per_sector - 1}I", block))
-                    next_difat = struct.unpack_from("<I", block, size - 4)[0]
-                return difat[index]
-
-            seen: set[int] = set()
-            while sector < _CHAIN_END and sector not in seen and len(seen) < _MAX_DIRECTORY_SECTORS:
-                seen.add(sector)
-                block = read_sector(sector)
-                for offset in range(0, size, 128):
-                    length = struct.unpack_from("<H", block, offset + 64)[0]
-                    if 2 <= length <= 64:
-                        names.add(block[offset : offset + length - 2].decode("utf-16-le", "replace"))
-                fat_sector = fat_location(sector // per_sector)
-                if fat_sector >= _CHAIN_END:
-                    break
-                sector = struct.unpack_from("<I", read_sector(fat_sector), (sector % per_sector) * 4)[0]
-    except (OSError, ValueError, IndexError, struct.error):
-        pass
-    return names
+        with open(path, "rb") as fh, olefile.OleFileIO(_BudgetedReader(fh, _OLE_READ_BUDGET)) as ole:
+            return {entry[0] for entry in ole.listdir(streams=True, storages=True)}
+    except Exception:
+        # Whatever a damaged or hostile file makes olefile raise (OSError for a broken structure,
+        # RecursionError for a degenerate directory tree, ...): the file is refused either way, only
+        # the answer is the general one.
+        return set()

@@ -31,6 +31,7 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from aimq_serving.api.errors import error_body_ref
 from aimq_serving.api.middleware import SCOPE_API_KEY, address_key, send_json
 from aimq_serving.api.ratelimit import LimiterUnavailable, RateLimiter
 from aimq_serving.settings import AimqSettings
@@ -60,19 +61,6 @@ _WWW_AUTHENTICATE = 'Bearer realm="aimq"'
 _SECURITY_SCHEMES = {
     "bearerAuth": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <API key>"},
     "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
-}
-_UNAUTHORIZED_RESPONSE = {
-    "description": "no API key, or not a configured one; see WWW-Authenticate",
-    "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
-    "content": {
-        "application/json": {
-            "schema": {
-                "type": "object",
-                "required": ["detail"],
-                "properties": {"detail": {"type": "string"}},
-            }
-        }
-    },
 }
 
 
@@ -277,12 +265,17 @@ def document_security(app: FastAPI) -> None:
             return app.openapi_schema
         schema = build()
         schema.setdefault("components", {}).setdefault("securitySchemes", {}).update(_SECURITY_SCHEMES)
+        unauthorized = {
+            "description": "no API key, or not a configured one; see WWW-Authenticate",
+            "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
+            "content": {"application/json": {"schema": error_body_ref(schema)}},
+        }
         for path, operations in schema.get("paths", {}).items():
             if is_public(path):
                 continue
             for operation in operations.values():
                 operation["security"] = [{name: []} for name in _SECURITY_SCHEMES]
-                operation.setdefault("responses", {}).setdefault("401", _UNAUTHORIZED_RESPONSE)
+                operation.setdefault("responses", {}).setdefault("401", unauthorized)
         app.openapi_schema = schema
         return schema
 

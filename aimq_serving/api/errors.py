@@ -1,4 +1,4 @@
-"""Every error the API answers is JSON saying what is wrong and where: ``{"detail", "errors"}``.
+"""Every error the API answers is JSON saying what is wrong and where: ``ErrorBody``.
 
 Store errors map to statuses here, once: an unknown group is the caller's mistake (404); no model yet,
 an unreachable Redis or a version whose signature fails are the server's state (503, retry later).
@@ -14,6 +14,7 @@ import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
 from starlette.requests import ClientDisconnect
 
 from aimq_serving import schema
@@ -28,6 +29,22 @@ CLIENT_CLOSED_REQUEST = 499
 RETRY_AFTER_UNAVAILABLE_S = 1
 _LOC_SOURCES = {"body", "query", "path", "header", "cookie"}
 _BODY_TAGS = {"record", "batch"}
+
+
+class FieldError(BaseModel):
+    field: str | None = Field(None, description="the offending field; null when the body as a whole is wrong")
+    message: str
+    row: int | None = Field(None, description="0-based position in a batch; absent for a single record")
+    allowed: list[Any] | None = Field(None, description="the values the field accepts (categories)")
+
+
+class ErrorBody(BaseModel):
+    """The body of every error answer of the API (but /ready's 503, which is its Readiness)."""
+
+    detail: str
+    errors: list[FieldError] | None = None
+    limit_bytes: int | None = Field(None, description="413: the size limit the body or file exceeded")
+    retry_after_s: int | None = Field(None, description="429: seconds until the rate limit lets a request through")
 
 
 class BodyTooLarge(Exception):
@@ -165,11 +182,19 @@ def install(app: FastAPI) -> None:
     _document_validation_errors(app)
 
 
+def error_body_ref(spec: dict[str, Any]) -> dict[str, str]:
+    """The OpenAPI reference to ``ErrorBody`` in ``spec``, whose components get the schema if no
+    route's documented answer put it there."""
+    components = spec.setdefault("components", {}).setdefault("schemas", {})
+    body = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
+    components.update(body.pop("$defs", {}))
+    components.setdefault("ErrorBody", body)
+    return {"$ref": "#/components/schemas/ErrorBody"}
+
+
 def _document_validation_errors(app: FastAPI) -> None:
     """FastAPI documents its own 422 body (``detail`` as a list) on every operation with parameters;
     the handler above answers ``ErrorBody`` instead, so the schema says that."""
-    from aimq_serving.api.payloads import ErrorBody
-
     build = app.openapi
     default_ref = "#/components/schemas/HTTPValidationError"
 
@@ -178,9 +203,7 @@ def _document_validation_errors(app: FastAPI) -> None:
         components = spec.setdefault("components", {}).setdefault("schemas", {})
         if "HTTPValidationError" not in components:
             return spec  # already rewritten
-        body = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
-        components.update(body.pop("$defs", {}))
-        components.setdefault("ErrorBody", body)
+        error_body = error_body_ref(spec)
         for operations in spec.get("paths", {}).values():
             for operation in operations.values():
                 response = operation.get("responses", {}).get("422", {})
@@ -189,7 +212,7 @@ def _document_validation_errors(app: FastAPI) -> None:
                         "description": (
                             "a parameter is missing, of the wrong type or out of range (`errors` says which)"
                         ),
-                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+                        "content": {"application/json": {"schema": error_body}},
                     }
         del components["HTTPValidationError"]
         components.pop("ValidationError", None)

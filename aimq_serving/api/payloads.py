@@ -1,4 +1,5 @@
-"""Request and response bodies, generated from the feature schema so the API cannot drift from it.
+"""The prediction routes' request and response bodies, generated from the feature schema so the API
+cannot drift from it (the error body is aimq_serving/api/errors.py's).
 
 A record is a pydantic model whose categorical fields are ``Literal`` types and whose numbers carry
 the schema's ranges, so a 422 names the field and, for a category, the values it accepts. Stricter
@@ -109,18 +110,6 @@ class Prediction(BaseModel):
     predicted_price: float = Field(description="predicted price in local currency")
     model_group: str
     model_version: int = Field(description="the model version that priced this record")
-
-
-class FieldError(BaseModel):
-    field: str | None = Field(None, description="the offending field; null when the body as a whole is wrong")
-    message: str
-    row: int | None = Field(None, description="0-based position in a batch; absent for a single record")
-    allowed: list[Any] | None = Field(None, description="the values the field accepts (categories)")
-
-
-class ErrorBody(BaseModel):
-    detail: str
-    errors: list[FieldError] | None = None
 
 
 def request_body_openapi(max_batch_size: int) -> dict[str, Any]:

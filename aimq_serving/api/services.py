@@ -22,8 +22,8 @@ class Services:
     metrics: ApiMetrics
     predictor: OnlinePredictor
     sklearn: SklearnBatcher
+    uploads: UploadServices
     limiter: RateLimiter | None = None
-    uploads: UploadServices | None = None
 
     @classmethod
     def start(cls, settings: AimqSettings, metrics: ApiMetrics, limiter: RateLimiter | None = None) -> Services:
@@ -50,8 +50,7 @@ class Services:
         )
 
     def close(self) -> None:
-        if self.uploads is not None:
-            self.uploads.close()
+        self.uploads.close()
         self.models.stop()
         self.sklearn.close()
         self.store.client.close()

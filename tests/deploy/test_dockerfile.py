@@ -4,16 +4,19 @@ ports and commands. Docker is not available here to build it."""
 
 from __future__ import annotations
 
+import ast
 import re
 import sys
 import tomllib
 from functools import lru_cache
+from importlib import metadata
 from pathlib import PurePosixPath
 
 import dockerfile
 import pytest
 import yaml
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from tests.helpers.deploy import (
     ENV_EXAMPLE,
@@ -206,3 +209,44 @@ def test_kubernetes_keeps_the_entrypoint() -> None:
         for container in containers(deployment):
             if container["image"].startswith("aimq"):
                 assert "command" not in container and container["args"], deployment["metadata"]["name"]
+
+
+def _runtime_distributions() -> set[str]:
+    """The distributions the image installs: pyproject.toml's [project] dependencies and, recursively,
+    theirs (with the extras asked for and the markers of this Python, the image's)."""
+    todo = [Requirement(r) for r in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]]
+    seen: set[tuple[str, frozenset[str]]] = set()
+    while todo:
+        requirement = todo.pop()
+        key = (canonicalize_name(requirement.name), frozenset(requirement.extras))
+        if key in seen:
+            continue
+        seen.add(key)
+        for raw in metadata.requires(requirement.name) or []:
+            sub = Requirement(raw)
+            if sub.marker is None or any(sub.marker.evaluate({"extra": e}) for e in requirement.extras or {""}):
+                todo.append(sub)
+    return {name for name, _ in seen}
+
+
+def _imported_top_level_modules(package: str) -> set[str]:
+    modules = set()
+    for path in (REPO / package).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                modules.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules.add(node.module.split(".")[0])
+    return modules
+
+
+def test_every_module_the_code_imports_is_installed_by_the_runtime_dependencies() -> None:
+    # The image installs [project] dependencies only: a package the code imports that only the test
+    # extra brings (openpyxl, xlsxwriter, msoffcrypto-tool) would be missing there.
+    own = {"aimq_cli", "aimq_pipelines", "aimq_serving", "aimq_tabular"}
+    imported = set().union(*(_imported_top_level_modules(p) for p in own)) - own - sys.stdlib_module_names
+    providers = metadata.packages_distributions()
+    runtime = _runtime_distributions()
+    missing = {m for m in imported if not {canonicalize_name(d) for d in providers.get(m, [])} & runtime}
+    assert {m: providers.get(m) for m in missing} == {}
+    assert {"olefile", "fastexcel", "dagster"} <= imported and "openpyxl" not in runtime

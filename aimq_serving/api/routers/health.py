@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import redis
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from aimq_serving import schema
-from aimq_serving.api import deps
+from aimq_serving.api.deps import ServicesDep
 from aimq_serving.api.services import Services
 from aimq_serving.loaded_models import LoadedModel
 from aimq_serving.model_store import ModelStoreError
@@ -57,7 +57,7 @@ async def ping_with_body() -> dict[str, str]:
     summary="Readiness: Redis answers and every group's current model is loaded",
     responses={503: {"model": Readiness, "description": "not ready; `problems` says why"}},
 )
-def ready(services: Services = Depends(deps.services)) -> JSONResponse:
+def ready(services: ServicesDep) -> JSONResponse:
     # A plain def: the Redis ping may wait for its timeout, and must not stall the event loop.
     problems: dict[str, str] = {}
     try:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Response
 
-from aimq_serving.api import deps
-from aimq_serving.api.metrics import CONTENT_TYPE, ApiMetrics
+from aimq_serving.api.deps import MetricsDep
+from aimq_serving.api.metrics import CONTENT_TYPE
 
 router = APIRouter(tags=["health"])
 
@@ -17,5 +17,5 @@ router = APIRouter(tags=["health"])
     response_class=Response,
     responses={200: {"content": {CONTENT_TYPE.split(";")[0]: {}}}},
 )
-async def metrics(metrics: ApiMetrics = Depends(deps.metrics)) -> Response:
+async def metrics(metrics: MetricsDep) -> Response:
     return Response(metrics.exposition(), media_type=CONTENT_TYPE)

@@ -5,13 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from aimq_serving import schema
-from aimq_serving.api import deps
-from aimq_serving.api.payloads import ErrorBody
-from aimq_serving.api.services import Services
+from aimq_serving.api.deps import ServicesDep
+from aimq_serving.api.errors import ErrorBody
 
 router = APIRouter(tags=["models"])
 
@@ -44,7 +43,7 @@ class ModelsResponse(BaseModel):
     summary="Model groups, their versions, which is current, metrics and creation time",
     responses={503: {"model": ErrorBody, "description": "the model store (Redis) cannot be reached"}},
 )
-def list_models(services: Services = Depends(deps.services)) -> ModelsResponse:
+def list_models(services: ServicesDep) -> ModelsResponse:
     # A plain def: it reads Redis, which must not stall the event loop.
     groups = {}
     for group in schema.MODEL_GROUPS:

@@ -6,15 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import FileResponse, JSONResponse
 
 import aimq_serving
 from aimq_serving import schema
-from aimq_serving.api import deps
+from aimq_serving.api.deps import SettingsDep
 from aimq_serving.api.errors import error_response
 from aimq_serving.api.payloads import SAMPLE_ROWS
-from aimq_serving.settings import AimqSettings
 
 STATIC_DIR = Path(aimq_serving.__file__).resolve().parent / "static"
 # The only files served: a request names one of these keys, never a path.
@@ -80,7 +79,7 @@ def form_fields() -> list[dict[str, Any]]:
 
 
 @router.get("/ui/config")
-async def config(settings: AimqSettings = Depends(deps.settings)) -> JSONResponse:
+async def config(settings: SettingsDep) -> JSONResponse:
     return JSONResponse(
         {
             "fields": form_fields(),

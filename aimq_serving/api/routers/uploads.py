@@ -10,7 +10,8 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from aimq_serving.api.errors import RETRY_AFTER_UNAVAILABLE_S, BodyTooLarge, error_response
+from aimq_serving.api.deps import UploadServicesDep
+from aimq_serving.api.errors import RETRY_AFTER_UNAVAILABLE_S, BodyTooLarge, ErrorBody, error_response
 from aimq_serving.api.intake.receive import FIELD, UploadRejected
 from aimq_serving.api.intake.service import UploadNotQueued, UploadServices
 from aimq_serving.uploads.status import State, StatusUnavailable, UploadRecord
@@ -37,20 +38,15 @@ class UploadList(BaseModel):
     uploads: list[UploadStatus]
 
 
-class Problem(BaseModel):
-    detail: str
-
-
 _UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
-    413: {"model": Problem, "description": "the file is larger than AIMQ_MAX_UPLOAD_BYTES"},
-    415: {"model": Problem, "description": "not multipart/form-data, or the file is not an xlsx workbook or UTF-8 CSV"},
-    422: {"model": Problem, "description": "no file field, several files, an empty or damaged file"},
-    503: {"model": Problem, "description": "the message broker did not confirm; nothing was kept, retry later"},
+    413: {"model": ErrorBody, "description": "the file is larger than AIMQ_MAX_UPLOAD_BYTES"},
+    415: {
+        "model": ErrorBody,
+        "description": "not multipart/form-data, or the file is not an xlsx workbook or UTF-8 CSV",
+    },
+    422: {"model": ErrorBody, "description": "no file field, several files, an empty or damaged file"},
+    503: {"model": ErrorBody, "description": "the message broker did not confirm; nothing was kept, retry later"},
 }
-
-
-async def _uploads(request: Request) -> UploadServices:
-    return request.app.state.services.uploads
 
 
 def _status(services: UploadServices, record: UploadRecord) -> UploadStatus:
@@ -94,8 +90,7 @@ def _unavailable(exc: Exception) -> JSONResponse:
         }
     },
 )
-async def upload(request: Request) -> JSONResponse:
-    services = await _uploads(request)
+async def upload(request: Request, services: UploadServicesDep) -> JSONResponse:
     try:
         message = await services.accept(request.stream(), request.headers.get("content-type"))
     except UploadRejected as exc:
@@ -113,11 +108,10 @@ async def upload(request: Request) -> JSONResponse:
 
 @router.get("/uploads", response_model=UploadList, summary="Recent uploads, newest first")
 async def list_uploads(
-    request: Request,
-    limit: int = Query(50, ge=1, le=500),
-    state: State | None = Query(None, description="only uploads in this state"),
+    services: UploadServicesDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    state: Annotated[State | None, Query(description="only uploads in this state")] = None,
 ) -> Any:
-    services = await _uploads(request)
     try:
         records = await run_in_threadpool(services.status.recent, limit, state)
     except StatusUnavailable as exc:
@@ -128,11 +122,10 @@ async def list_uploads(
 @router.get(
     "/uploads/{upload_id}",
     response_model=UploadStatus,
-    responses={404: {"model": Problem}, 503: {"model": Problem}},
+    responses={404: {"model": ErrorBody}, 503: {"model": ErrorBody}},
     summary="State, progress, model versions and Dagster run of an upload",
 )
-async def get_upload(request: Request, upload_id: UploadId) -> Any:
-    services = await _uploads(request)
+async def get_upload(services: UploadServicesDep, upload_id: UploadId) -> Any:
     try:
         record = await run_in_threadpool(services.status.get, upload_id)
     except StatusUnavailable as exc:
@@ -142,8 +135,7 @@ async def get_upload(request: Request, upload_id: UploadId) -> Any:
     return _status(services, record)
 
 
-async def _finished(request: Request, upload_id: str) -> tuple[UploadServices, UploadRecord] | JSONResponse:
-    services = await _uploads(request)
+async def _finished(services: UploadServices, upload_id: str) -> UploadRecord | JSONResponse:
     try:
         record = await run_in_threadpool(services.status.get, upload_id)
     except StatusUnavailable as exc:
@@ -153,12 +145,12 @@ async def _finished(request: Request, upload_id: str) -> tuple[UploadServices, U
     if record.state != "succeeded":
         why = f": {record.error}" if record.error else f" ({record.rows_done:,} rows done)"
         return error_response(409, f"upload {upload_id} is {record.state}, there is no result{why}")
-    return services, record
+    return record
 
 
 _DOWNLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
-    404: {"model": Problem},
-    409: {"model": Problem, "description": "not scored (yet)"},
+    404: {"model": ErrorBody},
+    409: {"model": ErrorBody, "description": "not scored (yet)"},
 }
 
 
@@ -168,8 +160,8 @@ _DOWNLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
     responses=_DOWNLOAD_RESPONSES,
     summary="Download the scored file (same format as the upload)",
 )
-async def get_result(request: Request, upload_id: UploadId) -> Any:
-    return await _download(request, upload_id, "result")
+async def get_result(services: UploadServicesDep, upload_id: UploadId) -> Any:
+    return await _download(services, upload_id, "result")
 
 
 @router.get(
@@ -178,19 +170,18 @@ async def get_result(request: Request, upload_id: UploadId) -> Any:
     responses=_DOWNLOAD_RESPONSES,
     summary="Download the rejected rows with their reasons (CSV)",
 )
-async def get_rejected(request: Request, upload_id: UploadId) -> Any:
-    return await _download(request, upload_id, "rejected")
+async def get_rejected(services: UploadServicesDep, upload_id: UploadId) -> Any:
+    return await _download(services, upload_id, "rejected")
 
 
 _XLSX_MEDIA = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
-async def _download(request: Request, upload_id: str, kind: str) -> Any:
+async def _download(services: UploadServices, upload_id: str, kind: str) -> Any:
     """A finished upload's ``result`` (in the upload's format) or ``rejected`` rows (CSV)."""
-    found = await _finished(request, upload_id)
-    if isinstance(found, JSONResponse):
-        return found
-    services, record = found
+    record = await _finished(services, upload_id)
+    if isinstance(record, JSONResponse):
+        return record
     if kind == "result":
         path, fmt, what = services.storage.result_path(upload_id, record.format), record.format, "result"
     else:

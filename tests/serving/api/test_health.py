@@ -7,8 +7,10 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
 from aimq_serving import schema
+from aimq_serving.api.app import create_app
 from aimq_serving.api.middleware import BodySizeLimitMiddleware
 from aimq_serving.api.payloads import SAMPLE_ROWS
 from aimq_serving.model_store import ModelStore
@@ -110,3 +112,23 @@ def test_openapi_documents_the_sample_rows_and_error_bodies(client: TestClient) 
     assert {"404", "422", "429", "503"} <= set(operation["responses"])
     for path in ("/predict/pickle", "/predict", "/models", "/ready", "/ping", "/metrics", "/health"):
         assert path in spec["paths"]
+
+
+def test_every_documented_error_answer_is_the_one_error_body() -> None:
+    # An app built for its schema only (nothing connects before the lifespan), with API keys on so
+    # the 401 answers are documented too.
+    app = create_app(AimqSettings(api_keys=SecretStr("docs:" + "0123456789abcdef" * 2)))
+    spec: dict[str, Any] = app.openapi()
+    error_schemas: dict[tuple[str, str, str], Any] = {}
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            for status, response in operation["responses"].items():
+                if int(status) >= 400 and (path, status) != ("/ready", "503"):
+                    error_schemas[(method, path, status)] = response["content"]["application/json"]["schema"]
+    documented = set(error_schemas)
+    assert {("post", "/upload", "415"), ("post", "/predict/onnx", "413"), ("get", "/models", "401")} <= documented
+    other = {where for where, body in error_schemas.items() if body != {"$ref": "#/components/schemas/ErrorBody"}}
+    assert other == set()
+    assert spec["paths"]["/ready"]["get"]["responses"]["503"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Readiness"
+    }

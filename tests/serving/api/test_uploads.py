@@ -16,6 +16,7 @@ from pydantic import SecretStr
 from aimq_serving.api.app import create_app
 from aimq_serving.model_store import ModelStore
 from aimq_serving.settings import AimqSettings
+from tests.helpers import compound_files
 from tests.helpers.paths import SAMPLES
 from tests.helpers.topology import queued
 
@@ -104,6 +105,17 @@ def test_unsupported_types_are_415(uploads_settings: AimqSettings, make_client, 
     response = client.post("/upload", files={"file": ("listings.xlsx", content)})
     assert response.status_code == 415, response.text
     assert message in response.json()["detail"]
+    assert stored_files(uploads_settings) == [] and queued(uploads_settings) == []
+
+
+@pytest.mark.timeout(60)
+def test_a_compound_file_built_to_loop_a_reader_is_415_at_once(uploads_settings: AimqSettings, make_client) -> None:
+    # Its DIFAT names itself as the next sector of a FAT claimed 2**32 - 1 sectors long; olefile
+    # alone goes round 33 million times (tests/tabular/test_sniff_compound_files.py).
+    client = make_client(uploads_settings)
+    response = client.post("/upload", files={"file": ("listings.xls", compound_files.difat_loop())})
+    assert response.status_code == 415, response.text
+    assert "legacy Excel .xls" in response.json()["detail"]
     assert stored_files(uploads_settings) == [] and queued(uploads_settings) == []
 
 
