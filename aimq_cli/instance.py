@@ -8,7 +8,10 @@ from pathlib import Path
 
 from aimq_serving.settings import AimqSettings
 
-DAGSTER_YAML = Path(__file__).resolve().parents[1] / "dagster.yaml"
+# Package data (pyproject.toml), so a pip-installed aimq has it too. Rendered by
+# deploy/render_config.py from deploy/dagster/local.yaml and common.yaml, like the compose and
+# Kubernetes variants.
+DAGSTER_YAML = Path(__file__).resolve().with_name("dagster.yaml")
 
 
 def dagster_home(settings: AimqSettings) -> Path:

@@ -23,9 +23,10 @@ import pytest
 import redis
 from pydantic import SecretStr
 
+from aimq_cli.instance import DAGSTER_YAML
 from aimq_serving.model_store import ModelStore
 from aimq_serving.settings import AimqSettings
-from tests.conftest import REPO, unique_topology_settings
+from tests.conftest import unique_topology_settings
 from tests.helpers.contention import busy_cpus
 from tests.helpers.platform import Platform, make_platform
 from tests.helpers.servers import RabbitServer, RedisServer
@@ -99,7 +100,7 @@ def fault_platform(
     )
     home = session_dir / "fault-dagster-home"
     home.mkdir(exist_ok=True)
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")  # run retries and monitoring as shipped
+    shutil.copy(DAGSTER_YAML, home / "dagster.yaml")  # run retries and monitoring as shipped
     running = make_platform(own, {"DAGSTER_HOME": str(home)}, session_dir / "fault-logs")
     try:
         running.start_daemon()
