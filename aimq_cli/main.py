@@ -30,7 +30,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"aimq: error: {message} (see: {self.prog} --help)\n")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="aimq", description="AIMQ: train, serve and score price models.")
     sub = parser.add_subparsers(dest="command", required=True)
     # Options of the commands that talk to the API over HTTP.
@@ -91,7 +91,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     predict.add_argument("--engine", choices=("onnx", "pickle"), default="onnx", help="default: onnx")
     predict.add_argument("--json", action="store_true", help="print the API's JSON answer instead of a table")
 
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     settings = AimqSettings()
     try:
         return _run(settings, args)
