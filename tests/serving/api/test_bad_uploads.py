@@ -22,7 +22,7 @@ from aimq_tabular import xlsx_guard
 from tests.helpers.corpus import CASES, Case, Failed, Refused, Scored
 
 BOUNDARY = "corpus-boundary"
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")
