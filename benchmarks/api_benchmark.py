@@ -238,14 +238,14 @@ BEFORE = " (before: --baseline)"
 def beside_dagster(env: dict[str, str], prefix: str, home: str) -> Iterator[None]:
     """A Dagster webserver and daemon as ``aimq up`` starts them (the same commands), on the
     benchmark's prefix, a DAGSTER_HOME and RabbitMQ queues of their own; stopped and removed after."""
-    from aimq_cli.main import REPO_DAGSTER_YAML
+    from aimq_cli.instance import DAGSTER_YAML
     from aimq_serving.settings import AimqSettings
     from aimq_serving.uploads.broker import Topology, connect
     from tests.helpers.ports import free_port
 
     dagster_home = Path(home) / "dagster_home"
     dagster_home.mkdir()
-    shutil.copyfile(REPO_DAGSTER_YAML, dagster_home / "dagster.yaml")
+    shutil.copyfile(DAGSTER_YAML, dagster_home / "dagster.yaml")
     names = {
         "AIMQ_UPLOADS_EXCHANGE": prefix,
         "AIMQ_UPLOADS_QUEUE": prefix,

@@ -7,15 +7,15 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+from aimq_cli.instance import DAGSTER_YAML
 
 
 def throwaway_env(tag: str, work: Path) -> dict[str, str]:
     """AIMQ_* and DAGSTER_HOME for a platform living under the key prefix and queue names ``tag``
-    and the folder ``work`` (which gets a DAGSTER_HOME with the project's dagster.yaml)."""
+    and the folder ``work`` (which gets a DAGSTER_HOME with the dagster.yaml `aimq up` uses)."""
     home = work / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(REPO / "dagster.yaml", home / "dagster.yaml")
+    shutil.copyfile(DAGSTER_YAML, home / "dagster.yaml")
     return {
         "DAGSTER_HOME": str(home),
         "AIMQ_REDIS_PREFIX": tag,

@@ -36,7 +36,7 @@ class Target:
 
 
 TARGETS: tuple[Target, ...] = (
-    Target("dagster.yaml", ("local.yaml", "common.yaml")),
+    Target("aimq_cli/dagster.yaml", ("local.yaml", "common.yaml")),
     Target("deploy/compose/dagster.yaml", ("compose.yaml", "cluster.yaml", "common.yaml")),
     Target("deploy/compose/workspace.yaml", ("workspace-grpc.yaml",)),
     Target("k8s/base/dagster/dagster.yaml", ("k8s.yaml", "cluster.yaml", "common.yaml")),

@@ -12,9 +12,9 @@ import dagster as dg
 import pytest
 import redis
 
+from aimq_cli.instance import DAGSTER_YAML
 from aimq_serving.model_store import ModelStore
 from aimq_serving.settings import AimqSettings
-from tests.helpers.paths import REPO
 from tests.helpers.session import REDIS_URL, TEST_ROWS_PER_GROUP
 from tests.helpers.topology import delete_topology, unique_topology_settings
 
@@ -61,7 +61,7 @@ def redis_client() -> Iterator[redis.Redis]:
 def dagster_home(session_dir: Path) -> Path:
     home = session_dir / "dagster_home"
     home.mkdir(exist_ok=True)
-    (home / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
+    (home / "dagster.yaml").write_text(DAGSTER_YAML.read_text())
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 

@@ -1,59 +1,24 @@
-"""`aimq score` and `aimq predict` against the real API, daemon, Redis and RabbitMQ."""
+"""`aimq score` against the real API, daemon, Redis and RabbitMQ."""
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-import httpx
 import pandas as pd
 import pytest
 
+from tests.helpers.cli import one_error_line, run_aimq
 from tests.helpers.paths import SAMPLES
 from tests.helpers.platform import Platform
 from tests.helpers.ports import free_port
-
-AIMQ = str(Path(sys.executable).with_name("aimq"))
-RECORD = {
-    "model_group": "A",
-    "model": 180,
-    "kilometers": 1000,
-    "fuel_type": "Diesel",
-    "gear_type": "Manual",
-    "vehicle_type": "Sedan Car",
-    "age_in_months": 10,
-    "color": "Black",
-    "line": "Sportline",
-    "doors": "4 to 5",
-    "seats": "1 to 3",
-    "climate": "Air Conditioning",
-}
-
-
-def _aimq(*args: str, api_url: str | None = None, stdin: str | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ}
-    if api_url is not None:
-        env["AIMQ_API_URL"] = api_url
-    return subprocess.run([AIMQ, *args], capture_output=True, text=True, timeout=300, env=env, input=stdin)
-
-
-def _one_error_line(proc: subprocess.CompletedProcess) -> str:
-    assert proc.returncode == 1, (proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert lines and lines[-1].startswith("aimq: error: "), proc.stderr
-    return lines[-1]
 
 
 @pytest.mark.slow
 def test_score_the_sample_file_end_to_end(platform: Platform, tmp_path: Path) -> None:
     source = tmp_path / "100_rows.xlsx"
     shutil.copyfile(SAMPLES / "100_rows.xlsx", source)
-    proc = _aimq("score", str(source), api_url=platform.api_url)
+    proc = run_aimq("score", str(source), AIMQ_API_URL=platform.api_url)
     assert proc.returncode == 0, proc.stderr
     out = tmp_path / "100_rows_scored.xlsx"
     scored = pd.read_excel(out, sheet_name="predictions", keep_default_na=False)
@@ -71,8 +36,8 @@ def test_score_the_sample_file_end_to_end(platform: Platform, tmp_path: Path) ->
     assert f"run:      {platform.dagster_url}/runs/" in summary
 
     # the result is never overwritten without --force, and nothing is uploaded then
-    again = _aimq("score", str(source), api_url=platform.api_url)
-    line = _one_error_line(again)
+    again = run_aimq("score", str(source), AIMQ_API_URL=platform.api_url)
+    line = one_error_line(again)
     assert line == f"aimq: error: {out} already exists; pass --force to overwrite it, or --out to write elsewhere"
     assert "uploaded" not in again.stderr
 
@@ -85,7 +50,9 @@ def test_score_a_csv_lists_the_rejected_rows_and_why(platform: Platform, tmp_pat
     source = tmp_path / "listings.csv"
     frame.to_csv(source, index=False)
     out = tmp_path / "priced.csv"
-    proc = _aimq("score", str(source), "--out", str(out), "--api-url", platform.api_url, api_url="http://127.0.0.1:1")
+    proc = run_aimq(
+        "score", str(source), "--out", str(out), "--api-url", platform.api_url, AIMQ_API_URL="http://127.0.0.1:1"
+    )
     assert proc.returncode == 0, proc.stderr
     assert "listings.csv  (100 rows: 98 scored, 2 rejected)" in proc.stdout
     assert "rejected: by field fuel_type 1, model_group 1" in proc.stdout
@@ -100,7 +67,7 @@ def test_score_a_csv_lists_the_rejected_rows_and_why(platform: Platform, tmp_pat
 def test_score_refused_file_is_one_line(platform: Platform, tmp_path: Path) -> None:
     source = tmp_path / "photo.csv"
     source.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200))
-    line = _one_error_line(_aimq("score", str(source), api_url=platform.api_url))
+    line = one_error_line(run_aimq("score", str(source), AIMQ_API_URL=platform.api_url))
     assert line.startswith("aimq: error: the API refused photo.csv: unsupported file type: ")
     assert not (tmp_path / "photo_scored.csv").exists()
 
@@ -109,53 +76,18 @@ def test_score_refused_file_is_one_line(platform: Platform, tmp_path: Path) -> N
 def test_score_a_file_without_the_columns_fails_in_one_line(platform: Platform, tmp_path: Path) -> None:
     source = tmp_path / "prices.csv"
     source.write_text("make,price\nFiat,1000\n")
-    line = _one_error_line(_aimq("score", str(source), api_url=platform.api_url))
+    line = one_error_line(run_aimq("score", str(source), AIMQ_API_URL=platform.api_url))
     assert line.startswith("aimq: error: scoring prices.csv failed: missing column(s): model_group, model, ")
     assert line.endswith(")") and f"(run: {platform.dagster_url}/runs/" in line
     assert not (tmp_path / "prices_scored.csv").exists()
 
 
 def test_score_missing_file_and_api_down_are_one_line(tmp_path: Path) -> None:
-    line = _one_error_line(_aimq("score", str(tmp_path / "nope.xlsx")))
+    line = one_error_line(run_aimq("score", str(tmp_path / "nope.xlsx")))
     assert line == f"aimq: error: {tmp_path / 'nope.xlsx'}: no such file"
     source = tmp_path / "a.csv"
     source.write_text("model_group\nA\n")
     down = f"http://127.0.0.1:{free_port()}"
-    line = _one_error_line(_aimq("score", str(source), "--api-url", down))
+    line = one_error_line(run_aimq("score", str(source), "--api-url", down))
     assert line.startswith(f"aimq: error: the API at {down} is not reachable (")
     assert line.endswith("start it with 'aimq up', or point --api-url / AIMQ_API_URL at it")
-
-
-@pytest.mark.slow
-def test_predict_from_argument_and_stdin(platform: Platform) -> None:
-    direct = httpx.post(f"{platform.api_url}/predict/onnx", json=RECORD).json()
-    proc = _aimq("predict", json.dumps(RECORD), api_url=platform.api_url)
-    assert proc.returncode == 0, proc.stderr
-    header, row = proc.stdout.strip().splitlines()
-    assert header.split() == ["#", "group", "version", "predicted", "price"]
-    assert row.split() == ["0", "A", str(direct["model_version"]), f"{direct['predicted_price']:,.2f}"]
-
-    batch = [RECORD, {**RECORD, "model_group": "C"}]
-    proc = _aimq("predict", "--json", "--engine", "pickle", api_url=platform.api_url, stdin=json.dumps(batch))
-    assert proc.returncode == 0, proc.stderr
-    answer = json.loads(proc.stdout)
-    assert [a["model_group"] for a in answer] == ["A", "C"]
-    assert answer[0]["predicted_price"] == pytest.approx(direct["predicted_price"], rel=1e-4)
-
-
-@pytest.mark.slow
-def test_predict_errors_are_one_line(platform: Platform) -> None:
-    line = _one_error_line(_aimq("predict", json.dumps({**RECORD, "fuel_type": "Steam"}), api_url=platform.api_url))
-    assert line.startswith(
-        "aimq: error: prediction refused: invalid request: fuel_type: unknown value 'Steam' (allowed: Petrol, "
-    )
-    batch = [RECORD, {**RECORD, "kilometers": -5}]
-    line = _one_error_line(_aimq("predict", json.dumps(batch), api_url=platform.api_url))
-    assert "records[1].kilometers: " in line
-    line = _one_error_line(_aimq("predict", json.dumps({**RECORD, "model_group": "Q"}), api_url=platform.api_url))
-    assert (
-        line.startswith("aimq: error: prediction refused: ")
-        and "model_group: unknown model group (allowed: A, B, C)" in line
-    )
-    line = _one_error_line(_aimq("predict", "{not json", api_url=platform.api_url))
-    assert line.startswith("aimq: error: the input is not valid JSON: ")

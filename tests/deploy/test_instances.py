@@ -39,6 +39,7 @@ from dagster_docker import DockerRunLauncher
 from dagster_k8s import K8sRunLauncher
 from dagster_postgres.utils import pg_url_from_config
 
+from aimq_cli.instance import DAGSTER_YAML
 from tests.helpers.deploy import (
     ENV_EXAMPLE,
     K8S,
@@ -50,7 +51,7 @@ from tests.helpers.deploy import (
 )
 from tests.helpers.paths import REPO
 
-LOCAL = REPO / "dagster.yaml"
+LOCAL = DAGSTER_YAML
 COMPOSE = REPO / "deploy" / "compose" / "dagster.yaml"
 K8S_INSTANCE = K8S / "base" / "dagster" / "dagster.yaml"
 IMAGE = "registry.example.com/aimq:1.2.3"

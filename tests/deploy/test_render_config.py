@@ -28,9 +28,9 @@ def test_check_mode_reports_a_stale_file(tmp_path: Path) -> None:
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / path, tmp_path / path)
     assert render_config.stale_files(tmp_path) == []
-    local = tmp_path / "dagster.yaml"
+    local = tmp_path / "aimq_cli" / "dagster.yaml"
     local.write_text(local.read_text().replace("max_concurrent_runs: 2", "max_concurrent_runs: 3"))
-    assert render_config.stale_files(tmp_path) == ["dagster.yaml"]
+    assert render_config.stale_files(tmp_path) == ["aimq_cli/dagster.yaml"]
 
 
 def test_a_key_set_in_two_fragments_is_refused(tmp_path: Path) -> None:
@@ -50,6 +50,6 @@ def test_shared_settings_are_identical_in_every_instance_file() -> None:
     cluster = yaml.safe_load((render_config.FRAGMENTS / "cluster.yaml").read_text())
     for path, config in instances.items():
         assert {k: config[k] for k in common} == common, path
-        if path != "dagster.yaml":
+        if path != "aimq_cli/dagster.yaml":
             assert {k: config[k] for k in cluster} == cluster, path
     assert instances["deploy/compose/dagster.yaml"]["storage"] == instances["k8s/base/dagster/dagster.yaml"]["storage"]

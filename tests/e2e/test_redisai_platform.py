@@ -19,7 +19,8 @@ import httpx
 import numpy as np
 import pytest
 
-from aimq_cli.main import CliError, cmd_train
+from aimq_cli.errors import CliError
+from aimq_cli.train import cmd_train
 from aimq_pipelines.definitions import defs
 from aimq_pipelines.models import onnx_export
 from aimq_pipelines.models.resources import ModelStoreResource, TrainingDataSource

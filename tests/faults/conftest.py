@@ -22,11 +22,11 @@ import pytest
 import redis
 from pydantic import SecretStr
 
+from aimq_cli.instance import DAGSTER_YAML
 from aimq_serving.model_store import ModelStore
 from aimq_serving.settings import AimqSettings
 from tests.helpers.contention import busy_cpus
 from tests.helpers.faults import ABANDONED_AFTER_S, FaultPlatform
-from tests.helpers.paths import REPO
 from tests.helpers.platform import make_platform
 from tests.helpers.redis_keys import copy_models
 from tests.helpers.servers import RabbitServer, RedisServer
@@ -78,7 +78,7 @@ def fault_platform(
     )
     home = session_dir / "fault-dagster-home"
     home.mkdir(exist_ok=True)
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")  # run retries and monitoring as shipped
+    shutil.copy(DAGSTER_YAML, home / "dagster.yaml")  # run retries and monitoring as shipped
     running = make_platform(own, {"DAGSTER_HOME": str(home)}, session_dir / "fault-logs")
     try:
         running.start_daemon()

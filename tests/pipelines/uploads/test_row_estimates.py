@@ -9,7 +9,7 @@ from pathlib import Path
 import openpyxl
 import pytest
 
-from aimq_cli.client import _rows_text, _running_fraction
+from aimq_cli.score import _rows_text, _running_fraction
 from aimq_pipelines.uploads.scoring import estimate_data_rows
 from tests.helpers.paths import SAMPLES
 

@@ -1,0 +1,74 @@
+"""The instance config `aimq up` and `aimq train` seed DAGSTER_HOME with ships inside aimq_cli: a
+pip-installed aimq, with no checkout beside it, has it and seeds a DAGSTER_HOME with it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import aimq_cli
+from aimq_cli.instance import DAGSTER_YAML
+from tests.helpers.deploy import REPO
+
+# What the wheel is built from: what the Dockerfile copies into its build stage.
+SOURCES = ("pyproject.toml", "README.md", "LICENSE", "aimq_cli", "aimq_pipelines", "aimq_serving", "aimq_tabular")
+# Run by the installed copy, from a folder without the checkout on sys.path.
+SEED = """
+import json
+import aimq_cli
+from aimq_cli.instance import DAGSTER_YAML, dagster_home
+from aimq_serving.settings import AimqSettings
+home = dagster_home(AimqSettings())
+print(json.dumps({"package": aimq_cli.__file__, "config": str(DAGSTER_YAML), "home": str(home)}))
+"""
+
+
+def test_the_instance_config_lives_in_the_package() -> None:
+    assert DAGSTER_YAML.parent == Path(aimq_cli.__file__).resolve().parent
+    assert DAGSTER_YAML.is_file()
+
+
+def test_an_installed_wheel_seeds_dagster_home_with_its_own_config(tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in SOURCES:
+        if (REPO / name).is_dir():
+            shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(REPO / name, source / name)
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    # Offline, with the build backend of this environment, as the Dockerfile builds the image.
+    build = [
+        *pip,
+        "wheel",
+        "--no-deps",
+        "--no-index",
+        "--no-build-isolation",
+        "-w",
+        str(tmp_path / "dist"),
+        str(source),
+    ]
+    subprocess.run(build, check=True, capture_output=True, timeout=300)
+    (wheel,) = (tmp_path / "dist").glob("aimq-*.whl")
+    assert "aimq_cli/dagster.yaml" in zipfile.ZipFile(wheel).namelist()
+
+    site = tmp_path / "site"
+    subprocess.run(
+        [*pip, "install", "--no-deps", "--no-index", "--target", str(site), str(wheel)], check=True, timeout=300
+    )
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+    env |= {"PYTHONPATH": str(site), "AIMQ_DATA_DIR": str(tmp_path / "data")}
+    proc = subprocess.run(
+        [sys.executable, "-c", SEED], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    seeded = json.loads(proc.stdout)
+    assert Path(seeded["package"]).is_relative_to(site)
+    assert Path(seeded["config"]) == (site / "aimq_cli" / "dagster.yaml").resolve()
+    assert Path(seeded["home"]) == tmp_path / "data" / "dagster_home"
+    assert (Path(seeded["home"]) / "dagster.yaml").read_text() == DAGSTER_YAML.read_text()

@@ -1,0 +1,65 @@
+"""`aimq predict` against the real API and Redis."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from tests.helpers.cli import one_error_line, run_aimq
+from tests.helpers.platform import Platform
+
+RECORD = {
+    "model_group": "A",
+    "model": 180,
+    "kilometers": 1000,
+    "fuel_type": "Diesel",
+    "gear_type": "Manual",
+    "vehicle_type": "Sedan Car",
+    "age_in_months": 10,
+    "color": "Black",
+    "line": "Sportline",
+    "doors": "4 to 5",
+    "seats": "1 to 3",
+    "climate": "Air Conditioning",
+}
+
+
+@pytest.mark.slow
+def test_predict_from_argument_and_stdin(platform: Platform) -> None:
+    direct = httpx.post(f"{platform.api_url}/predict/onnx", json=RECORD).json()
+    proc = run_aimq("predict", json.dumps(RECORD), AIMQ_API_URL=platform.api_url)
+    assert proc.returncode == 0, proc.stderr
+    header, row = proc.stdout.strip().splitlines()
+    assert header.split() == ["#", "group", "version", "predicted", "price"]
+    assert row.split() == ["0", "A", str(direct["model_version"]), f"{direct['predicted_price']:,.2f}"]
+
+    batch = [RECORD, {**RECORD, "model_group": "C"}]
+    proc = run_aimq("predict", "--json", "--engine", "pickle", AIMQ_API_URL=platform.api_url, stdin=json.dumps(batch))
+    assert proc.returncode == 0, proc.stderr
+    answer = json.loads(proc.stdout)
+    assert [a["model_group"] for a in answer] == ["A", "C"]
+    assert answer[0]["predicted_price"] == pytest.approx(direct["predicted_price"], rel=1e-4)
+
+
+@pytest.mark.slow
+def test_predict_errors_are_one_line(platform: Platform) -> None:
+    line = one_error_line(
+        run_aimq("predict", json.dumps({**RECORD, "fuel_type": "Steam"}), AIMQ_API_URL=platform.api_url)
+    )
+    assert line.startswith(
+        "aimq: error: prediction refused: invalid request: fuel_type: unknown value 'Steam' (allowed: Petrol, "
+    )
+    batch = [RECORD, {**RECORD, "kilometers": -5}]
+    line = one_error_line(run_aimq("predict", json.dumps(batch), AIMQ_API_URL=platform.api_url))
+    assert "records[1].kilometers: " in line
+    line = one_error_line(
+        run_aimq("predict", json.dumps({**RECORD, "model_group": "Q"}), AIMQ_API_URL=platform.api_url)
+    )
+    assert (
+        line.startswith("aimq: error: prediction refused: ")
+        and "model_group: unknown model group (allowed: A, B, C)" in line
+    )
+    line = one_error_line(run_aimq("predict", "{not json", AIMQ_API_URL=platform.api_url))
+    assert line.startswith("aimq: error: the input is not valid JSON: ")
