@@ -9,8 +9,8 @@ part, and each read costs a fraction of a read of the part.
 
 A cell is found by its reference (``<c r="B7"``): every writer we know of (Excel, LibreOffice,
 openpyxl, xlsxwriter, this project's writer) puts it first. A sheet may leave references out, and
-calamine then places a cell after its neighbour; ``every_cell_has_a_reference`` says whether any
-cell does, for callers that cannot check the copy by other means.
+calamine then places a cell after its neighbour; ``every_cell_has_a_reference`` tells whether all
+cells carry one, for callers that cannot check the copy by other means.
 """
 
 from __future__ import annotations
