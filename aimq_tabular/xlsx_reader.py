@@ -287,10 +287,12 @@ class _PartPipeline:
         block: int,
     ) -> None:
         try:
+            # One loader for the sheet: its parts are parsed one at a time, in order (one worker).
+            loader = xlsx_cells.PartLoader(sheet.name, sheet.part)
             for part in _split_sheet(archive, layout, sheet, ordinal, metadata, tmp, rows, block):
                 if self._stop.is_set():
                     return
-                self._put(self._pool.submit(_load_and_delete, part, sheet.name))
+                self._put(self._pool.submit(_load_and_delete, loader, part, sheet.name))
             self._put(None)
         except BaseException as exc:  # handed to the consumer, which raises it in its own thread
             self._put(exc)
@@ -589,9 +591,9 @@ def _last_row_number(chunk: bytes, prefix: bytes) -> int | None:
     return int(match.group(2)) if match else None
 
 
-def _load_and_delete(part: Path, sheet: str) -> pa.RecordBatch:
+def _load_and_delete(loader: xlsx_cells.PartLoader, part: Path, sheet: str) -> pa.RecordBatch:
     try:
-        return xlsx_cells.load_part(part, sheet)
+        return loader.load(part)
     except Exception as exc:  # fastexcel raises its own hierarchy; all of it means "cannot read"
         raise XlsxFormatError(f"the worksheet {sheet!r} cannot be read: {exc}") from exc
     finally:

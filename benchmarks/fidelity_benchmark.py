@@ -1,15 +1,16 @@
 """What faithful cells cost: the upload reader and the result writer on 1M-row xlsx files.
 
-    .venv/bin/python -m benchmarks.fidelity_benchmark [--rows 1000000] [--baseline d2b0528]
+    .venv/bin/python -m benchmarks.fidelity_benchmark [--rows 1000000] [--baseline d2b0528 ...]
 
 Two files of ``--rows`` rows: "clean", the 12 model columns as the batch benchmark writes them,
 and "messy", the same plus kept columns of mixed kinds in every part (a price column of numbers
 with ``n/a`` and ``ask`` every 997 rows, a date-time column, a notes column of text). For each,
 the reader (``locate_data`` + ``iter_xlsx_batches``, parts of 100k rows) and the writer
-(``XlsxTableWriter``) run in a fresh process, once with this tree's code and once with the
-``--baseline`` commit's (extracted with ``git archive``), one after the other in the same run, so
-the ratios compare like with like on a shared machine. Scoring itself (validation, ONNX) is the
-same code before and after and is not part of this measurement.
+(``XlsxTableWriter``) run in a fresh process, once with each ``--baseline`` commit's code
+(extracted with ``git archive``; repeat the option to compare with several) and once with this
+tree's, one after the other in the same run, so the ratios compare like with like on a shared
+machine. Scoring itself (validation, ONNX) is the same code before and after and is not part of
+this measurement.
 """
 
 from __future__ import annotations
@@ -34,8 +35,14 @@ import json, sys, time
 from pathlib import Path
 import pyarrow as pa
 from aimq_serving import schema
-from aimq_tabular import xlsx_reader
-from aimq_tabular.xlsx_writer import XlsxTableWriter
+if Path("aimq_tabular").is_dir():
+    from aimq_tabular import xlsx_reader
+    from aimq_tabular.xlsx_writer import XlsxTableWriter
+else:  # a commit from before the reshape (d2b0528): file I/O lived in aimq_serving.uploads
+    from aimq_serving.uploads import xlsx_reader
+    from aimq_serving.uploads.xlsx_writer import XlsxTableWriter
+# The code measured is the checkout's in the working directory, never the installed tree's.
+assert Path(xlsx_reader.__file__).resolve().is_relative_to(Path.cwd().resolve()), xlsx_reader.__file__
 path, work = Path(sys.argv[1]), Path(sys.argv[2])
 started = time.perf_counter()
 kwargs = {}
@@ -106,9 +113,14 @@ def measure(path: Path, code: Path | None) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--baseline", default="d2b0528", help="commit to compare with (before issue 15)")
+    parser.add_argument(
+        "--baseline",
+        action="append",
+        help="commit to compare with, repeatable (default: d2b0528, before issue 15)",
+    )
     parser.add_argument("--files-dir", type=Path, default=Path(tempfile.gettempdir()) / "aimq-fidelity-bench")
     args = parser.parse_args()
+    baselines: list[str] = args.baseline or ["d2b0528"]
     args.files_dir.mkdir(parents=True, exist_ok=True)
     files = {"clean": args.files_dir / f"clean-{args.rows}.xlsx", "messy": args.files_dir / f"messy-{args.rows}.xlsx"}
     if not files["clean"].exists():
@@ -118,14 +130,18 @@ def main() -> None:
 
     rows: list[list[Any]] = []
     results: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="aimq-baseline-") as baseline:
-        archive = subprocess.run(["git", "archive", args.baseline], cwd=REPO, capture_output=True, check=True).stdout
-        subprocess.run(["tar", "-x", "-C", baseline], input=archive, check=True)
+    with tempfile.TemporaryDirectory(prefix="aimq-baseline-") as tmp:
+        codes = {}
+        for i, commit in enumerate(baselines):
+            codes[commit] = Path(tmp) / f"baseline-{i}"
+            codes[commit].mkdir()
+            archive = subprocess.run(["git", "archive", commit], cwd=REPO, capture_output=True, check=True).stdout
+            subprocess.run(["tar", "-x", "-C", codes[commit]], input=archive, check=True)
         for name, path in files.items():
-            before = measure(path, Path(baseline))
+            before = {commit: measure(path, code) for commit, code in codes.items()}
             after = measure(path, None)
             results[name] = {"before": before, "after": after}
-            for label, m in (("before", before), ("after", after)):
+            for label, m in [*before.items(), ("this tree", after)]:
                 rows.append(
                     [
                         name,
@@ -137,21 +153,23 @@ def main() -> None:
                         round(m["peak_rss_mb"]),
                     ]
                 )
-            rows.append(
-                [
-                    name,
-                    "after / before",
-                    "",
-                    round(after["read_s"] / before["read_s"], 2),
-                    round(after["write_s"] / before["write_s"], 2),
-                    round(after["total_s"] / before["total_s"], 2),
-                    "",
-                ]
-            )
+            for commit, m in before.items():
+                rows.append(
+                    [
+                        name,
+                        f"this tree / {commit}",
+                        "",
+                        round(after["read_s"] / m["read_s"], 2),
+                        round(after["write_s"] / m["write_s"], 2),
+                        round(after["total_s"] / m["total_s"], 2),
+                        "",
+                    ]
+                )
     report.write(
         "fidelity",
-        f"Faithful cells: reader + writer on {args.rows:,}-row xlsx files, before ({args.baseline}) and after",
-        f".venv/bin/python -m benchmarks.fidelity_benchmark --rows {args.rows} --baseline {args.baseline}",
+        f"Faithful cells: reader + writer on {args.rows:,}-row xlsx files, {', '.join(baselines)} and this tree",
+        f".venv/bin/python -m benchmarks.fidelity_benchmark --rows {args.rows}"
+        + "".join(f" --baseline {commit}" for commit in baselines),
         ["file", "code", "rows", "read s", "write s", "total s", "peak RSS MB"],
         rows,
         results,
