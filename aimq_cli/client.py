@@ -24,8 +24,9 @@ import httpx
 
 from aimq_cli.main import CliError
 from aimq_cli.progress_bar import ProgressLine
+from aimq_serving.features import allowed_note
+from aimq_tabular.formats import MEDIA_TYPES as _MIME
 
-_MIME = {"xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", "csv": "text/csv"}
 # How long polling rides out an unreachable API or status store (a restart, a Redis failover)
 # before giving up; the upload itself is safe on the server meanwhile.
 _OUTAGE_BUDGET_S = 30.0
@@ -44,7 +45,7 @@ def describe_field_error(err: Mapping[str, Any], batch: bool) -> str:
     text = f"{where}: {err.get('message', 'invalid value')}"
     allowed = err.get("allowed")
     if allowed:
-        text += f" (allowed: {', '.join(str(a) for a in allowed)})"
+        text += allowed_note(allowed)
     return text
 
 

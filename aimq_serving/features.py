@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +32,12 @@ class RowError:
         if self.allowed is not None:
             out["allowed"] = list(self.allowed)
         return out
+
+
+def allowed_note(values: Iterable[Any]) -> str:
+    """The values a field accepts, as a person reads them after its error message (a batch's
+    rejected-row reasons, the CLI's lines from the API's ``allowed``)."""
+    return f" (allowed: {', '.join(str(v) for v in values)})"
 
 
 class EncodingError(ValueError):

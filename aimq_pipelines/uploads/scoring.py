@@ -32,11 +32,11 @@ import pyarrow.compute as pc
 
 from aimq_pipelines.uploads.results import ERRORS, PRICE, ROW, VERSION, ResultWriter, open_result, write_rejected_csv
 from aimq_serving import schema
-from aimq_serving.features import _MAX_ERRORS_PER_COLUMN, RowError
+from aimq_serving.features import _MAX_ERRORS_PER_COLUMN, RowError, allowed_note
 from aimq_serving.loaded_models import LoadedModel, ModelCache
 from aimq_serving.model_store import NoModel, UnknownGroup
-from aimq_serving.uploads.storage import Format
 from aimq_tabular import csv_reader, xlsx_cells, xlsx_reader
+from aimq_tabular.formats import Format
 from aimq_tabular.xlsx_writer import XlsxWriteError
 
 # The most characters a spreadsheet cell holds (Excel's limit). A longer text (possible in a CSV or
@@ -392,7 +392,7 @@ def _describe(error: RowError) -> str:
         message = message[:_MAX_QUOTED_CHARS] + "…" + message[-_MAX_QUOTED_CHARS // 2 :]
     text = f"{error.field}: {message}"
     if error.allowed is not None:
-        text += f" (allowed: {', '.join(str(a) for a in error.allowed)})"
+        text += allowed_note(error.allowed)
     return text
 
 

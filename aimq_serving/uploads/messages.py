@@ -18,6 +18,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from aimq_serving.uploads.storage import UPLOAD_ID_PATTERN
+from aimq_tabular.formats import Format
+
 MESSAGE_VERSION = 1
 
 
@@ -33,9 +36,9 @@ class UploadMessage(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     version: Literal[1] = MESSAGE_VERSION
-    upload_id: str = Field(pattern=r"^[0-9a-f]{32}$")
+    upload_id: str = Field(pattern=UPLOAD_ID_PATTERN)
     stored_path: str
-    format: Literal["xlsx", "csv"]
+    format: Format
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     size: int = Field(ge=1)
     original_name: str = Field(max_length=255)

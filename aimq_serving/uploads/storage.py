@@ -23,11 +23,12 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
 
-Format = Literal["xlsx", "csv"]
-FORMATS: tuple[Format, ...] = ("xlsx", "csv")
-_ID = re.compile(r"^[0-9a-f]{32}$")
+from aimq_tabular.formats import FORMATS, Format
+
+# What an upload id looks like (uuid4().hex): the API's path parameter and the queue message check it too.
+UPLOAD_ID_PATTERN = r"^[0-9a-f]{32}$"
+_ID = re.compile(UPLOAD_ID_PATTERN)
 
 
 class InvalidUploadId(ValueError):
