@@ -27,7 +27,8 @@ was never acknowledged (the API answered 503, or died first): the run ends witho
 without creating a record, since no client holds that id.
 """
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import dagster as dg
 from pydantic import ValidationError
@@ -49,42 +50,46 @@ UPLOAD_COUNT_TAG = "aimq/uploads"  # on a backlog run: how many uploads it score
 RETRY_POLICY = dg.RetryPolicy(max_retries=3, delay=2.0, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
 
-class ScoreUploadConfig(dg.Config):
-    """The upload's queue message (``aimq_serving.uploads.messages.UploadMessage``)."""
-
-    upload_id: str
-    stored_path: str
-    format: str
-    sha256: str
-    size: int
-    original_name: str
-    created_at: str
-
-    @classmethod
-    def from_message(cls, message: UploadMessage) -> "ScoreUploadConfig":
-        return cls(**{**message.model_dump(exclude={"version"}), "created_at": message.created_at.isoformat()})
-
-    def message(self) -> UploadMessage:
-        return UploadMessage.model_validate(self.model_dump())
+# A scoring step's config is its upload's queue message, field for field (without the wire format's
+# ``version``): the Dagster UI shows it, the launchpad scaffolds it, and the step validates it into an
+# ``UploadMessage`` once. The fields come from the message itself, so there is no copy to keep in
+# step. Permissive, as the message ignores fields it does not know.
+UPLOAD_CONFIG = dg.Permissive(
+    {
+        name: dg.Field(int if field.annotation is int else str, is_required=field.is_required())
+        for name, field in UploadMessage.model_fields.items()
+        if name != "version"
+    }
+)
 
 
-@dg.op(name="score_file", retry_policy=RETRY_POLICY, description="Score one uploaded file with the served models.")
+def upload_config(message: UploadMessage) -> dict[str, Any]:
+    """A message as a scoring step's config (``UPLOAD_CONFIG``)."""
+    return message.model_dump(mode="json", exclude={"version"})
+
+
+@dg.op(
+    name="score_file",
+    config_schema=UPLOAD_CONFIG,
+    retry_policy=RETRY_POLICY,
+    description="Score one uploaded file with the served models.",
+)
 def score_file_op(
-    context: dg.OpExecutionContext,
-    config: ScoreUploadConfig,
-    uploads: UploadsResource,
-    model_store: ModelStoreResource,
+    context: dg.OpExecutionContext, uploads: UploadsResource, model_store: ModelStoreResource
 ) -> dg.Output[None]:
-    return score_upload(context, config, uploads, model_store)
+    return score_upload(context, context.op_config, uploads, model_store)
 
 
 def score_upload(
-    context: dg.OpExecutionContext, config: ScoreUploadConfig, uploads: UploadsResource, model_store: ModelStoreResource
+    context: dg.OpExecutionContext,
+    upload: Mapping[str, Any],
+    uploads: UploadsResource,
+    model_store: ModelStoreResource,
 ) -> dg.Output[None]:
-    """Score one upload and record its status: the work of a ``score_file`` step, alone in a run
-    (``score_upload``) or one of a backlog's (``score_uploads``)."""
+    """Score one upload (its ``UPLOAD_CONFIG``) and record its status: the work of a ``score_file``
+    step, alone in a run (``score_upload``) or one of a backlog's (``score_uploads``)."""
     try:
-        message = config.message()
+        message = UploadMessage.model_validate(upload)
     except ValidationError as exc:  # a hand-written run config (launchpad): no retry fixes it
         raise dg.Failure(description=f"invalid upload in the run config: {exc}", allow_retries=False) from exc
     settings = uploads.settings()
@@ -198,20 +203,16 @@ def score_upload_job() -> None:
     score_file_op()
 
 
-class ScoreUploadsConfig(dg.Config):
-    """A backlog: the queue messages of uploads that were waiting together."""
-
-    uploads: list[ScoreUploadConfig]
-
-
 @dg.op(
     name="list_uploads",
+    # A backlog: the queue messages of uploads that were waiting together.
+    config_schema={"uploads": [UPLOAD_CONFIG]},
     out=dg.DynamicOut(dict),
     description="One output per upload of the backlog, keyed by its upload id.",
 )
-def list_uploads_op(config: ScoreUploadsConfig) -> Iterator[dg.DynamicOutput[dict]]:
-    for upload in config.uploads:
-        yield dg.DynamicOutput(upload.model_dump(), mapping_key=upload.upload_id)
+def list_uploads_op(context: dg.OpExecutionContext) -> Iterator[dg.DynamicOutput[dict]]:
+    for upload in context.op_config["uploads"]:
+        yield dg.DynamicOutput(dict(upload), mapping_key=upload["upload_id"])
 
 
 @dg.op(
@@ -222,7 +223,7 @@ def list_uploads_op(config: ScoreUploadsConfig) -> Iterator[dg.DynamicOutput[dic
 def score_listed_file_op(
     context: dg.OpExecutionContext, upload: dict, uploads: UploadsResource, model_store: ModelStoreResource
 ) -> dg.Output[None]:
-    return score_upload(context, ScoreUploadConfig(**upload), uploads, model_store)
+    return score_upload(context, upload, uploads, model_store)
 
 
 @dg.job(
@@ -266,7 +267,7 @@ def uploads_of(run: dg.DagsterRun) -> list[str]:
 
 
 def run_config(message: UploadMessage) -> dg.RunConfig:
-    return dg.RunConfig(ops={"score_file": ScoreUploadConfig.from_message(message)})
+    return dg.RunConfig(ops={"score_file": {"config": upload_config(message)}})
 
 
 def run_tags(message: UploadMessage) -> dict[str, str]:
@@ -278,9 +279,7 @@ def run_tags(message: UploadMessage) -> dict[str, str]:
 
 
 def backlog_run_config(messages: Sequence[UploadMessage]) -> dg.RunConfig:
-    return dg.RunConfig(
-        ops={"list_uploads": ScoreUploadsConfig(uploads=[ScoreUploadConfig.from_message(m) for m in messages])}
-    )
+    return dg.RunConfig(ops={"list_uploads": {"config": {"uploads": [upload_config(m) for m in messages]}}})
 
 
 def backlog_run_tags(messages: Sequence[UploadMessage]) -> dict[str, str]:
