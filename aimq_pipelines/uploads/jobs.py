@@ -53,7 +53,8 @@ RETRY_POLICY = dg.RetryPolicy(max_retries=3, delay=2.0, backoff=dg.Backoff.EXPON
 # A scoring step's config is its upload's queue message, field for field (without the wire format's
 # ``version``): the Dagster UI shows it, the launchpad scaffolds it, and the step validates it into an
 # ``UploadMessage`` once. The fields come from the message itself, so there is no copy to keep in
-# step. Permissive, as the message ignores fields it does not know.
+# step. Permissive, as the message ignores fields it does not know: runs created before
+# ``stored_path`` left the message carry it in their config, and still launch, retry and re-execute.
 UPLOAD_CONFIG = dg.Permissive(
     {
         name: dg.Field(int if field.annotation is int else str, is_required=field.is_required())

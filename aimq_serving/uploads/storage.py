@@ -53,15 +53,10 @@ class UploadStorage:
         check_upload_id(upload_id)
         return self.root / upload_id[:2] / upload_id
 
-    def relative_input(self, upload_id: str, fmt: Format) -> str:
-        """The input's path relative to the root: what the queue message carries."""
-        check_upload_id(upload_id)
+    def input_path(self, upload_id: str, fmt: Format) -> Path:
         if fmt not in FORMATS:
             raise ValueError(f"unknown format {fmt!r}")
-        return f"{upload_id[:2]}/{upload_id}/input.{fmt}"
-
-    def input_path(self, upload_id: str, fmt: Format) -> Path:
-        return self.root / self.relative_input(upload_id, fmt)
+        return self.directory(upload_id) / f"input.{fmt}"
 
     def result_path(self, upload_id: str, fmt: Format) -> Path:
         return self.directory(upload_id) / f"result.{fmt}"

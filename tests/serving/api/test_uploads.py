@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import socket
 import zipfile
 from collections.abc import Callable, Iterator
@@ -18,6 +19,7 @@ from aimq_serving.model_store import ModelStore
 from aimq_serving.settings import AimqSettings
 from aimq_serving.uploads.broker import Topology, connect
 from aimq_serving.uploads.messages import UploadMessage
+from aimq_serving.uploads.storage import UploadStorage
 from tests.conftest import SAMPLES
 
 SAMPLE = (SAMPLES / "100_rows.xlsx").read_bytes()
@@ -38,7 +40,7 @@ def make_client(trained_store: ModelStore) -> Iterator[Callable[[AimqSettings], 
         client.__exit__(None, None, None)
 
 
-def queued(settings: AimqSettings) -> list[UploadMessage]:
+def queued_bodies(settings: AimqSettings) -> list[bytes]:
     connection = connect(settings.rabbitmq_url.get_secret_value())
     try:
         channel = connection.channel()
@@ -48,9 +50,13 @@ def queued(settings: AimqSettings) -> list[UploadMessage]:
             method, _, body = channel.basic_get(settings.uploads_queue, auto_ack=True)
             if method is None:
                 return out
-            out.append(UploadMessage.parse(body))
+            out.append(body)
     finally:
         connection.close()
+
+
+def queued(settings: AimqSettings) -> list[UploadMessage]:
+    return [UploadMessage.parse(body) for body in queued_bodies(settings)]
 
 
 def stored_files(settings: AimqSettings) -> list[Path]:
@@ -72,11 +78,14 @@ def test_upload_is_stored_queued_and_registered(uploads_settings: AimqSettings, 
     }
     assert response.headers["location"] == f"/uploads/{upload_id}"
 
-    [message] = queued(uploads_settings)
+    [body] = queued_bodies(uploads_settings)
+    # The wire format (docs/batch.md): no stored_path, the path follows from the id and format.
+    assert set(json.loads(body)) == {"version", "upload_id", "format", "sha256", "size", "original_name", "created_at"}
+    message = UploadMessage.parse(body)
     assert message.upload_id == upload_id and message.format == "xlsx"
     assert message.original_name == "listings 2024.xlsx"  # metadata only, directories dropped
     assert message.size == len(SAMPLE) and message.sha256 == hashlib.sha256(SAMPLE).hexdigest()
-    stored = uploads_settings.resolved_upload_dir / message.stored_path
+    stored = UploadStorage(uploads_settings.resolved_upload_dir).input_path(upload_id, "xlsx")
     assert stored_files(uploads_settings) == [stored] and stored.read_bytes() == SAMPLE
 
     status = client.get(f"/uploads/{upload_id}").json()
@@ -94,7 +103,10 @@ def test_csv_is_recognised_by_content(uploads_settings: AimqSettings, make_clien
     response = client.post("/upload", files={"file": ("data.xlsx", text, "application/vnd.ms-excel")})
     assert response.status_code == 202, response.text
     [message] = queued(uploads_settings)
-    assert message.format == "csv" and message.stored_path.endswith("/input.csv")
+    assert message.format == "csv"
+    assert stored_files(uploads_settings) == [
+        UploadStorage(uploads_settings.resolved_upload_dir).input_path(message.upload_id, "csv")
+    ]
 
 
 def _docx() -> bytes:
