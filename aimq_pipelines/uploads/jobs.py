@@ -34,13 +34,13 @@ import dagster as dg
 from pydantic import ValidationError
 
 from aimq_pipelines.models.resources import ModelStoreResource
+from aimq_pipelines.uploads.input_table import BadInput, InputTable
 from aimq_pipelines.uploads.resources import UploadsResource
-from aimq_pipelines.uploads.scoring import BadInput, PinnedModels, estimate_data_rows, score_file
+from aimq_pipelines.uploads.scoring import PinnedModels, score_file
 from aimq_serving.loaded_models import ModelCache
 from aimq_serving.model_store import TamperedModel
 from aimq_serving.uploads.messages import UploadMessage
 from aimq_serving.uploads.status import StatusUnavailable, UploadStatusStore
-from aimq_serving.uploads.storage import sha256_file
 
 UPLOAD_ID_TAG = "aimq/upload_id"  # on a run of one upload
 ORIGINAL_NAME_TAG = "aimq/original_name"
@@ -119,13 +119,12 @@ def score_upload(
     try:
         if source is None or not source.is_file():
             raise BadInput("the uploaded file is no longer stored (it was removed, or its upload was refused)")
-        if sha256_file(source) != message.sha256:
-            raise BadInput("the stored file does not match the checksum taken at upload; upload it again")
-        rows_expected = estimate_data_rows(source, message.format)
-        if rows_expected is not None:
-            context.log.info(f"upload {upload_id}: about {rows_expected:,} data rows")
+        work_dir = storage.work_dir(upload_id)
+        table = InputTable.open(source, message.format, sha256=message.sha256, work_dir=work_dir)
+        if table.rows_expected is not None:
+            context.log.info(f"upload {upload_id}: about {table.rows_expected:,} data rows")
             try:
-                status.expect(upload_id, rows_expected)
+                status.expect(upload_id, table.rows_expected)
             except StatusUnavailable as exc:
                 context.log.warning(f"could not record the expected row count: {exc}")
         models = PinnedModels.from_cache(ModelCache(model_store.store()))
@@ -135,14 +134,13 @@ def score_upload(
             + "".join(f"; {g}: {why}" for g, why in models.unavailable.items())
         )
         result = score_file(
-            source,
-            message.format,
+            table,
             result_path=storage.result_path(upload_id, message.format),
             rejected_path=storage.rejected_path(upload_id),
             models=models,
             max_rows=settings.max_upload_rows,
             chunk_rows=settings.scoring_chunk_rows,
-            work_dir=storage.work_dir(upload_id),
+            work_dir=work_dir,
             progress=progress,
         )
     except (BadInput, TamperedModel) as exc:

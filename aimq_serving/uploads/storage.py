@@ -15,7 +15,6 @@ metadata and never part of a path.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -135,11 +134,3 @@ class UploadStorage:
 
     def clear_work(self, upload_id: str) -> None:
         shutil.rmtree(self.directory(upload_id) / "work", ignore_errors=True)
-
-
-def sha256_file(path: Path, block: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()

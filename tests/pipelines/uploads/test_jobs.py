@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import socket
 from datetime import UTC, datetime
@@ -28,7 +29,7 @@ from aimq_serving.model_store import ModelStore
 from aimq_serving.settings import AimqSettings
 from aimq_serving.uploads.messages import UploadMessage
 from aimq_serving.uploads.status import UploadStatusStore
-from aimq_serving.uploads.storage import UploadStorage, new_upload_id, sha256_file
+from aimq_serving.uploads.storage import UploadStorage, new_upload_id
 from tests.conftest import SAMPLES
 
 
@@ -41,7 +42,7 @@ def stage(storage: UploadStorage, source: Path, fmt: str = "xlsx", *, sha256: st
     return UploadMessage(
         upload_id=upload_id,
         format=fmt,
-        sha256=sha256 or sha256_file(target),
+        sha256=sha256 or hashlib.sha256(target.read_bytes()).hexdigest(),
         size=target.stat().st_size,
         original_name=source.name,
         created_at=datetime.now(UTC),
