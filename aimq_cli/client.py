@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from aimq_cli.errors import CliError
+from aimq_serving.schema import allowed_note
 
 
 def describe_field_error(err: Mapping[str, Any], batch: bool) -> str:
@@ -25,7 +26,7 @@ def describe_field_error(err: Mapping[str, Any], batch: bool) -> str:
     text = f"{where}: {err.get('message', 'invalid value')}"
     allowed = err.get("allowed")
     if allowed:
-        text += f" (allowed: {', '.join(str(a) for a in allowed)})"
+        text += allowed_note(allowed)
     return text
 
 

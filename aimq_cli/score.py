@@ -19,8 +19,8 @@ import httpx
 from aimq_cli.client import Api, api_error
 from aimq_cli.errors import CliError
 from aimq_cli.progress_bar import ProgressLine
+from aimq_tabular.formats import MEDIA_TYPES
 
-_MIME = {"xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", "csv": "text/csv"}
 # How long polling rides out an unreachable API or status store (a restart, a Redis failover)
 # before giving up; the upload itself is safe on the server meanwhile.
 _OUTAGE_BUDGET_S = 30.0
@@ -35,7 +35,7 @@ def default_out(source: Path, fmt: str) -> Path:
 
 def _format_of_name(path: Path) -> str | None:
     suffix = path.suffix.lower().lstrip(".")
-    return suffix if suffix in _MIME else None
+    return suffix if suffix in MEDIA_TYPES else None
 
 
 def _check_target(out: Path, force: bool) -> None:
@@ -122,7 +122,7 @@ def cmd_score(options: ScoreOptions, progress: ProgressLine | None = None) -> in
 
 def _upload(api: Api, source: Path, progress: ProgressLine) -> str:
     size = source.stat().st_size
-    mime = _MIME.get(_format_of_name(source) or "", "application/octet-stream")
+    mime = MEDIA_TYPES.get(_format_of_name(source) or "", "application/octet-stream")
 
     def sent(done: int) -> None:
         progress.update("uploading", done / size if size else 1.0, f"{_size(done)} of {_size(size)}")

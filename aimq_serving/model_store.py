@@ -17,14 +17,15 @@ import logging
 import pickle
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import redis
 
 from aimq_serving import redisai, schema, signing
 from aimq_serving.features import FeatureSpec
+from aimq_serving.redis_errors import redis_available
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,9 @@ class ModelStoreError(Exception):
 
 class StoreUnavailable(ModelStoreError):
     pass
+
+
+_available = partial(redis_available, StoreUnavailable, "model store")
 
 
 class UnknownGroup(ModelStoreError):
@@ -347,12 +351,3 @@ class ModelStore:
 def _check_group(group: str) -> None:
     if group not in schema.MODEL_GROUPS:
         raise UnknownGroup(f"unknown model group {group!r}; known groups: {', '.join(schema.MODEL_GROUPS)}")
-
-
-@contextmanager
-def _available() -> Iterator[None]:
-    """Turn redis connection failures into StoreUnavailable with a message a person can act on."""
-    try:
-        yield
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise StoreUnavailable(f"model store unavailable (Redis): {exc}") from exc

@@ -6,7 +6,9 @@ its field list from here, so a new category or field is added in one place.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 MODEL_GROUPS: tuple[str, ...] = ("A", "B", "C")
 TARGET = "price_in_local_currency"
@@ -76,3 +78,9 @@ FEATURE_FIELDS: tuple[str, ...] = tuple(c for c in INPUT_COLUMNS if c != GROUP_F
 
 CATEGORICAL_BY_NAME = {f.name: f for f in CATEGORICAL}
 NUMERIC_BY_NAME = {f.name: f for f in NUMERIC}
+
+
+def allowed_note(values: Iterable[Any]) -> str:
+    """The values a field accepts, as a person reads them after its error message (a batch's
+    rejected-row reasons, the CLI's lines from the API's ``allowed``)."""
+    return f" (allowed: {', '.join(str(v) for v in values)})"

@@ -4,6 +4,10 @@ Every column is read as text: validation (``FeatureSpec.encode_frame``) turns th
 into numbers and reports a bad cell as the user typed it, and other columns are written back
 unchanged. The delimiter is the one of ``,`` ``;`` and tab that the header line uses most
 (spreadsheet programs in many locales write ``;``).
+
+The header is sniffed once, from the file's first ``HEAD_BYTES`` (``CsvHeader.of``), by whoever
+reads those bytes first (a scoring run takes them from its checksum pass), and handed to
+``iter_csv_batches``.
 """
 
 from __future__ import annotations
@@ -13,12 +17,13 @@ import csv
 import io
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.csv as pcsv
 
-_HEAD_BYTES = 1 << 16
+HEAD_BYTES = 1 << 16
 _DELIMITERS = (",", ";", "\t")
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 _BOM = b"\xef\xbb\xbf"
@@ -56,22 +61,37 @@ def _header_line(head: bytes) -> bytes:
     return head if end is None else head[: end.start()]
 
 
-def iter_csv_batches(path: Path, *, block_bytes: int = 8 << 20) -> Iterator[pa.RecordBatch]:
-    """The file's rows as batches of text columns; a file with only a header yields one empty batch."""
-    with open(path, "rb") as fh:
-        head = fh.read(_HEAD_BYTES)
-    names, delimiter = sniff_header(head)
-    unique = _unique(names)
+@dataclass(frozen=True)
+class CsvHeader:
+    """What the start of a CSV file says about all of it."""
+
+    names: list[str]  # the columns' names, made unique (``_unique``)
+    delimiter: str
+    header_only: bool  # the header line is all the file holds
+
+    @classmethod
+    def of(cls, head: bytes) -> CsvHeader:
+        """The header of the file whose first ``HEAD_BYTES`` (or all, if shorter) are ``head``."""
+        names, delimiter = sniff_header(head)
+        after_header = head.removeprefix(_BOM)[len(_header_line(head)) :]
+        return cls(_unique(names), delimiter, len(head) < HEAD_BYTES and not after_header.strip(b"\r\n"))
+
+
+def iter_csv_batches(path: Path, header: CsvHeader, *, block_bytes: int = 8 << 20) -> Iterator[pa.RecordBatch]:
+    """The rows of the file ``header`` was sniffed from, as batches of text columns; a file with
+    only a header yields one empty batch."""
+    unique = header.names
     empty = pa.RecordBatch.from_pylist([], schema=pa.schema([(n, pa.string()) for n in unique]))
-    after_header = head.removeprefix(_BOM)[len(_header_line(head)) :]
-    if len(head) < _HEAD_BYTES and not after_header.strip(b"\r\n"):
+    if header.header_only:
         yield empty  # the header and nothing else (pyarrow refuses a header without a line break)
         return
     options = {
         "read_options": pcsv.ReadOptions(column_names=unique, skip_rows=1, block_size=block_bytes),
         # Quoted values may hold line breaks (a spreadsheet's multi-line cell). Empty lines stay
         # rows (of nulls, skipped as blank later) so row numbers stay those of the file.
-        "parse_options": pcsv.ParseOptions(delimiter=delimiter, newlines_in_values=True, ignore_empty_lines=False),
+        "parse_options": pcsv.ParseOptions(
+            delimiter=header.delimiter, newlines_in_values=True, ignore_empty_lines=False
+        ),
         # No text is a missing value: pyarrow's null markers (N/A, NA, null, #N/A...) are cells the
         # user typed and come back as typed; an empty cell is an empty string (blank for validation).
         "convert_options": pcsv.ConvertOptions(
@@ -161,15 +181,21 @@ def write_options(delimiter: str) -> pcsv.WriteOptions:
     return pcsv.WriteOptions(delimiter=delimiter, quoting_style="needed")
 
 
-def counted_data_rows(path: Path) -> int:
-    """Lines below the header: what progress is measured against. An estimate: a quoted value may
-    hold a line break, and blank lines are counted."""
-    lines = 0
-    last = b"\n"
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            lines += block.count(b"\n")
-            last = block[-1:]
-    if last != b"\n":
-        lines += 1
-    return max(lines - 1, 0)
+class LineCount:
+    """A file's lines, counted over its blocks as another pass reads them (a scoring run's checksum)."""
+
+    def __init__(self) -> None:
+        self.breaks = 0
+        self.last = b"\n"
+
+    def update(self, block: bytes) -> None:
+        if block:
+            self.breaks += block.count(b"\n")
+            self.last = block[-1:]
+
+    @property
+    def data_rows(self) -> int:
+        """Lines below the header: what progress is measured against. An estimate: a quoted value
+        may hold a line break, and blank lines are counted."""
+        lines = self.breaks + (self.last != b"\n")
+        return max(lines - 1, 0)

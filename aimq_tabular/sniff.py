@@ -9,8 +9,8 @@ from typing import BinaryIO
 
 import olefile
 
-from aimq_serving.uploads.storage import Format
 from aimq_tabular import xlsx_guard
+from aimq_tabular.formats import Format
 
 HEAD_BYTES = 1 << 16
 _ZIP = b"PK\x03\x04"

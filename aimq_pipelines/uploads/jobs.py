@@ -27,19 +27,20 @@ was never acknowledged (the API answered 503, or died first): the run ends witho
 without creating a record, since no client holds that id.
 """
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import dagster as dg
 from pydantic import ValidationError
 
 from aimq_pipelines.models.resources import ModelStoreResource
+from aimq_pipelines.uploads.input_table import BadInput, InputTable
 from aimq_pipelines.uploads.resources import UploadsResource
-from aimq_pipelines.uploads.scoring import BadInput, PinnedModels, estimate_data_rows, score_file
+from aimq_pipelines.uploads.scoring import PinnedModels, score_file
 from aimq_serving.loaded_models import ModelCache
 from aimq_serving.model_store import TamperedModel
 from aimq_serving.uploads.messages import UploadMessage
 from aimq_serving.uploads.status import StatusUnavailable, UploadStatusStore
-from aimq_serving.uploads.storage import sha256_file
 
 UPLOAD_ID_TAG = "aimq/upload_id"  # on a run of one upload
 ORIGINAL_NAME_TAG = "aimq/original_name"
@@ -49,42 +50,47 @@ UPLOAD_COUNT_TAG = "aimq/uploads"  # on a backlog run: how many uploads it score
 RETRY_POLICY = dg.RetryPolicy(max_retries=3, delay=2.0, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
 
-class ScoreUploadConfig(dg.Config):
-    """The upload's queue message (``aimq_serving.uploads.messages.UploadMessage``)."""
-
-    upload_id: str
-    stored_path: str
-    format: str
-    sha256: str
-    size: int
-    original_name: str
-    created_at: str
-
-    @classmethod
-    def from_message(cls, message: UploadMessage) -> "ScoreUploadConfig":
-        return cls(**{**message.model_dump(exclude={"version"}), "created_at": message.created_at.isoformat()})
-
-    def message(self) -> UploadMessage:
-        return UploadMessage.model_validate(self.model_dump())
+# A scoring step's config is its upload's queue message, field for field (without the wire format's
+# ``version``): the Dagster UI shows it, the launchpad scaffolds it, and the step validates it into an
+# ``UploadMessage`` once. The fields come from the message itself, so there is no copy to keep in
+# step. Permissive, as the message ignores fields it does not know: runs created before
+# ``stored_path`` left the message carry it in their config, and still launch, retry and re-execute.
+UPLOAD_CONFIG = dg.Permissive(
+    {
+        name: dg.Field(int if field.annotation is int else str, is_required=field.is_required())
+        for name, field in UploadMessage.model_fields.items()
+        if name != "version"
+    }
+)
 
 
-@dg.op(name="score_file", retry_policy=RETRY_POLICY, description="Score one uploaded file with the served models.")
+def upload_config(message: UploadMessage) -> dict[str, Any]:
+    """A message as a scoring step's config (``UPLOAD_CONFIG``)."""
+    return message.model_dump(mode="json", exclude={"version"})
+
+
+@dg.op(
+    name="score_file",
+    config_schema=UPLOAD_CONFIG,
+    retry_policy=RETRY_POLICY,
+    description="Score one uploaded file with the served models.",
+)
 def score_file_op(
-    context: dg.OpExecutionContext,
-    config: ScoreUploadConfig,
-    uploads: UploadsResource,
-    model_store: ModelStoreResource,
+    context: dg.OpExecutionContext, uploads: UploadsResource, model_store: ModelStoreResource
 ) -> dg.Output[None]:
-    return score_upload(context, config, uploads, model_store)
+    return score_upload(context, context.op_config, uploads, model_store)
 
 
 def score_upload(
-    context: dg.OpExecutionContext, config: ScoreUploadConfig, uploads: UploadsResource, model_store: ModelStoreResource
+    context: dg.OpExecutionContext,
+    upload: Mapping[str, Any],
+    uploads: UploadsResource,
+    model_store: ModelStoreResource,
 ) -> dg.Output[None]:
-    """Score one upload and record its status: the work of a ``score_file`` step, alone in a run
-    (``score_upload``) or one of a backlog's (``score_uploads``)."""
+    """Score one upload (its ``UPLOAD_CONFIG``) and record its status: the work of a ``score_file``
+    step, alone in a run (``score_upload``) or one of a backlog's (``score_uploads``)."""
     try:
-        message = config.message()
+        message = UploadMessage.model_validate(upload)
     except ValidationError as exc:  # a hand-written run config (launchpad): no retry fixes it
         raise dg.Failure(description=f"invalid upload in the run config: {exc}", allow_retries=False) from exc
     settings = uploads.settings()
@@ -113,13 +119,12 @@ def score_upload(
     try:
         if source is None or not source.is_file():
             raise BadInput("the uploaded file is no longer stored (it was removed, or its upload was refused)")
-        if sha256_file(source) != message.sha256:
-            raise BadInput("the stored file does not match the checksum taken at upload; upload it again")
-        rows_expected = estimate_data_rows(source, message.format)
-        if rows_expected is not None:
-            context.log.info(f"upload {upload_id}: about {rows_expected:,} data rows")
+        work_dir = storage.work_dir(upload_id)
+        table = InputTable.open(source, message.format, sha256=message.sha256, work_dir=work_dir)
+        if table.rows_expected is not None:
+            context.log.info(f"upload {upload_id}: about {table.rows_expected:,} data rows")
             try:
-                status.expect(upload_id, rows_expected)
+                status.expect(upload_id, table.rows_expected)
             except StatusUnavailable as exc:
                 context.log.warning(f"could not record the expected row count: {exc}")
         models = PinnedModels.from_cache(ModelCache(model_store.store()))
@@ -129,14 +134,13 @@ def score_upload(
             + "".join(f"; {g}: {why}" for g, why in models.unavailable.items())
         )
         result = score_file(
-            source,
-            message.format,
+            table,
             result_path=storage.result_path(upload_id, message.format),
             rejected_path=storage.rejected_path(upload_id),
             models=models,
             max_rows=settings.max_upload_rows,
             chunk_rows=settings.scoring_chunk_rows,
-            work_dir=storage.work_dir(upload_id),
+            work_dir=work_dir,
             progress=progress,
         )
     except (BadInput, TamperedModel) as exc:
@@ -198,20 +202,16 @@ def score_upload_job() -> None:
     score_file_op()
 
 
-class ScoreUploadsConfig(dg.Config):
-    """A backlog: the queue messages of uploads that were waiting together."""
-
-    uploads: list[ScoreUploadConfig]
-
-
 @dg.op(
     name="list_uploads",
+    # A backlog: the queue messages of uploads that were waiting together.
+    config_schema={"uploads": [UPLOAD_CONFIG]},
     out=dg.DynamicOut(dict),
     description="One output per upload of the backlog, keyed by its upload id.",
 )
-def list_uploads_op(config: ScoreUploadsConfig) -> Iterator[dg.DynamicOutput[dict]]:
-    for upload in config.uploads:
-        yield dg.DynamicOutput(upload.model_dump(), mapping_key=upload.upload_id)
+def list_uploads_op(context: dg.OpExecutionContext) -> Iterator[dg.DynamicOutput[dict]]:
+    for upload in context.op_config["uploads"]:
+        yield dg.DynamicOutput(dict(upload), mapping_key=upload["upload_id"])
 
 
 @dg.op(
@@ -222,7 +222,7 @@ def list_uploads_op(config: ScoreUploadsConfig) -> Iterator[dg.DynamicOutput[dic
 def score_listed_file_op(
     context: dg.OpExecutionContext, upload: dict, uploads: UploadsResource, model_store: ModelStoreResource
 ) -> dg.Output[None]:
-    return score_upload(context, ScoreUploadConfig(**upload), uploads, model_store)
+    return score_upload(context, upload, uploads, model_store)
 
 
 @dg.job(
@@ -266,7 +266,7 @@ def uploads_of(run: dg.DagsterRun) -> list[str]:
 
 
 def run_config(message: UploadMessage) -> dg.RunConfig:
-    return dg.RunConfig(ops={"score_file": ScoreUploadConfig.from_message(message)})
+    return dg.RunConfig(ops={"score_file": {"config": upload_config(message)}})
 
 
 def run_tags(message: UploadMessage) -> dict[str, str]:
@@ -278,9 +278,7 @@ def run_tags(message: UploadMessage) -> dict[str, str]:
 
 
 def backlog_run_config(messages: Sequence[UploadMessage]) -> dg.RunConfig:
-    return dg.RunConfig(
-        ops={"list_uploads": ScoreUploadsConfig(uploads=[ScoreUploadConfig.from_message(m) for m in messages])}
-    )
+    return dg.RunConfig(ops={"list_uploads": {"config": {"uploads": [upload_config(m) for m in messages]}}})
 
 
 def backlog_run_tags(messages: Sequence[UploadMessage]) -> dict[str, str]:

@@ -20,8 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
-from aimq_serving.uploads.storage import Format
 from aimq_tabular import csv_reader, xlsx_cells
+from aimq_tabular.formats import Format
 from aimq_tabular.xlsx_writer import XlsxTableWriter
 
 # Text a spreadsheet program would take for a formula (OWASP), unless it is a plain number.

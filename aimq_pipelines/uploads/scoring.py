@@ -4,8 +4,9 @@ Same numbers as ``/predict/onnx``: rows are grouped by model group, encoded with
 ``FeatureSpec.encode_frame`` and run through ``LoadedModel.predict_onnx``, the code path of the API.
 Models are pinned once per file, so every row of a group is scored by the same version.
 
-The input is streamed in batches (bounded memory); each batch is validated, scored and appended to
-the result before the next one is read. Rejected rows (a bad cell, an unknown group, a group with
+The input (``input_table``: its bytes checked, its table found and its rows parsed, each once) is
+streamed in batches (bounded memory); each batch is validated, scored and appended to the result
+before the next one is read. Rejected rows (a bad cell, an unknown group, a group with
 no model) keep their place in the result with an empty prediction, and are listed with their
 reasons in a ``rejected`` sheet (xlsx) and in ``rejected.csv``. Completely blank rows (a
 spreadsheet's formatted but empty rows) are skipped and not counted.
@@ -20,7 +21,7 @@ import os
 import resource
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,12 +31,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from aimq_pipelines.uploads.input_table import BadInput, Columns, InputTable, row_numbers
 from aimq_pipelines.uploads.results import ERRORS, PRICE, ROW, VERSION, ResultWriter, open_result, write_rejected_csv
 from aimq_serving import schema
 from aimq_serving.features import _MAX_ERRORS_PER_COLUMN, RowError
 from aimq_serving.loaded_models import LoadedModel, ModelCache
 from aimq_serving.model_store import NoModel, UnknownGroup
-from aimq_serving.uploads.storage import Format
+from aimq_serving.schema import allowed_note
 from aimq_tabular import csv_reader, xlsx_cells, xlsx_reader
 from aimq_tabular.xlsx_writer import XlsxWriteError
 
@@ -47,10 +49,6 @@ MAX_CELL_CHARS = 32_767
 _MAX_QUOTED_CHARS = 200
 
 Progress = Callable[[int, int], None]
-
-
-class BadInput(ValueError):
-    """The file cannot be scored at all (unreadable, wrong columns, too many rows); for the user."""
 
 
 @dataclass
@@ -84,8 +82,7 @@ class PinnedModels:
 
 
 def score_file(
-    source: Path,
-    fmt: Format,
+    table: InputTable,
     *,
     result_path: Path,
     rejected_path: Path,
@@ -95,7 +92,7 @@ def score_file(
     work_dir: Path | None = None,
     progress: Progress | None = None,
 ) -> ScoreResult:
-    """Score ``source`` into ``result_path`` and ``rejected_path``; raise BadInput if it cannot be.
+    """Score ``table`` into ``result_path`` and ``rejected_path``; raise BadInput if it cannot be.
 
     Three stages overlap: the reader's threads prepare the next batches, two scoring threads
     validate and predict (ONNX Runtime and most of Arrow release the GIL; each call runs the
@@ -134,14 +131,13 @@ def score_file(
             with timer("write_wait_s"):
                 writing.popleft().result()
 
-    batches, location = _read(source, fmt, chunk_rows, work_dir)
-    if location is not None:
-        result.data_sheet, result.header_row = location.sheet, location.header_row
+    batches = table.batches(chunk_rows, work_dir)
+    result.data_sheet, result.header_row = table.data_sheet, table.header_row
     score_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="score")
     # One writer thread: batches reach the file in order, while the next ones are scored.
     write_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="write")
     try:
-        columns: _Columns | None = None
+        columns: Columns | None = None
         next_row = result.header_row + 1  # rows are numbered as the sheet (or the CSV's lines) numbers them
         while True:
             with timer("read_wait_s"):
@@ -149,9 +145,9 @@ def score_file(
             if batch is None:
                 break
             if columns is None:
-                columns = _Columns.resolve(batch.schema.names, location)
-                writer = open_result(fmt, tmp_result, columns.kept, _csv_delimiter(source, fmt))
-            numbers, next_row = _row_numbers(batch, next_row, lines=fmt == "csv")
+                columns = Columns.resolve(batch.schema.names, table.location)
+                writer = open_result(table.fmt, tmp_result, columns.kept, table.delimiter)
+            numbers, next_row = row_numbers(batch, next_row, lines=table.fmt == "csv")
             scoring.append(score_pool.submit(_score_batch, batch, columns, models, numbers))
             collect(limit=2)
         collect(limit=0)
@@ -188,87 +184,8 @@ def score_file(
 _Scored = tuple[pa.RecordBatch, "pa.Table | None", int]
 
 
-def estimate_data_rows(source: Path, fmt: Format) -> int | None:
-    """How many data rows the file looks like it has, before reading it: what a run's progress is
-    measured against. None when the file does not say (an xlsx without a sheet dimension)."""
-    if fmt == "xlsx":
-        try:
-            location = xlsx_reader.locate_data(source, schema.INPUT_COLUMNS)
-        except xlsx_reader.XlsxFormatError:
-            return None  # the run reports it
-        return xlsx_reader.declared_data_rows(source, location.sheet, location.header_row)
-    return csv_reader.counted_data_rows(source)
-
-
-def _read(
-    source: Path, fmt: Format, chunk_rows: int, work_dir: Path | None
-) -> tuple[Iterator[pa.RecordBatch], xlsx_reader.DataLocation | None]:
-    if fmt == "xlsx":
-        try:
-            location = xlsx_reader.locate_data(source, schema.INPUT_COLUMNS, work_dir=work_dir)
-        except xlsx_reader.XlsxFormatError as exc:
-            raise BadInput(str(exc)) from exc
-        batches = xlsx_reader.iter_xlsx_batches(source, location=location, rows_per_part=chunk_rows, work_dir=work_dir)
-        return batches, location
-    # ~80 bytes per row in a typical listings CSV: blocks of about chunk_rows rows.
-    return csv_reader.iter_csv_batches(source, block_bytes=max(1 << 20, chunk_rows * 80)), None
-
-
-def _row_numbers(batch: pa.RecordBatch, first: int, *, lines: bool) -> tuple[np.ndarray, int]:
-    """The sheet row (xlsx) or first line (CSV) of each row of ``batch``, and the next one's.
-
-    xlsx batches hold every sheet row below the header, blank ones too. A CSV row spans one line
-    plus one per line break inside its quoted cells (a spreadsheet's multi-line cell)."""
-    spans = np.ones(batch.num_rows, dtype=np.int64)
-    for column in batch.columns if lines else ():
-        if pa.types.is_string(column.type) and pc.any(pc.match_substring_regex(column, "[\r\n]")).as_py():
-            breaks = pc.count_substring_regex(column, "\r\n|\r|\n")
-            spans += pc.fill_null(breaks, 0).to_numpy(zero_copy_only=False).astype(np.int64)
-    ends = first + np.cumsum(spans)
-    return ends - spans, int(ends[-1]) if len(ends) else first
-
-
-def _csv_delimiter(source: Path, fmt: Format) -> str:
-    if fmt != "csv":
-        return ","
-    with open(source, "rb") as fh:
-        return csv_reader.sniff_header(fh.read(1 << 16))[1]
-
-
-@dataclass(frozen=True)
-class _Columns:
-    """Where the schema's columns are in the upload, and the columns written back."""
-
-    source: dict[str, str]  # schema name -> the upload's column name
-    kept: list[str]  # the upload's columns, in order, without earlier prediction columns
-
-    @classmethod
-    def resolve(cls, names: list[str], location: xlsx_reader.DataLocation | None = None) -> _Columns:
-        by_key = {}
-        for name in names:
-            by_key.setdefault(name.strip().lower(), name)
-        missing = [c for c in schema.INPUT_COLUMNS if c not in by_key]
-        if missing:
-            shown = ", ".join(repr(n if len(n) <= 60 else n[:60] + "…") for n in names[:30]) or "none"
-            where = ""
-            if location is not None:
-                # Only visible sheets are named: a hidden one is not what the user sees or means.
-                sheets = ", ".join(repr(n) for n in location.visible_sheets)
-                where = (
-                    f" (no row among the first {xlsx_reader.HEADER_SEARCH_ROWS} with a value of any visible sheet "
-                    f"holds them; visible sheets: {sheets}; shown: sheet {location.sheet!r} row {location.header_row})"
-                )
-            raise BadInput(
-                f"missing column(s): {', '.join(missing)}. Required: {', '.join(schema.INPUT_COLUMNS)}; "
-                f"the file has: {shown}{where}"
-            )
-        # A result file uploaded again: its prediction columns are replaced, not duplicated.
-        kept = [n for n in names if n.strip().lower() not in (PRICE, VERSION)]
-        return cls(source={c: by_key[c] for c in schema.INPUT_COLUMNS}, kept=kept)
-
-
 def _score_batch(
-    batch: pa.RecordBatch, columns: _Columns, models: PinnedModels, row_numbers: np.ndarray
+    batch: pa.RecordBatch, columns: Columns, models: PinnedModels, numbers: np.ndarray
 ) -> tuple[pa.RecordBatch, pa.Table | None, int]:
     """Predictions for one batch; returns (result rows, rejected rows or None, non-blank rows)."""
     n = batch.num_rows
@@ -314,7 +231,7 @@ def _score_batch(
         reasons = ["; ".join(_describe(e) for e in errors[int(i)]) for i in bad]
         rejected = pa.Table.from_batches([batch.select(columns.kept).take(pa.array(bad))])
         rejected = rejected.add_column(0, ERRORS, pa.array(reasons, pa.string()))
-        rejected = rejected.add_column(0, ROW, pa.array(row_numbers[bad]))
+        rejected = rejected.add_column(0, ROW, pa.array(numbers[bad]))
     return out, rejected, len(keep)
 
 
@@ -392,7 +309,7 @@ def _describe(error: RowError) -> str:
         message = message[:_MAX_QUOTED_CHARS] + "…" + message[-_MAX_QUOTED_CHARS // 2 :]
     text = f"{error.field}: {message}"
     if error.allowed is not None:
-        text += f" (allowed: {', '.join(str(a) for a in error.allowed)})"
+        text += allowed_note(error.allowed)
     return text
 
 

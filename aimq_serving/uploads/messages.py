@@ -2,12 +2,14 @@
 
 Body (JSON, UTF-8), published persistent to the uploads exchange with routing key = queue name::
 
-    {"version": 1, "upload_id": "<32 hex>", "stored_path": "<id[:2]>/<id>/input.<fmt>",
-     "format": "xlsx" | "csv", "sha256": "<64 hex>", "size": <bytes>,
-     "original_name": "<client's file name>", "created_at": "<ISO 8601 UTC>"}
+    {"version": 1, "upload_id": "<32 hex>", "format": "xlsx" | "csv", "sha256": "<64 hex>",
+     "size": <bytes>, "original_name": "<client's file name>", "created_at": "<ISO 8601 UTC>"}
 
 Unknown fields are ignored (so a newer publisher can add some); a missing or malformed field makes
-the message invalid, and the sensor dead-letters it with the reason.
+the message invalid, and the sensor dead-letters it with the reason. Where the upload is stored
+follows from its id and format alone (``UploadStorage.input_path``): the ``stored_path`` that
+version-1 messages of earlier APIs also carry is ignored like any unknown field, so messages still
+queued across a deploy are scored.
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ import json
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from aimq_serving.uploads.storage import UPLOAD_ID_PATTERN
+from aimq_tabular.formats import Format
 
 MESSAGE_VERSION = 1
 
@@ -33,21 +38,12 @@ class UploadMessage(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     version: Literal[1] = MESSAGE_VERSION
-    upload_id: str = Field(pattern=r"^[0-9a-f]{32}$")
-    stored_path: str
-    format: Literal["xlsx", "csv"]
+    upload_id: str = Field(pattern=UPLOAD_ID_PATTERN)
+    format: Format
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     size: int = Field(ge=1)
     original_name: str = Field(max_length=255)
     created_at: datetime
-
-    @model_validator(mode="after")
-    def _canonical_path(self) -> UploadMessage:
-        # The path is derived, never trusted: a message cannot point a run at another file.
-        expected = f"{self.upload_id[:2]}/{self.upload_id}/input.{self.format}"
-        if self.stored_path != expected:
-            raise ValueError(f"stored_path must be {expected!r} for this upload id and format")
-        return self
 
     def to_json(self) -> bytes:
         return self.model_dump_json().encode()

@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Literal
 
 import redis
 from pydantic import BaseModel
 
+from aimq_serving.redis_errors import redis_available
 from aimq_serving.uploads.messages import UploadMessage
+from aimq_tabular.formats import Format
 
 State = Literal["queued", "running", "succeeded", "failed"]
 STATES: tuple[State, ...] = ("queued", "running", "succeeded", "failed")
@@ -52,11 +53,14 @@ class StatusUnavailable(Exception):
     """Redis could not be reached; transient."""
 
 
+_available = partial(redis_available, StatusUnavailable, "upload status store")
+
+
 class UploadRecord(BaseModel):
     upload_id: str
     state: State
     original_name: str
-    format: Literal["xlsx", "csv"]
+    format: Format
     size: int
     sha256: str
     created_at: float
@@ -270,11 +274,3 @@ def _record(upload_id: str, raw: dict[bytes, bytes]) -> UploadRecord | None:
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-@contextmanager
-def _available() -> Iterator[None]:
-    try:
-        yield
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise StatusUnavailable(f"upload status store unavailable (Redis): {exc}") from exc

@@ -15,7 +15,6 @@ metadata and never part of a path.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -23,11 +22,12 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
 
-Format = Literal["xlsx", "csv"]
-FORMATS: tuple[Format, ...] = ("xlsx", "csv")
-_ID = re.compile(r"^[0-9a-f]{32}$")
+from aimq_tabular.formats import FORMATS, Format
+
+# What an upload id looks like (uuid4().hex): the API's path parameter and the queue message check it too.
+UPLOAD_ID_PATTERN = r"^[0-9a-f]{32}$"
+_ID = re.compile(UPLOAD_ID_PATTERN)
 
 
 class InvalidUploadId(ValueError):
@@ -52,15 +52,10 @@ class UploadStorage:
         check_upload_id(upload_id)
         return self.root / upload_id[:2] / upload_id
 
-    def relative_input(self, upload_id: str, fmt: Format) -> str:
-        """The input's path relative to the root: what the queue message carries."""
-        check_upload_id(upload_id)
+    def input_path(self, upload_id: str, fmt: Format) -> Path:
         if fmt not in FORMATS:
             raise ValueError(f"unknown format {fmt!r}")
-        return f"{upload_id[:2]}/{upload_id}/input.{fmt}"
-
-    def input_path(self, upload_id: str, fmt: Format) -> Path:
-        return self.root / self.relative_input(upload_id, fmt)
+        return self.directory(upload_id) / f"input.{fmt}"
 
     def result_path(self, upload_id: str, fmt: Format) -> Path:
         return self.directory(upload_id) / f"result.{fmt}"
@@ -139,11 +134,3 @@ class UploadStorage:
 
     def clear_work(self, upload_id: str) -> None:
         shutil.rmtree(self.directory(upload_id) / "work", ignore_errors=True)
-
-
-def sha256_file(path: Path, block: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -24,6 +24,7 @@ from aimq_cli.train import cmd_train
 from aimq_pipelines.definitions import defs
 from aimq_pipelines.models import onnx_export
 from aimq_pipelines.models.resources import ModelStoreResource, TrainingDataSource
+from aimq_pipelines.uploads.input_table import InputTable
 from aimq_pipelines.uploads.scoring import PinnedModels, score_file
 from aimq_serving import schema
 from aimq_serving.loaded_models import ModelCache
@@ -148,8 +149,7 @@ def test_trained_served_and_scored_through_redisai_and_recovers_from_a_restart(
         # Batch scoring of the same file gives the same prices.
         result_path = tmp_path / "result.xlsx"
         result = score_file(
-            SAMPLES / "100_rows.xlsx",
-            "xlsx",
+            InputTable.open(SAMPLES / "100_rows.xlsx", "xlsx"),
             result_path=result_path,
             rejected_path=tmp_path / "rejected.csv",
             models=PinnedModels.from_cache(ModelCache(store)),

@@ -180,7 +180,6 @@ def _queue_message(fp: FaultPlatform, content: bytes, *, keep_body: bool) -> str
         storage.incoming_path(upload_id).write_bytes(content)
     message = UploadMessage(
         upload_id=upload_id,
-        stored_path=storage.relative_input(upload_id, "csv"),
         format="csv",
         sha256=hashlib.sha256(content).hexdigest(),
         size=len(content),

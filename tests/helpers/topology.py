@@ -36,8 +36,8 @@ def delete_topology(settings: AimqSettings) -> None:
         connection.close()
 
 
-def queued(settings: AimqSettings) -> list[UploadMessage]:
-    """Every message on the settings' queue, taken off it (the topology declared first)."""
+def queued_bodies(settings: AimqSettings) -> list[bytes]:
+    """Every message body on the settings' queue, taken off it (the topology declared first)."""
     connection = connect(settings.rabbitmq_url.get_secret_value())
     try:
         channel = connection.channel()
@@ -47,6 +47,11 @@ def queued(settings: AimqSettings) -> list[UploadMessage]:
             method, _, body = channel.basic_get(settings.uploads_queue, auto_ack=True)
             if method is None:
                 return out
-            out.append(UploadMessage.parse(body))
+            out.append(body)
     finally:
         connection.close()
+
+
+def queued(settings: AimqSettings) -> list[UploadMessage]:
+    """Every message on the settings' queue, parsed, taken off it."""
+    return [UploadMessage.parse(body) for body in queued_bodies(settings)]

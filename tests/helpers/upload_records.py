@@ -29,7 +29,6 @@ def upload(
     created = NOW - created_days_ago * DAY
     message = UploadMessage(
         upload_id=upload_id,
-        stored_path=storage.relative_input(upload_id, "csv"),
         format="csv",
         sha256="a" * 64,
         size=4,

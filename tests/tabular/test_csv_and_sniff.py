@@ -8,12 +8,18 @@ import pyarrow as pa
 import pytest
 
 from aimq_serving.api.intake.receive import clean_name
-from aimq_tabular.csv_reader import CsvFormatError, iter_csv_batches, sniff_header
+from aimq_tabular.csv_reader import HEAD_BYTES as CSV_HEAD_BYTES
+from aimq_tabular.csv_reader import CsvFormatError, CsvHeader, iter_csv_batches, sniff_header
 from aimq_tabular.sniff import HEAD_BYTES, UnsupportedType, detect
 
 
+def header(path: Path) -> CsvHeader:
+    with open(path, "rb") as fh:
+        return CsvHeader.of(fh.read(CSV_HEAD_BYTES))
+
+
 def read(path: Path, **kwargs) -> pa.Table:
-    return pa.Table.from_batches(list(iter_csv_batches(path, **kwargs)))
+    return pa.Table.from_batches(list(iter_csv_batches(path, header(path), **kwargs)))
 
 
 @pytest.mark.parametrize("delimiter", [",", ";", "\t"])
@@ -32,7 +38,7 @@ def test_delimiter_bom_quotes_and_multiline_cells(tmp_path: Path, delimiter: str
 def test_bounded_batches(tmp_path: Path) -> None:
     path = tmp_path / "many.csv"
     path.write_text("a,b\n" + "".join(f"{i},{i * 2}\n" for i in range(20_000)))
-    batches = list(iter_csv_batches(path, block_bytes=16_384))
+    batches = list(iter_csv_batches(path, header(path), block_bytes=16_384))
     assert len(batches) > 5
     assert sum(b.num_rows for b in batches) == 20_000
 

@@ -336,6 +336,7 @@ def pinned(trained_store: ModelStore):
 def test_a_text_cell_in_a_later_part_changes_no_other_cell(pinned, tmp_path: Path) -> None:
     """Types are decided per part: the part holding the text cell reads the column cell by cell, the
     others as numbers; every cell comes back in its kind, whichever part it was in."""
+    from aimq_pipelines.uploads.input_table import InputTable
     from aimq_pipelines.uploads.scoring import score_file
 
     rows = [[*_rows()[i % 12][:1], *[None] * (len(EXTRA) - 1), *good_row(i % 100)] for i in range(120)]
@@ -346,8 +347,7 @@ def test_a_text_cell_in_a_later_part_changes_no_other_cell(pinned, tmp_path: Pat
     xlsxwriter_book(source, rows)
     result_path, rejected_path = tmp_path / "result.xlsx", tmp_path / "rejected.csv"
     result = score_file(
-        source,
-        "xlsx",
+        InputTable.open(source, "xlsx", work_dir=tmp_path),
         result_path=result_path,
         rejected_path=rejected_path,
         models=pinned,

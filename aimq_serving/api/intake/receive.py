@@ -19,8 +19,8 @@ from typing import IO, Any
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from aimq_serving.uploads.storage import Format
 from aimq_tabular import sniff
+from aimq_tabular.formats import Format
 
 FIELD = "file"
 # Multipart framing around the file: boundaries, part headers, other small fields.

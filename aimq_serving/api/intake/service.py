@@ -71,7 +71,6 @@ class UploadServices:
         received = await receive(chunks, content_type, self.storage.incoming_path(upload_id), self.max_bytes)
         message = UploadMessage(
             upload_id=upload_id,
-            stored_path=self.storage.relative_input(upload_id, received.format),
             format=received.format,
             sha256=received.sha256,
             size=received.size,

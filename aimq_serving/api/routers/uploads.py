@@ -15,10 +15,12 @@ from aimq_serving.api.errors import RETRY_AFTER_UNAVAILABLE_S, BodyTooLarge, Err
 from aimq_serving.api.intake.receive import FIELD, UploadRejected
 from aimq_serving.api.intake.service import UploadNotQueued, UploadServices
 from aimq_serving.uploads.status import State, StatusUnavailable, UploadRecord
+from aimq_serving.uploads.storage import UPLOAD_ID_PATTERN
+from aimq_tabular.formats import MEDIA_TYPES
 
 router = APIRouter(tags=["uploads"])
 
-UploadId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="the id returned by POST /upload")]
+UploadId = Annotated[str, Path(pattern=UPLOAD_ID_PATTERN, description="the id returned by POST /upload")]
 
 
 class UploadAccepted(BaseModel):
@@ -174,9 +176,6 @@ async def get_rejected(services: UploadServicesDep, upload_id: UploadId) -> Any:
     return await _download(services, upload_id, "rejected")
 
 
-_XLSX_MEDIA = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-
-
 async def _download(services: UploadServices, upload_id: str, kind: str) -> Any:
     """A finished upload's ``result`` (in the upload's format) or ``rejected`` rows (CSV)."""
     record = await _finished(services, upload_id)
@@ -191,9 +190,8 @@ async def _download(services: UploadServices, upload_id: str, kind: str) -> Any:
             404, f"the {what} of upload {upload_id} {'are' if kind == 'rejected' else 'is'} no longer stored"
         )
     stem = record.original_name.rsplit(".", 1)[0].strip(" .") or "upload"
-    media = _XLSX_MEDIA if fmt == "xlsx" else "text/csv"
     name = f"{stem}_{'scored' if kind == 'result' else 'rejected'}.{fmt}"
-    return FileResponse(path, media_type=media, headers={"Content-Disposition": content_disposition(name)})
+    return FileResponse(path, media_type=MEDIA_TYPES[fmt], headers={"Content-Disposition": content_disposition(name)})
 
 
 def content_disposition(filename: str) -> str:

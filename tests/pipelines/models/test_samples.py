@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from aimq_pipelines.models.synthetic import sample_listings
+from aimq_pipelines.uploads.input_table import InputTable
 from aimq_pipelines.uploads.scoring import PinnedModels, score_file
 from aimq_serving import schema
 from aimq_serving.features import FeatureSpec
@@ -66,8 +67,7 @@ def test_reference_files_score_unchanged(name: str, trained_store: ModelStore, t
     back with their cells as they were."""
     cache = ModelCache(trained_store)
     result = score_file(
-        REFERENCE_SAMPLES / name,
-        "xlsx",
+        InputTable.open(REFERENCE_SAMPLES / name, "xlsx"),
         result_path=tmp_path / "result.xlsx",
         rejected_path=tmp_path / "rejected.csv",
         models=PinnedModels.from_cache(cache),

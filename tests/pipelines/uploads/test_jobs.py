@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import socket
 from datetime import UTC, datetime
@@ -28,7 +29,7 @@ from aimq_serving.model_store import ModelStore
 from aimq_serving.settings import AimqSettings
 from aimq_serving.uploads.messages import UploadMessage
 from aimq_serving.uploads.status import UploadStatusStore
-from aimq_serving.uploads.storage import UploadStorage, new_upload_id, sha256_file
+from aimq_serving.uploads.storage import UploadStorage, new_upload_id
 from tests.helpers.paths import SAMPLES
 
 
@@ -40,9 +41,8 @@ def stage(storage: UploadStorage, source: Path, fmt: str = "xlsx", *, sha256: st
     shutil.copyfile(source, target)
     return UploadMessage(
         upload_id=upload_id,
-        stored_path=storage.relative_input(upload_id, fmt),
         format=fmt,
-        sha256=sha256 or sha256_file(target),
+        sha256=sha256 or hashlib.sha256(target.read_bytes()).hexdigest(),
         size=target.stat().st_size,
         original_name=source.name,
         created_at=datetime.now(UTC),
@@ -141,17 +141,40 @@ def test_transient_failures_are_retried_then_reported(resources, storage, status
     assert "model store unavailable" in record.error
 
 
+def test_the_run_config_is_the_message(storage) -> None:
+    message = stage(storage, SAMPLES / "1_row.xlsx")
+    config = run_config(message).to_config_dict()["ops"]["score_file"]["config"]
+    assert UploadMessage.model_validate(config) == message
+    assert set(config) == set(UploadMessage.model_fields) - {"version"}  # what the Dagster UI shows
+
+
 def test_a_hand_written_config_that_is_invalid_fails_without_retry(resources, storage, instance) -> None:
     message = stage(storage, SAMPLES / "1_row.xlsx")
     config = run_config(message).to_config_dict()
-    config["ops"]["score_file"]["config"]["stored_path"] = "../../elsewhere/input.xlsx"
+    config["ops"]["score_file"]["config"]["sha256"] = "not a checksum"
     result = score_upload_job.execute_in_process(
         run_config=config, instance=instance, resources=resources, raise_on_error=False
     )
     assert not result.success
     assert dg.DagsterEventType.STEP_UP_FOR_RETRY not in [e.event_type for e in result.all_events]
     failure = result.get_step_failure_events()[0].step_failure_data.user_failure_data.description
-    assert "invalid upload in the run config" in failure and "stored_path must be" in failure
+    assert "invalid upload in the run config" in failure and "sha256" in failure
+
+
+def test_a_run_created_before_stored_path_was_dropped_still_scores(resources, storage, status, instance) -> None:
+    """Runs queued, or failed and re-executed, across a deploy keep their old config: the path in it
+    is ignored (never followed), the upload's own input is scored."""
+    message = stage(storage, SAMPLES / "1_row.xlsx")
+    status.register(message)
+    config = run_config(message).to_config_dict()
+    config["ops"]["score_file"]["config"]["stored_path"] = "../../elsewhere/input.xlsx"
+    result = score_upload_job.execute_in_process(
+        run_config=config, tags=run_tags(message), instance=instance, resources=resources, raise_on_error=False
+    )
+    assert result.success
+    record = status.get(message.upload_id)
+    assert record.state == "succeeded" and record.rows_total == 1
+    assert storage.result_path(message.upload_id, "xlsx").is_file()
 
 
 def test_a_backlog_run_scores_each_upload_in_its_own_step_and_a_bad_one_fails_alone(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import zipfile
 from pathlib import Path
@@ -10,8 +11,13 @@ import openpyxl
 import pytest
 
 from aimq_cli.score import _rows_text, _running_fraction
-from aimq_pipelines.uploads.scoring import estimate_data_rows
+from aimq_pipelines.uploads.input_table import BadInput, InputTable
+from aimq_tabular.csv_reader import LineCount
 from tests.helpers.paths import SAMPLES
+
+
+def estimate_data_rows(source: Path, fmt: str) -> int | None:
+    return InputTable.open(source, fmt).rows_expected
 
 
 def test_samples_declare_their_rows() -> None:
@@ -42,10 +48,11 @@ def test_xlsx_without_a_dimension_says_nothing(tmp_path: Path) -> None:
     assert estimate_data_rows(stripped, "xlsx") is None
 
 
-def test_damaged_xlsx_says_nothing(tmp_path: Path) -> None:
+def test_damaged_xlsx_fails_before_any_estimate(tmp_path: Path) -> None:
     damaged = tmp_path / "damaged.xlsx"
     damaged.write_bytes(b"PK\x03\x04 not really a zip")
-    assert estimate_data_rows(damaged, "xlsx") is None
+    with pytest.raises(BadInput, match="not a readable xlsx file"):
+        InputTable.open(damaged, "xlsx")
 
 
 @pytest.mark.parametrize(
@@ -58,9 +65,26 @@ def test_damaged_xlsx_says_nothing(tmp_path: Path) -> None:
     ],
 )
 def test_csv_counts_lines(tmp_path: Path, content: bytes, rows: int) -> None:
+    for size in (1, 3, 1 << 20):  # the count goes over the blocks of the checksum pass, however cut
+        lines = LineCount()
+        for start in range(0, len(content), size):
+            lines.update(content[start : start + size])
+        assert lines.data_rows == rows
+    if content:  # a file without a header line fails as it did before (test_scoring)
+        source = tmp_path / "rows.csv"
+        source.write_bytes(content)
+        assert estimate_data_rows(source, "csv") == rows
+
+
+def test_one_pass_checks_the_checksum_counts_lines_and_sniffs_the_header(tmp_path: Path) -> None:
+    content = b"a;b\n" + b"".join(b"%d;x\n" % i for i in range(100_000))  # well past one block
     source = tmp_path / "rows.csv"
     source.write_bytes(content)
-    assert estimate_data_rows(source, "csv") == rows
+    table = InputTable.open(source, "csv", sha256=hashlib.sha256(content).hexdigest())
+    assert table.rows_expected == 100_000
+    assert (table.csv_header.names, table.csv_header.delimiter) == (["a", "b"], ";")
+    with pytest.raises(BadInput, match="does not match the checksum"):
+        InputTable.open(source, "csv", sha256="0" * 64)
 
 
 def test_cli_progress_uses_the_estimate_but_never_shows_over_100_percent() -> None:

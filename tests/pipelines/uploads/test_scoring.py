@@ -12,7 +12,8 @@ import openpyxl
 import pandas as pd
 import pytest
 
-from aimq_pipelines.uploads.scoring import BadInput, PinnedModels, ScoreResult, score_file
+from aimq_pipelines.uploads.input_table import BadInput, InputTable
+from aimq_pipelines.uploads.scoring import PinnedModels, ScoreResult, score_file
 from aimq_serving import schema
 from aimq_serving.loaded_models import ModelCache
 from aimq_serving.model_store import ModelStore
@@ -40,8 +41,7 @@ def score(tmp_path: Path, source: Path, pinned: PinnedModels, **kwargs: Any) -> 
     fmt = source.suffix[1:]
     result_path, rejected_path = tmp_path / f"result.{fmt}", tmp_path / "rejected.csv"
     result = score_file(
-        source,
-        fmt,
+        InputTable.open(source, fmt, work_dir=tmp_path),
         result_path=result_path,
         rejected_path=rejected_path,
         models=pinned,

@@ -3,8 +3,10 @@ RabbitMQ, Redis and a Dagster instance (each test with queue names of its own)."
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +17,7 @@ import dagster as dg
 import pika
 import pytest
 
+from aimq_pipelines.models.resources import ModelStoreResource
 from aimq_pipelines.uploads.jobs import (
     UPLOAD_ID_TAG,
     run_config,
@@ -38,13 +41,13 @@ from aimq_serving.uploads.broker import ERROR_HEADER, Topology, UploadPublisher,
 from aimq_serving.uploads.messages import UploadMessage
 from aimq_serving.uploads.status import UploadStatusStore
 from aimq_serving.uploads.storage import UploadStorage, new_upload_id
+from tests.conftest import SAMPLES
 
 
 def message() -> UploadMessage:
     upload_id = new_upload_id()
     return UploadMessage(
         upload_id=upload_id,
-        stored_path=f"{upload_id[:2]}/{upload_id}/input.xlsx",
         format="xlsx",
         sha256="c" * 64,
         size=5,
@@ -124,6 +127,42 @@ def sensor_run(instance: dg.DagsterInstance, msg: UploadMessage, *, launched: bo
     if launched:
         instance.report_run_canceled(run)  # any state past NOT_STARTED means "launched"
     return run
+
+
+@pytest.mark.usefixtures("trained_store")
+def test_a_message_of_an_earlier_api_with_stored_path_is_scored(
+    broker: Broker, uploads_settings: AimqSettings, settings: AimqSettings, instance: dg.DagsterInstance
+) -> None:
+    """Version-1 messages published before stored_path was dropped may still be queued after a deploy."""
+    storage = UploadStorage(uploads_settings.resolved_upload_dir)
+    upload_id = new_upload_id()
+    target = storage.input_path(upload_id, "xlsx")
+    target.parent.mkdir(parents=True)
+    shutil.copyfile(SAMPLES / "1_row.xlsx", target)
+    body = {
+        "version": 1,
+        "upload_id": upload_id,
+        "stored_path": f"{upload_id[:2]}/{upload_id}/input.xlsx",
+        "format": "xlsx",
+        "sha256": hashlib.sha256(target.read_bytes()).hexdigest(),
+        "size": target.stat().st_size,
+        "original_name": "cars.xlsx",
+        "created_at": "2026-11-28T15:37:20.123456Z",
+    }
+    broker.publish_raw(json.dumps(body).encode())
+    uploads = resource(uploads_settings)
+    [request] = tick(instance, uploads).run_requests
+    assert broker.count(broker.topology.dead_letter_queue) == 0
+    assert "stored_path" not in request.run_config["ops"]["score_file"]["config"]
+    result = score_upload_job.execute_in_process(
+        run_config=request.run_config,
+        tags=request.tags,
+        instance=instance,
+        resources={"uploads": uploads, "model_store": ModelStoreResource()},
+    )
+    assert result.success
+    record = UploadStatusStore.from_settings(settings).get(upload_id)
+    assert record is not None and record.state == "succeeded" and record.rows_total == 1
 
 
 def test_requests_runs_without_acknowledging_and_dead_letters_invalid(

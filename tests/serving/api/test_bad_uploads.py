@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from aimq_pipelines.uploads.scoring import MAX_CELL_CHARS, BadInput, PinnedModels, score_file
+from aimq_pipelines.uploads.input_table import BadInput, InputTable
+from aimq_pipelines.uploads.scoring import MAX_CELL_CHARS, PinnedModels, score_file
 from aimq_serving.api.intake.receive import ReceivedFile, UploadRejected, receive
 from aimq_serving.loaded_models import ModelCache
 from aimq_serving.model_store import ModelStore
@@ -69,8 +70,7 @@ def test_corpus_case(case: Case, tmp_path: Path, pinned: PinnedModels, monkeypat
 
     def run() -> object:
         return score_file(
-            received.path,
-            received.format,
+            InputTable.open(received.path, received.format, sha256=received.sha256, work_dir=out),
             result_path=result_path,
             rejected_path=rejected_path,
             models=pinned,
@@ -106,7 +106,11 @@ def test_a_huge_cell_is_cut_where_it_is_written_back(tmp_path: Path, pinned: Pin
     case = next(c for c in CASES if c.id == "huge-strings")
     source = case.write(tmp_path)
     score_file(
-        source, "xlsx", result_path=tmp_path / "r.xlsx", rejected_path=tmp_path / "r.csv", models=pinned, max_rows=100
+        InputTable.open(source, "xlsx"),
+        result_path=tmp_path / "r.xlsx",
+        rejected_path=tmp_path / "r.csv",
+        models=pinned,
+        max_rows=100,
     )
     scored = fastexcel.read_excel(str(tmp_path / "r.xlsx")).load_sheet(0).to_pandas()
     assert scored["notes"].str.len().max() == MAX_CELL_CHARS

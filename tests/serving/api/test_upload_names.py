@@ -70,11 +70,7 @@ def test_file_names_are_metadata_only(client: TestClient, uploads_settings: Aimq
     assert [m.original_name for m in messages] == list(NAMES.values())
     # Every stored file is <id[:2]>/<id>/input.csv under the upload root, nothing anywhere else.
     stored = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
-    assert stored == sorted(m.stored_path for m in messages)
-    assert all(
-        path == f"{m.upload_id[:2]}/{m.upload_id}/input.csv"
-        for path, m in zip(sorted(stored), sorted(messages, key=lambda m: m.stored_path))
-    )
+    assert stored == sorted(f"{m.upload_id[:2]}/{m.upload_id}/input.csv" for m in messages)
 
 
 def test_a_name_with_a_line_break_cannot_inject_a_header(client: TestClient, uploads_settings: AimqSettings) -> None:
@@ -96,10 +92,7 @@ def _finish(settings: AimqSettings, upload_id: str) -> None:
     record = status.get(upload_id)
     assert record is not None
     message = UploadMessage.model_validate(
-        {
-            **record.model_dump(include={"upload_id", "format", "sha256", "size", "original_name", "created_at"}),
-            "stored_path": f"{upload_id[:2]}/{upload_id}/input.{record.format}",
-        }
+        record.model_dump(include={"upload_id", "format", "sha256", "size", "original_name", "created_at"})
     )
     storage = UploadStorage(settings.resolved_upload_dir)
     storage.result_path(upload_id, "csv").write_bytes(CSV)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import socket
 import zipfile
 from collections.abc import Callable, Iterator
@@ -16,9 +17,11 @@ from pydantic import SecretStr
 from aimq_serving.api.app import create_app
 from aimq_serving.model_store import ModelStore
 from aimq_serving.settings import AimqSettings
+from aimq_serving.uploads.messages import UploadMessage
+from aimq_serving.uploads.storage import UploadStorage
 from tests.helpers import compound_files
 from tests.helpers.paths import SAMPLES
-from tests.helpers.topology import queued
+from tests.helpers.topology import queued, queued_bodies
 
 SAMPLE = (SAMPLES / "100_rows.xlsx").read_bytes()
 
@@ -57,11 +60,14 @@ def test_upload_is_stored_queued_and_registered(uploads_settings: AimqSettings, 
     }
     assert response.headers["location"] == f"/uploads/{upload_id}"
 
-    [message] = queued(uploads_settings)
+    [body] = queued_bodies(uploads_settings)
+    # The wire format (docs/batch.md): no stored_path, the path follows from the id and format.
+    assert set(json.loads(body)) == {"version", "upload_id", "format", "sha256", "size", "original_name", "created_at"}
+    message = UploadMessage.parse(body)
     assert message.upload_id == upload_id and message.format == "xlsx"
     assert message.original_name == "listings 2024.xlsx"  # metadata only, directories dropped
     assert message.size == len(SAMPLE) and message.sha256 == hashlib.sha256(SAMPLE).hexdigest()
-    stored = uploads_settings.resolved_upload_dir / message.stored_path
+    stored = UploadStorage(uploads_settings.resolved_upload_dir).input_path(upload_id, "xlsx")
     assert stored_files(uploads_settings) == [stored] and stored.read_bytes() == SAMPLE
 
     status = client.get(f"/uploads/{upload_id}").json()
@@ -79,7 +85,10 @@ def test_csv_is_recognised_by_content(uploads_settings: AimqSettings, make_clien
     response = client.post("/upload", files={"file": ("data.xlsx", text, "application/vnd.ms-excel")})
     assert response.status_code == 202, response.text
     [message] = queued(uploads_settings)
-    assert message.format == "csv" and message.stored_path.endswith("/input.csv")
+    assert message.format == "csv"
+    assert stored_files(uploads_settings) == [
+        UploadStorage(uploads_settings.resolved_upload_dir).input_path(message.upload_id, "csv")
+    ]
 
 
 def _docx() -> bytes:

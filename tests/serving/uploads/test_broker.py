@@ -20,7 +20,6 @@ def message() -> UploadMessage:
     upload_id = new_upload_id()
     return UploadMessage(
         upload_id=upload_id,
-        stored_path=f"{upload_id[:2]}/{upload_id}/input.csv",
         format="csv",
         sha256="b" * 64,
         size=3,
