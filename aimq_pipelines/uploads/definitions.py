@@ -8,7 +8,8 @@ import dagster as dg
 
 from aimq_pipelines.uploads.jobs import score_upload_job, score_uploads_job
 from aimq_pipelines.uploads.purge import purge_uploads_job, purge_uploads_schedule
-from aimq_pipelines.uploads.sensors import upload_run_failure, upload_sensor
+from aimq_pipelines.uploads.run_failures import upload_run_failure
+from aimq_pipelines.uploads.sensors import upload_sensor
 
 defs = dg.Definitions(
     jobs=[score_upload_job, score_uploads_job, purge_uploads_job],

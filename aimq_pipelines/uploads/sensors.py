@@ -1,4 +1,4 @@
-"""Sensors of batch scoring: queued uploads become runs; runs that die leave failed uploads.
+"""The upload sensor: queued uploads become scoring runs (failed runs: ``run_failures.py``).
 
 How ``upload_sensor`` acknowledges messages, so that killing the daemon (or the code server that
 evaluates the sensor) at any moment neither loses an upload nor scores one twice:
@@ -81,11 +81,6 @@ UPLOAD_SENSOR = "upload_sensor"
 # Dagster's own tags on runs a sensor requested (dagster._core.storage.tags): how it de-duplicates.
 RUN_KEY_TAG = "dagster/run_key"
 SENSOR_NAME_TAG = "dagster/sensor_name"
-WILL_RETRY_TAG = "dagster/will_retry"
-# How long the run-failure sensor waits for a failed run's status to catch up with its failure
-# event (two consecutive writes of the reporting process; see retry_follows). Generous against a
-# process descheduled on a busy machine, and well inside Dagster's sensor evaluation timeout (60 s).
-RUN_STATUS_SETTLE_S = 20.0
 
 
 @dataclass
@@ -341,66 +336,3 @@ def upload_sensor(context: dg.SensorEvaluationContext, uploads: UploadsResource)
         context.log.warning(f"dead-lettered an invalid upload message: {reason}")
     skip = None if outcome.run_requests else dg.SkipReason(outcome.summary())
     return dg.SensorResult(run_requests=outcome.run_requests, skip_reason=skip)
-
-
-@dg.run_failure_sensor(
-    name="upload_run_failure",
-    monitored_jobs=list(SCORING_JOBS),
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=get_settings().sensor_interval_s,
-    description="Marks an upload failed when its scoring run died without doing so (crash, "
-    "termination) and no run retry follows.",
-)
-def upload_run_failure(context: dg.RunFailureSensorContext, uploads: UploadsResource) -> None:
-    run = context.dagster_run
-    upload_ids = uploads_of(run)
-    if not upload_ids:
-        return
-    if retry_follows(context.instance, run.run_id):
-        # The uploads stay `running` (with the crashed run's progress) until the retry's run
-        # takes them over (UploadStatusStore.start) and finishes them.
-        context.log.info(f"run {run.run_id} of {len(upload_ids)} upload(s) failed; a run retry follows")
-        return
-    reason = context.failure_event.message or "the scoring run failed"
-    status = uploads.status_store()
-    for upload_id in upload_ids:
-        # Only uploads still running in this run: in a backlog, the others succeeded or failed on their own.
-        if status.fail(upload_id, f"scoring run {run.run_id} failed: {reason}", run_id=run.run_id):
-            context.log.info(f"marked upload {upload_id} failed (run {run.run_id})")
-
-
-def retry_follows(instance: dg.DagsterInstance, run_id: str, settle_timeout_s: float = RUN_STATUS_SETTLE_S) -> bool:
-    """Whether Dagster's run-retry daemon retries this failed run: the decision it acts on.
-
-    Not the run the sensor was handed: the process that reports a run failure stores the failure
-    event first, then sets the run's status, then computes ``dagster/will_retry`` and tags the run
-    (``DagsterInstance.handle_new_event``). A sensor tick that reads the run in between sees no
-    tag; on a busy machine the reporting process can be descheduled right there, and reading "no
-    tag" as "no retry" marked uploads failed that their retry then scored (issue 17). So the run is
-    read afresh until its status is FAILURE; then its tag decides, or, when not written yet, the
-    retry daemon's own function (``should_retry``, internal to the pinned dagster version) computes
-    it from the same inputs and writes it, so the daemon and this sensor act on one decision.
-    """
-    from dagster._daemon.auto_run_reexecution.auto_run_reexecution import should_retry
-
-    if not instance.run_retries_enabled:
-        return False
-    run = _failed_run(instance, run_id, settle_timeout_s)
-    if run is None:
-        return False
-    if WILL_RETRY_TAG in run.tags:  # decided already (should_retry would log its reason a second time)
-        return run.tags[WILL_RETRY_TAG] == "true"
-    return should_retry(run, instance)
-
-
-def _failed_run(instance: dg.DagsterInstance, run_id: str, timeout_s: float) -> dg.DagsterRun | None:
-    """The run once its status says FAILURE (it may lag its failure event), else None."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        run = instance.get_run_by_id(run_id)
-        if run is None or run.status == dg.DagsterRunStatus.FAILURE:
-            return run
-        if time.monotonic() >= deadline:
-            log.warning("run %s has a failure event but its status is still %s", run_id, run.status)
-            return None
-        time.sleep(0.2)

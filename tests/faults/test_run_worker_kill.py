@@ -12,7 +12,7 @@ import dagster as dg
 import httpx
 import pytest
 
-from aimq_pipelines.uploads.sensors import WILL_RETRY_TAG
+from aimq_pipelines.uploads.run_failures import WILL_RETRY_TAG
 from tests.helpers.faults import (
     PARENT_RUN_TAG,
     FaultPlatform,

@@ -27,21 +27,14 @@ from aimq_pipelines.uploads.jobs import (
     uploads_of,
 )
 from aimq_pipelines.uploads.resources import UploadsResource
-from aimq_pipelines.uploads.sensors import (
-    RUN_KEY_TAG,
-    SENSOR_NAME_TAG,
-    UPLOAD_SENSOR,
-    WILL_RETRY_TAG,
-    retry_follows,
-    upload_run_failure,
-    upload_sensor,
-)
+from aimq_pipelines.uploads.run_failures import WILL_RETRY_TAG, retry_follows, upload_run_failure
+from aimq_pipelines.uploads.sensors import RUN_KEY_TAG, SENSOR_NAME_TAG, UPLOAD_SENSOR, upload_sensor
 from aimq_serving.settings import AimqSettings
 from aimq_serving.uploads.broker import ERROR_HEADER, Topology, UploadPublisher, connect
 from aimq_serving.uploads.messages import UploadMessage
 from aimq_serving.uploads.status import UploadStatusStore
 from aimq_serving.uploads.storage import UploadStorage, new_upload_id
-from tests.conftest import SAMPLES
+from tests.helpers.paths import SAMPLES
 
 
 def message() -> UploadMessage:
