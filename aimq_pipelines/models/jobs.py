@@ -1,4 +1,4 @@
-"""Jobs of the code location."""
+"""The ``train_models`` job: every group's model chain, in one process."""
 
 from __future__ import annotations
 

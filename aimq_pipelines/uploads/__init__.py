@@ -1,1 +1,2 @@
-"""Batch scoring in Dagster: one run of ``score_upload`` per uploaded file."""
+"""The uploads domain of the code location: the scoring jobs (one upload per run, or a backlog),
+the scoring of a table, the sensors that start runs and handle failed ones, and the purge."""
