@@ -7,23 +7,12 @@ import json
 import httpx
 import pytest
 
+from aimq_serving.api.payloads import SAMPLE_ROWS
 from tests.helpers.cli import one_error_line, run_aimq
 from tests.helpers.platform import Platform
 
-RECORD = {
-    "model_group": "A",
-    "model": 180,
-    "kilometers": 1000,
-    "fuel_type": "Diesel",
-    "gear_type": "Manual",
-    "vehicle_type": "Sedan Car",
-    "age_in_months": 10,
-    "color": "Black",
-    "line": "Sportline",
-    "doors": "4 to 5",
-    "seats": "1 to 3",
-    "climate": "Air Conditioning",
-}
+# The first row of the sample files, as the API documents it.
+RECORD = SAMPLE_ROWS[0]
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ import httpx
 import pandas as pd
 import pytest
 
+from aimq_serving.api.payloads import SAMPLE_ROWS
 from tests.helpers.browser import new_page, screenshot
 from tests.helpers.paths import SAMPLES
 from tests.helpers.platform import Platform
@@ -139,20 +140,7 @@ def test_a_refused_file_shows_the_api_error(platform: Platform, page: Page) -> N
 
 def test_predict_form_prices_a_record_and_shows_field_errors(platform: Platform, page: Page) -> None:
     open_page(page, platform.api_url)
-    record = {
-        "model_group": "A",
-        "model": 180,
-        "kilometers": 1000,
-        "fuel_type": "Diesel",
-        "gear_type": "Manual",
-        "vehicle_type": "Sedan Car",
-        "age_in_months": 10,
-        "color": "Black",
-        "line": "Sportline",
-        "doors": "4 to 5",
-        "seats": "1 to 3",
-        "climate": "Air Conditioning",
-    }
+    record = SAMPLE_ROWS[0]
     page.get_by_label("model_group", exact=True).select_option(label="C")
     page.get_by_label("kilometers", exact=True).fill("25000")
     expected = httpx.post(
