@@ -80,13 +80,12 @@ class CsvHeader:
 def iter_csv_batches(path: Path, header: CsvHeader, *, block_bytes: int = 8 << 20) -> Iterator[pa.RecordBatch]:
     """The rows of the file ``header`` was sniffed from, as batches of text columns; a file with
     only a header yields one empty batch."""
-    unique = header.names
-    empty = pa.RecordBatch.from_pylist([], schema=pa.schema([(n, pa.string()) for n in unique]))
+    empty = pa.RecordBatch.from_pylist([], schema=pa.schema([(n, pa.string()) for n in header.names]))
     if header.header_only:
         yield empty  # the header and nothing else (pyarrow refuses a header without a line break)
         return
     options = {
-        "read_options": pcsv.ReadOptions(column_names=unique, skip_rows=1, block_size=block_bytes),
+        "read_options": pcsv.ReadOptions(column_names=header.names, skip_rows=1, block_size=block_bytes),
         # Quoted values may hold line breaks (a spreadsheet's multi-line cell). Empty lines stay
         # rows (of nulls, skipped as blank later) so row numbers stay those of the file.
         "parse_options": pcsv.ParseOptions(
@@ -95,7 +94,9 @@ def iter_csv_batches(path: Path, header: CsvHeader, *, block_bytes: int = 8 << 2
         # No text is a missing value: pyarrow's null markers (N/A, NA, null, #N/A...) are cells the
         # user typed and come back as typed; an empty cell is an empty string (blank for validation).
         "convert_options": pcsv.ConvertOptions(
-            column_types={n: pa.string() for n in unique}, strings_can_be_null=False, quoted_strings_can_be_null=False
+            column_types={n: pa.string() for n in header.names},
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
         ),
     }
     rows = 0
