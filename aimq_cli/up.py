@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from aimq_cli import supervise
+from aimq_cli import local_platform, supervise
 from aimq_cli.errors import CliError
 from aimq_cli.instance import dagster_home
 from aimq_cli.train import cmd_train
@@ -54,17 +54,13 @@ def cmd_up(settings: AimqSettings, args: argparse.Namespace) -> int:
         cmd_train(settings, missing)
 
     bin_dir = Path(sys.executable).parent
-    module = ["-m", "aimq_pipelines.definitions"]
+    code_server = local_platform.CodeServer(port=local_platform.free_port())
+    workspace = code_server.write_workspace(home)
     commands = {
-        "dagster-webserver": [
-            str(bin_dir / "dagster-webserver"),
-            *module,
-            "-h",
-            args.host,
-            "-p",
-            str(args.dagster_port),
-        ],
-        "dagster-daemon": [str(bin_dir / "dagster-daemon"), "run", *module],
+        # First, and waited for (below): the webserver and the daemon load the code location from it.
+        "code-server": code_server.command(),
+        "dagster-webserver": local_platform.webserver_command(workspace, args.host, args.dagster_port),
+        "dagster-daemon": local_platform.daemon_command(workspace),
         "api": [
             str(bin_dir / "uvicorn"),
             "--factory",
@@ -91,6 +87,11 @@ def cmd_up(settings: AimqSettings, args: argparse.Namespace) -> int:
                 preexec_fn=supervise.die_with_parent(os.getpid()),
             )
             watchdog.watch(procs[name].pid)
+            if name == "code-server":
+                try:
+                    code_server.wait_loaded(procs[name], args.start_timeout)
+                except local_platform.CodeServerFailed as exc:
+                    raise CliError(str(exc)) from exc
         _wait_until_serving(
             procs,
             {

@@ -97,12 +97,13 @@ class AimqSettings(BaseSettings):
     sensor_batch_size: int = Field(default=50, ge=1, le=1000)
     sensor_tick_budget_s: float = Field(default=10.0, gt=0, le=45)
     # Dagster's sensor daemon starts a tick every 5 s at most, and sleeps only what is left of
-    # 5 s after its loop: a tick on an empty queue waits this long for the first upload, so an
-    # upload is picked up within ~0.1 s instead of at the next tick (docs/batch.md, "Measured").
-    # Well below 5 s: a tick also spends time around the wait (the gRPC call, connecting, submitting
+    # 5 s after its loop: a tick on an empty queue waits up to this long for the first upload, so
+    # an upload is picked up within ~0.1 s instead of at the next tick (docs/batch.md, "Measured").
+    # Below 5 s: a tick also spends time around the wait (the gRPC call, connecting, submitting
     # its runs), and one still running when the daemon's next loop starts makes that loop skip the
-    # sensor (measured with 4 s under a load average of 20+: a tick every 10 s).
-    sensor_wait_s: float = Field(default=3.0, ge=0, le=4.5)
+    # sensor (measured with 4 s under a load average of 20+: a tick every 10 s). So this is the
+    # ceiling: after a skipped loop ticks wait less, and creep back up (tick_pacing.py).
+    sensor_wait_s: float = Field(default=4.0, ge=0, le=4.5)
     # Once a tick has an upload to request, it goes on taking messages while they keep coming,
     # until the queue has been empty this long: a burst becomes one tick's runs, not one per tick.
     sensor_linger_s: float = Field(default=0.3, ge=0, le=2)

@@ -32,6 +32,7 @@ from typing import Any
 
 import httpx
 
+from aimq_cli import local_platform
 from benchmarks import report
 from benchmarks.stack import remove_throwaway, throwaway_env
 
@@ -84,7 +85,11 @@ class Platform:
         return proc
 
     def __enter__(self) -> Platform:
-        self.start("dagster-daemon", [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"])
+        # As `aimq up` runs them: the warm code server, then the daemon loading the code from it.
+        code_server = local_platform.CodeServer(port=local_platform.free_port())
+        code_server.wait_loaded(self.start("code-server", code_server.command()), timeout_s=120)
+        workspace = code_server.write_workspace(self.logs)
+        self.start("dagster-daemon", local_platform.daemon_command(workspace))
         api = self.start(
             "api",
             [
@@ -123,16 +128,23 @@ class Platform:
                 proc.wait()
 
 
-def score_via_api(api: str, path: Path, out: Path, timeout_s: float = 1800, poll_s: float = 0.2) -> dict[str, Any]:
+def score_via_api(
+    api: str,
+    path: Path,
+    out: Path,
+    timeout_s: float = 1800,
+    poll_s: float = 0.2,
+    headers: dict[str, str] | None = None,
+) -> dict[str, Any]:
     started = time.perf_counter()
     with open(path, "rb") as fh:
-        response = httpx.post(f"{api}/upload", files={"file": (path.name, fh)}, timeout=600)
+        response = httpx.post(f"{api}/upload", files={"file": (path.name, fh)}, headers=headers, timeout=600)
     response.raise_for_status()
     uploaded = time.perf_counter()
     upload_id = response.json()["upload_id"]
     deadline = time.monotonic() + timeout_s
     while True:
-        record = httpx.get(f"{api}/uploads/{upload_id}", timeout=10).json()
+        record = httpx.get(f"{api}/uploads/{upload_id}", headers=headers, timeout=10).json()
         if record["state"] in ("succeeded", "failed"):
             break
         if time.monotonic() > deadline:
@@ -141,7 +153,10 @@ def score_via_api(api: str, path: Path, out: Path, timeout_s: float = 1800, poll
     if record["state"] != "succeeded":
         raise RuntimeError(f"upload {upload_id} failed: {record['error']}")
     scored = time.perf_counter()
-    with httpx.stream("GET", f"{api}/uploads/{upload_id}/result", timeout=600) as result, open(out, "wb") as fh:
+    with (
+        httpx.stream("GET", f"{api}/uploads/{upload_id}/result", headers=headers, timeout=600) as result,
+        open(out, "wb") as fh,
+    ):
         for chunk in result.iter_bytes(1 << 20):
             fh.write(chunk)
     done = time.perf_counter()

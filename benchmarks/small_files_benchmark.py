@@ -2,6 +2,8 @@
 against the original demo's way (one worker, one /predict/onnx request per row), same run.
 
     .venv/bin/python -m benchmarks.small_files_benchmark [--repeats 8] [--bursts 30 300]
+    .venv/bin/python -m benchmarks.small_files_benchmark --api-url http://127.0.0.1:8000 --api-key KEY \
+        --label compose     # a deployment that is already running (docker compose, a port-forward)
 
 The real platform as processes, as in ``benchmarks.batch_benchmark`` (the API under uvicorn,
 dagster-daemon with dagster.yaml as shipped for ``aimq up``, RabbitMQ, Redis), throw-away names.
@@ -15,12 +17,18 @@ dagster-daemon with dagster.yaml as shipped for ``aimq up``, RabbitMQ, Redis), t
   it; meanwhile a client sends /predict/onnx every 0.2 s and counts failures.
 - the original demo's way: one worker reads each file, sends one /predict/onnx request per row and
   writes the result file, file after file (the same files, this run, this API).
+
+Against a running deployment (``--api-url``) it has no access to the Dagster instance: the stages
+come from the status record alone (to op = broker confirm -> scoring op started), and "exactly once"
+is what the statuses show (each upload succeeded, with its rows), not the runs' records.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -38,12 +46,18 @@ from benchmarks.batch_benchmark import Platform, generate, score_via_api
 from benchmarks.stack import remove_throwaway, throwaway_env
 
 REPO = Path(__file__).resolve().parents[1]
+# Dagster's sensor daemon starts a tick at most this often (MIN_INTERVAL_LOOP_TIME).
+SENSOR_CYCLE_S = 5.0
 SAMPLES = REPO / "samples"
+
+
+# X-API-Key for a deployment that requires one (--api-key).
+HEADERS: dict[str, str] = {}
 
 
 def upload(api: str, path: Path) -> tuple[str, float]:
     sent = time.time()
-    response = httpx.post(f"{api}/upload", files={"file": (path.name, path.read_bytes())}, timeout=60)
+    response = httpx.post(f"{api}/upload", files={"file": (path.name, path.read_bytes())}, headers=HEADERS, timeout=60)
     response.raise_for_status()
     return response.json()["upload_id"], sent
 
@@ -51,7 +65,7 @@ def upload(api: str, path: Path) -> tuple[str, float]:
 def finished(api: str, upload_id: str, timeout_s: float = 900) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        record = httpx.get(f"{api}/uploads/{upload_id}", timeout=10).json()
+        record = httpx.get(f"{api}/uploads/{upload_id}", headers=HEADERS, timeout=10).json()
         if record["state"] in ("succeeded", "failed"):
             if record["state"] != "succeeded":
                 raise RuntimeError(f"upload {upload_id} failed: {record['error']}")
@@ -66,13 +80,31 @@ def pct(values: list[float], q: float) -> float:
 
 
 def breakdown(instance: Any, record: dict[str, Any]) -> dict[str, float]:
-    """Seconds per stage of one upload, from its status record and its Dagster run record."""
-    run = instance.get_run_record_by_id(record["run_id"])
-    created = run.create_timestamp.timestamp()
+    """Seconds per stage of one upload, from its status record and Dagster's own event timestamps:
+    sensor = broker confirm -> run created; queue = run created -> launching (RUN_STARTING: 0 when
+    launched at once, else the run queue's wait); launch = -> run process started (RUN_START: the
+    code server forks it, the run opens the instance); op = -> upload scored (resources, the scoring
+    op, the status write)."""
+    import dagster as dg
+
+    if instance is None:  # a running deployment: the status record alone
+        return {
+            "to op": record["started_at"] - record["created_at"],
+            "op": record["finished_at"] - record["started_at"],
+        }
+    run_id = record["run_id"]
+    created = instance.get_run_record_by_id(run_id).create_timestamp.timestamp()
+    stamps = {}
+    for entry in instance.all_logs(run_id):
+        kind = entry.dagster_event.event_type if entry.dagster_event else None
+        if kind in (dg.DagsterEventType.RUN_STARTING, dg.DagsterEventType.RUN_START):
+            stamps.setdefault(kind, entry.timestamp)
+    starting, run_start = stamps[dg.DagsterEventType.RUN_STARTING], stamps[dg.DagsterEventType.RUN_START]
     return {
         "sensor": created - record["created_at"],
-        "queue+start": record["started_at"] - created,
-        "op+finish": record["finished_at"] - record["started_at"],
+        "queue": starting - created,
+        "launch": run_start - starting,
+        "op": record["finished_at"] - run_start,
     }
 
 
@@ -81,7 +113,7 @@ def demo_way(api: str, files: list[Path], work: Path) -> float:
     import pandas as pd
 
     started = time.perf_counter()
-    with httpx.Client(base_url=api, timeout=30) as client:
+    with httpx.Client(base_url=api, headers=HEADERS, timeout=30) as client:
         for i, path in enumerate(files):
             frame = pd.read_excel(path, keep_default_na=False)
             prices = []
@@ -103,7 +135,7 @@ class PredictProbe:
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        with httpx.Client(base_url=self.api, timeout=10) as client:
+        with httpx.Client(base_url=self.api, headers=HEADERS, timeout=10) as client:
             while not self.stop.is_set():
                 started = time.perf_counter()
                 try:
@@ -134,6 +166,10 @@ def burst(api: str, instance: Any, path: Path, n: int, probe_body: dict[str, Any
     twice, runs_used = [], set()
     for upload_id, record in zip(ids, records):
         runs_used.add(record["run_id"])
+        if instance is None:  # the status only: scored, each row once
+            if record["rows_total"] != 1:
+                twice.append(upload_id)
+            continue
         runs = runs_of_upload(instance, upload_id)
         requested = [r for r in runs if "dagster/parent_run_id" not in r.tags]
         if len(requested) != 1 or requested[0].run_id != record["run_id"]:
@@ -159,6 +195,8 @@ def burst_row(
     demo = demo_way(api, [path] * n, work)
     extra["bursts"][f"{n} {how}"] = {**result, "demo_s": demo}
     exactly_once = "yes" if not result["not_exactly_once"] else f"NO: {result['not_exactly_once']}"
+    if instance is None:
+        exactly_once += " (statuses only)"
     return [
         f"burst of {n} one-row files, {how}",
         round(result["median_s"], 2),
@@ -169,6 +207,51 @@ def burst_row(
         round(demo, 2),
         round(demo / result["last_s"], 2),
     ]
+
+
+def singles(
+    api: str,
+    instance: Any,
+    files: dict[int, Path],
+    repeats: int,
+    work: Path,
+    extra: dict[str, Any],
+    rows: list[list[Any]],
+) -> None:
+    # Independent arrivals: each upload meets an idle platform (no upload for a whole cycle of the
+    # sensor daemon, 5 s, so its ticks wait again) at a random point of that cycle: a pause of
+    # 5-10 s after the previous one finished. Back to back: each sent the moment the previous
+    # finished, which puts it in the part of the cycle after the tick that took the previous one
+    # returned: the worst case (docs/batch.md, "Many small files").
+    pauses = random.Random(14)
+    cases = [(size, path, "independent") for size, path in files.items()] + [(1, files[1], "back to back")]
+    for size, path, arrival in cases:
+        print(f"single uploads of {size} row(s), {arrival} ...", flush=True)
+        latencies, stages = [], []
+        for _ in range(repeats):
+            if arrival == "independent":
+                time.sleep(SENSOR_CYCLE_S + pauses.uniform(0, SENSOR_CYCLE_S))
+            upload_id, sent = upload(api, path)
+            record = finished(api, upload_id)
+            latencies.append(record["finished_at"] - sent)
+            stages.append(breakdown(instance, record))
+        demo = demo_way(api, [path], work)
+        where = {k: statistics.median(s[k] for s in stages) for k in stages[0]}
+        extra["single"][f"{size} {arrival}"] = {
+            "latencies_s": latencies,
+            "stages_median_s": where,
+            "demo_s": demo,
+        }
+        rows.append(
+            [
+                f"1 file, {size:,} row(s), {arrival}",
+                round(statistics.median(latencies), 2),
+                round(pct(latencies, 0.95), 2),
+                "; ".join(f"{k} {v:.2f}" for k, v in where.items()),
+                round(demo, 2),
+                round(demo / statistics.median(latencies), 2),
+            ]
+        )
 
 
 def main() -> None:
@@ -185,7 +268,12 @@ def main() -> None:
     )
     parser.add_argument("--files-dir", type=Path, default=Path(tempfile.gettempdir()) / "aimq-batch-bench")
     parser.add_argument("--train-rows", type=int, default=20_000, help="rows per group to train on")
+    parser.add_argument("--api-url", help="measure this running deployment instead of starting the platform here")
+    parser.add_argument("--api-key", help="its API key (X-API-Key), when it requires one")
+    parser.add_argument("--label", default="", help="results go to benchmarks/results/small_files_<label>.*")
     args = parser.parse_args()
+    if args.api_key:
+        HEADERS["X-API-Key"] = args.api_key
 
     args.files_dir.mkdir(parents=True, exist_ok=True)
     thousand = args.files_dir / "listings_1000.xlsx"
@@ -193,12 +281,56 @@ def main() -> None:
         generate(thousand, 1000)
     files = {1: SAMPLES / "1_row.xlsx", 100: SAMPLES / "100_rows.xlsx", 1000: thousand}
 
-    tag = f"aimqbench-{uuid.uuid4().hex[:8]}"
+    import pandas as pd
+
+    probe_body = {
+        k: (int(v) if isinstance(v, float) else v)
+        for k, v in pd.read_excel(files[1], keep_default_na=False).to_dict("records")[0].items()
+    }
+    rows: list[list[Any]] = []
+    extra: dict[str, Any] = {"single": {}, "bursts": {}}
+    load_before = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="aimq-small-bench-"))
+    if args.api_url:
+        try:
+            measure(args.api_url.rstrip("/"), None, files, args, probe_body, work, extra, rows)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    else:
+        measure_here(args, files, probe_body, work, extra, rows)
+    write_report(args, rows, extra, load_before)
+
+
+def measure(
+    api: str,
+    instance: Any,
+    files: dict[int, Path],
+    args: argparse.Namespace,
+    probe_body: dict[str, Any],
+    work: Path,
+    extra: dict[str, Any],
+    rows: list[list[Any]],
+) -> None:
+    """Singles and backlog bursts against one platform."""
+    score_via_api(api, files[1], work / "warmup.xlsx", headers=HEADERS)  # a first run, as after a restart
+    singles(api, instance, files, args.repeats, work, extra, rows)
+    for n in args.bursts:
+        rows.append(burst_row(api, instance, files[1], n, probe_body, work, extra, "backlog runs"))
+
+
+def measure_here(
+    args: argparse.Namespace,
+    files: dict[int, Path],
+    probe_body: dict[str, Any],
+    work: Path,
+    extra: dict[str, Any],
+    rows: list[list[Any]],
+) -> None:
+    """The platform as `aimq up` runs it, started here under throw-away names, models trained."""
+    tag = f"aimqbench-{uuid.uuid4().hex[:8]}"
     os.environ.update({**throwaway_env(tag, work), "AIMQ_RATE_LIMIT_ENABLED": "false"})
 
     import dagster as dg
-    import pandas as pd
 
     from aimq_pipelines.definitions import defs
     from aimq_pipelines.models.resources import ModelStoreResource, TrainingDataSource
@@ -215,40 +347,9 @@ def main() -> None:
             },
         )
         assert trained.success
-    probe_body = {
-        k: (int(v) if isinstance(v, float) else v)
-        for k, v in pd.read_excel(files[1], keep_default_na=False).to_dict("records")[0].items()
-    }
-
-    load_before = os.getloadavg()
-    rows: list[list[Any]] = []
-    extra: dict[str, Any] = {"single": {}, "bursts": {}}
     try:
         with Platform({**os.environ}, work) as platform, dg.DagsterInstance.get() as instance:
-            score_via_api(platform.api, files[1], work / "warmup.xlsx")  # the code server's first start
-            for size, path in files.items():
-                print(f"single uploads of {size} row(s) ...", flush=True)
-                latencies, stages = [], []
-                for _ in range(args.repeats):
-                    upload_id, sent = upload(platform.api, path)
-                    record = finished(platform.api, upload_id)
-                    latencies.append(record["finished_at"] - sent)
-                    stages.append(breakdown(instance, record))
-                demo = demo_way(platform.api, [path], work)
-                where = {k: statistics.median(s[k] for s in stages) for k in stages[0]}
-                extra["single"][str(size)] = {"latencies_s": latencies, "stages_median_s": where, "demo_s": demo}
-                rows.append(
-                    [
-                        f"1 file, {size:,} row(s)",
-                        round(statistics.median(latencies), 2),
-                        round(pct(latencies, 0.95), 2),
-                        "; ".join(f"{k} {v:.2f}" for k, v in where.items()),
-                        round(demo, 2),
-                        round(demo / statistics.median(latencies), 2),
-                    ]
-                )
-            for n in args.bursts:
-                rows.append(burst_row(platform.api, instance, files[1], n, probe_body, work, extra, "backlog runs"))
+            measure(platform.api, instance, files, args, probe_body, work, extra, rows)
         if args.one_run_each:
             # The same bursts with every upload its own run: what backlog runs are measured against.
             alone = {**os.environ, "AIMQ_SCORING_UPLOADS_PER_RUN": "1"}
@@ -259,21 +360,27 @@ def main() -> None:
     finally:
         remove_throwaway(settings, work)
 
+
+def write_report(args: argparse.Namespace, rows: list[list[Any]], extra: dict[str, Any], load_before: Any) -> None:
     load_after = os.getloadavg()
     extra["loadavg_before"], extra["loadavg_after"] = load_before, load_after
     notes = (
         "single: p50/p95 of upload -> `succeeded` (status `finished_at` minus the moment the upload was sent); "
-        "'where' is the median per stage: sensor = broker confirm -> Dagster run created, queue+start = run "
-        "created -> scoring op started (Dagster's run queue, the run process's start and imports), op+finish = "
-        "the scoring op and its status write. burst: median/last upload `succeeded` after the burst began. "
+        "independent = each upload after a pause of 5-10 s (an idle platform met at a random point of the sensor "
+        "daemon's 5 s cycle), "
+        "back to back = each sent when the previous finished. 'where' is the median per stage, from Dagster's "
+        "event timestamps: sensor = broker confirm -> run created, queue = -> launching (0 when launched at once), "
+        "launch = -> run process started, op = -> upload scored (resources, scoring op, status write). "
+        "burst: median/last upload `succeeded` after the burst began. "
         "demo = the original demo's way (one worker, per file: read, one /predict/onnx request per row, write), "
         "same files, same API, this run; ratio = demo time / AIMQ time (> 1: AIMQ faster).\n\n"
         f"Load average (1 min) before {load_before[0]:.1f}, after {load_after[0]:.1f}, on {os.cpu_count()} cores "
         "shared with other work."
     )
+    where = f"against {args.api_url} ({args.label or 'a running deployment'})" if args.api_url else "`aimq up`'s way"
     report.write(
-        "small_files",
-        "Many small files: upload to succeeded",
+        f"small_files_{args.label}" if args.label else "small_files",
+        f"Many small files: upload to succeeded, {where}",
         "python -m benchmarks.small_files_benchmark " + " ".join(sys.argv[1:]),
         ["case", "p50 / median s", "p95 / last s", "where / checks", "demo way s", "ratio demo/AIMQ"],
         rows,

@@ -8,10 +8,11 @@ message inside the function would therefore lose the upload if the daemon died b
 and the submission. So a tick:
 
 1. takes up to ``sensor_batch_size`` messages with ``basic_get``, within ``sensor_tick_budget_s``,
-   and does NOT acknowledge them. On an empty queue it waits (``sensor_wait_s``, polling) for the
-   first upload, and once it has one it goes on while more keep coming (``sensor_linger_s``): the
-   daemon starts a tick every 5 s at most, so waiting inside the tick is what makes an upload's
-   run start within a fraction of a second, and a burst one tick's runs;
+   and does NOT acknowledge them. On an empty queue it waits (up to ``sensor_wait_s``, less when
+   the daemon's rhythm says so: ``tick_pacing.py``; polling) for the first upload, and once it has
+   one it goes on while more keep coming (``sensor_linger_s``): the daemon starts a tick every 5 s
+   at most, so waiting inside the tick is what makes an upload's run start within a fraction of a
+   second, and a burst one tick's runs;
 2. for a message whose upload already has a run of this sensor (looked up in the instance by the
    run's ``aimq/upload.<id>`` tag) that has left NOT_STARTED: acknowledges it: the run exists, the
    message is done;
@@ -70,6 +71,7 @@ from aimq_pipelines.uploads.jobs import (
     uploads_of,
 )
 from aimq_pipelines.uploads.resources import UploadsResource
+from aimq_pipelines.uploads.tick_pacing import TickPacing
 from aimq_serving.settings import get_settings
 from aimq_serving.uploads.broker import Topology, dead_letter
 from aimq_serving.uploads.messages import InvalidMessage, UploadMessage
@@ -209,13 +211,18 @@ class TickClock:
 
 
 def poll_uploads(
-    instance: dg.DagsterInstance, uploads: UploadsResource, sensor_name: str = UPLOAD_SENSOR
+    instance: dg.DagsterInstance,
+    uploads: UploadsResource,
+    sensor_name: str = UPLOAD_SENSOR,
+    wait_s: float | None = None,
 ) -> TickOutcome:
-    """One tick's work (see the module docstring); never acknowledges a message without a run."""
+    """One tick's work (see the module docstring); never acknowledges a message without a run.
+    ``wait_s``: how long to wait on an empty queue (default ``sensor_wait_s``; ``tick_pacing``)."""
     settings = uploads.settings()
     topology = uploads.topology()
     status = uploads.status_store()
-    clock = TickClock(settings.sensor_wait_s, settings.sensor_linger_s, settings.sensor_tick_budget_s)
+    wait = settings.sensor_wait_s if wait_s is None else wait_s
+    clock = TickClock(wait, settings.sensor_linger_s, settings.sensor_tick_budget_s)
     outcome = TickOutcome()
     taker: _Taker | None = None
     try:
@@ -330,9 +337,10 @@ def _attach(status: UploadStatusStore, upload_id: str, run_id: str) -> None:
     "upload alone, score_uploads for uploads waiting together (one step each).",
 )
 def upload_sensor(context: dg.SensorEvaluationContext, uploads: UploadsResource) -> dg.SensorResult:
-    outcome = poll_uploads(context.instance, uploads, context.sensor_name or UPLOAD_SENSOR)
-    context.log.info(outcome.summary())
+    pacing = TickPacing.next(context.cursor, uploads.settings().sensor_wait_s, time.time())
+    outcome = poll_uploads(context.instance, uploads, context.sensor_name or UPLOAD_SENSOR, pacing.wait_s)
+    context.log.info(f"{outcome.summary()}; waited up to {pacing.wait_s:.1f} s")
     for reason in outcome.dead_lettered:
         context.log.warning(f"dead-lettered an invalid upload message: {reason}")
     skip = None if outcome.run_requests else dg.SkipReason(outcome.summary())
-    return dg.SensorResult(run_requests=outcome.run_requests, skip_reason=skip)
+    return dg.SensorResult(run_requests=outcome.run_requests, skip_reason=skip, cursor=pacing.cursor())

@@ -56,6 +56,10 @@ def _children(pid: int) -> set[int]:
     return {int(p) for p in out.split()}
 
 
+# What `aimq up` starts, by a word of each command line (the watchdog is aimq_cli.supervise).
+SERVICES = ("aimq_pipelines.code_server", "dagster-webserver", "dagster-daemon", "uvicorn", "aimq_cli.supervise")
+
+
 @dataclass
 class Up:
     proc: subprocess.Popen
@@ -84,7 +88,7 @@ class Up:
         for pid in _children(self.proc.pid):
             self.groups.add(os.getpgid(pid))
             command = _cmdline(pid)
-            for name in ("dagster-webserver", "dagster-daemon", "uvicorn", "aimq_cli.supervise"):
+            for name in SERVICES:
                 if name in command:
                     found[name] = pid
         return found
@@ -137,9 +141,10 @@ def _serving(up: Up) -> None:
     assert httpx.get(f"http://127.0.0.1:{up.api_port}/health", timeout=10).json() == {"status": "ok"}
     assert httpx.get(f"http://127.0.0.1:{up.dagster_port}/server_info", timeout=10).status_code == 200
     found = up.record_groups()
-    assert set(found) == {"dagster-webserver", "dagster-daemon", "uvicorn", "aimq_cli.supervise"}, found
-    # The daemon's code server runs in the daemon's group: it must go with it.
-    assert len(group_members(found["dagster-daemon"])) >= 2
+    assert set(found) == set(SERVICES), found
+    # The forkserver the runs fork from runs in the code server's group: it must go with it.
+    code_server_group = group_members(found["aimq_pipelines.code_server"])
+    assert any("multiprocessing.forkserver" in _cmdline(pid) for pid in code_server_group), code_server_group
 
 
 def _nothing_left(up: Up) -> None:

@@ -9,7 +9,6 @@ import signal
 import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -136,36 +135,17 @@ def test_invalid_message_lands_in_the_dead_letter_queue(platform: Platform) -> N
     assert "upload_id" in properties.headers[ERROR_HEADER] and "Field required" in properties.headers[ERROR_HEADER]
 
 
-def _children(pid: int) -> list[int]:
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            out.append(int(stat.parent.name))
-    return out
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
-
-
 def kill_daemon(platform: Platform) -> int:
-    """SIGKILL the daemon and the code server it evaluates sensors in, mid-whatever-they-do.
+    """SIGKILL the daemon and the code server it evaluates sensors in and launches runs through,
+    mid-whatever-they-do (``start_daemon`` starts both again).
 
-    Run workers keep running, as they would on their own machines; returns the old process group
-    so the test can clean up what is left of it."""
-    daemon = platform.services["dagster-daemon"].proc
-    servers = [p for p in _children(daemon.pid) if "execute_run" not in _cmdline(p)]
-    for pid in (daemon.pid, *servers):
-        os.kill(pid, signal.SIGKILL)
-    daemon.wait()
-    return daemon.pid
+    Run workers keep running, as they would on their own machines; returns the old code server's
+    process group (the run workers are in it) so the test can clean up what is left of it."""
+    daemon, server = platform.services["dagster-daemon"].proc, platform.services["code-server"].proc
+    for proc in (daemon, server):
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return server.pid
 
 
 def queue_depth(platform: Platform) -> int:

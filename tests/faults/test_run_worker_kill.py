@@ -17,6 +17,8 @@ from tests.helpers.faults import (
     PARENT_RUN_TAG,
     FaultPlatform,
     assert_scored_once,
+    cmdline,
+    parent_pid,
     process_group,
     retry_wait_s,
     run_pid,
@@ -51,8 +53,12 @@ def test_run_worker_killed_mid_file_is_retried_and_scores_once(fault_platform: F
     upload_id, _, first_run_id = upload_and_catch_mid_file(fp, "big.csv", ROWS)
     pid = run_pid(fp, first_run_id)
     assert pid is not None, "no 'Started process for run' event"
-    # The run worker is one of the platform's processes, not anything else on the machine.
-    assert process_group(pid) == fp.platform.services["dagster-daemon"].proc.pid
+    # The run worker is one of the platform's processes, not anything else on the machine, and was
+    # forked from the code server's warm forkserver, not spawned (aimq_pipelines.code_server).
+    code_server = fp.platform.services["code-server"].proc.pid
+    assert process_group(pid) == code_server
+    forkserver = parent_pid(pid)
+    assert "multiprocessing.forkserver" in cmdline(forkserver) and parent_pid(forkserver) == code_server
     os.kill(pid, signal.SIGKILL)
 
     # Nothing of the killed run is served: the result is not in place and the API says so.

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,12 +15,12 @@ from typing import Any
 import dagster as dg
 import httpx
 
+from aimq_cli import local_platform
 from aimq_serving.settings import AimqSettings
 from tests.helpers.api_server import deployed_command, server_env
 from tests.helpers.paths import REPO
 from tests.helpers.ports import free_port
 
-BIN = Path(sys.executable).parent
 START_TIMEOUT_S = 120.0
 
 
@@ -45,6 +44,7 @@ class Platform:
     api_url: str
     dagster_url: str
     services: dict[str, Service] = field(default_factory=dict)
+    code_server: local_platform.CodeServer | None = None
 
     def start(self, name: str, command: list[str]) -> Service:
         log = self.log_dir / f"{name}.log"
@@ -75,23 +75,28 @@ class Platform:
         api = self.start("api", [*deployed_command(port), "--log-level", "warning"])
         self.wait_http(api, f"{self.api_url}/health")
 
+    def workspace(self) -> Path:
+        """The workspace naming the platform's code server, which this (re)starts when it is not
+        running: the warm code server `aimq up` runs, which the daemon launches runs through.
+        Restarted on the same port, so the workspace file stays right."""
+        if self.code_server is None:
+            self.code_server = local_platform.CodeServer(port=free_port())
+            self.code_server.write_workspace(self.log_dir)
+        service = self.services.get("code-server")
+        if service is None or service.proc.poll() is not None:
+            service = self.start("code-server", self.code_server.command())
+            try:
+                self.code_server.wait_loaded(service.proc, START_TIMEOUT_S)
+            except local_platform.CodeServerFailed as exc:
+                raise RuntimeError(f"{exc}:\n{service.tail()}") from exc
+        return self.log_dir / "aimq-workspace.yaml"
+
     def start_daemon(self) -> None:
-        self.start("dagster-daemon", [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"])
+        self.start("dagster-daemon", local_platform.daemon_command(self.workspace()))
 
     def start_webserver(self) -> None:
         port = int(self.dagster_url.rsplit(":", 1)[1])
-        web = self.start(
-            "dagster-webserver",
-            [
-                str(BIN / "dagster-webserver"),
-                "-w",
-                "workspace.yaml",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(port),
-            ],
-        )
+        web = self.start("dagster-webserver", local_platform.webserver_command(self.workspace(), "127.0.0.1", port))
         self.wait_http(web, f"{self.dagster_url}/server_info")
 
     def check_alive(self) -> None:

@@ -29,6 +29,7 @@ from aimq_pipelines.uploads.jobs import (
 from aimq_pipelines.uploads.resources import UploadsResource
 from aimq_pipelines.uploads.run_failures import WILL_RETRY_TAG, retry_follows, upload_run_failure
 from aimq_pipelines.uploads.sensors import RUN_KEY_TAG, SENSOR_NAME_TAG, UPLOAD_SENSOR, upload_sensor
+from aimq_pipelines.uploads.tick_pacing import BACK_OFF_S, TickPacing
 from aimq_serving.settings import AimqSettings
 from aimq_serving.uploads.broker import ERROR_HEADER, Topology, UploadPublisher, connect
 from aimq_serving.uploads.messages import UploadMessage
@@ -400,6 +401,27 @@ def test_a_waiting_tick_ends_at_its_wait_on_an_empty_queue(
         # Returns after its wait with nothing to do: it does not block the sensor for ever.
         outcome = pool.submit(tick, instance, resource(uploads_settings, sensor_wait_s=0.5)).result(timeout=30)
     assert outcome.run_requests == [] and "0 run(s) requested" in outcome.skip_reason.skip_message
+
+
+def test_a_tick_records_its_pacing_and_waits_less_after_the_daemon_skipped_a_loop(
+    broker: Broker, uploads_settings: AimqSettings, instance: dg.DagsterInstance
+) -> None:
+    uploads = resource(uploads_settings, sensor_wait_s=2.0)
+
+    def tick_after(cursor: str | None) -> TickPacing:
+        context = dg.build_sensor_context(
+            instance=instance, sensor_name=UPLOAD_SENSOR, resources={"uploads": uploads}, cursor=cursor
+        )
+        result = upload_sensor(context)
+        pacing = TickPacing.parse(result.cursor)
+        assert pacing is not None, result.cursor
+        return pacing
+
+    first = tick_after(None)
+    assert first.wait_s == 2.0  # no rhythm known yet: the ceiling
+    # The previous tick started 10 s ago: the daemon's 5 s loop skipped the sensor once.
+    skipped = TickPacing(wait_s=2.0, started=time.time() - 10).cursor()
+    assert tick_after(skipped).wait_s == 2.0 - BACK_OFF_S
 
 
 def daemon_creates(instance: dg.DagsterInstance, request: dg.RunRequest, *, launched: bool) -> dg.DagsterRun:
