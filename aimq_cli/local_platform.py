@@ -10,6 +10,7 @@ loaded once. It listens on localhost only, on a free port, whatever address the 
 from __future__ import annotations
 
 import json
+import random
 import socket
 import subprocess
 import sys
@@ -27,9 +28,30 @@ class CodeServerFailed(RuntimeError):
 
 
 def free_port(host: str = HOST) -> int:
-    with socket.socket() as sock:
+    """A port nothing listens on, for a server about to start, below the kernel's ephemeral range.
+
+    A port from that range (what binding port 0 gives) is also what the kernel hands out as the local
+    end of outgoing connections: one made between this check and the server's bind takes it (seen:
+    a webserver's port taken while the daemon connected to the code server)."""
+    low = _ephemeral_range_start()
+    below = range(max(1024, low - 12_000), low)
+    for port in random.sample(below, min(200, len(below))):
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as sock:  # all taken: any free port
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+def _ephemeral_range_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
 
 
 @dataclass(frozen=True)

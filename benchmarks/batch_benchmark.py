@@ -21,7 +21,6 @@ import argparse
 import os
 import resource
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,12 +37,6 @@ from benchmarks.stack import remove_throwaway, throwaway_env
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def generate(path: Path, rows: int) -> None:
@@ -74,7 +67,7 @@ class Platform:
         self.env = env
         self.logs = logs
         self.procs: list[subprocess.Popen] = []
-        self.api = f"http://127.0.0.1:{free_port()}"
+        self.api = f"http://127.0.0.1:{local_platform.free_port()}"
 
     def start(self, name: str, command: list[str]) -> subprocess.Popen:
         with open(self.logs / f"{name}.log", "wb") as out:
@@ -86,7 +79,7 @@ class Platform:
 
     def __enter__(self) -> Platform:
         # As `aimq up` runs them: the warm code server, then the daemon loading the code from it.
-        code_server = local_platform.CodeServer(port=local_platform.free_port())
+        code_server = local_platform.CodeServer(port=local_platform.local_platform.free_port())
         code_server.wait_loaded(self.start("code-server", code_server.command()), timeout_s=120)
         workspace = code_server.write_workspace(self.logs)
         self.start("dagster-daemon", local_platform.daemon_command(workspace))

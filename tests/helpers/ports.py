@@ -1,11 +1,8 @@
-"""A free TCP port on 127.0.0.1, for a server a test starts."""
+"""A free TCP port on 127.0.0.1, for a server a test starts: `aimq up`'s own choice of ports (below
+the kernel's ephemeral range, so no outgoing connection takes it before the server binds)."""
 
 from __future__ import annotations
 
-import socket
+from aimq_cli.local_platform import free_port
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+__all__ = ["free_port"]
