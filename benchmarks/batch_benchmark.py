@@ -79,7 +79,7 @@ class Platform:
 
     def __enter__(self) -> Platform:
         # As `aimq up` runs them: the warm code server, then the daemon loading the code from it.
-        code_server = local_platform.CodeServer(port=local_platform.local_platform.free_port())
+        code_server = local_platform.CodeServer(port=local_platform.free_port())
         code_server.wait_loaded(self.start("code-server", code_server.command()), timeout_s=120)
         workspace = code_server.write_workspace(self.logs)
         self.start("dagster-daemon", local_platform.daemon_command(workspace))
