@@ -1,5 +1,6 @@
 """The run-failure sensor of batch scoring: a scoring run that died without finishing its uploads
-(a crash, a termination) leaves them failed, unless Dagster's run-retry daemon retries the run."""
+(a crash, a termination) leaves them failed, unless Dagster's run-retry daemon retries the run
+(and it makes sure the daemon did: ``retry_created``)."""
 
 import logging
 import time
@@ -18,6 +19,15 @@ WILL_RETRY_TAG = "dagster/will_retry"
 # event (two consecutive writes of the reporting process; see retry_follows). Generous against a
 # process descheduled on a busy machine, and well inside Dagster's sensor evaluation timeout (60 s).
 RUN_STATUS_SETTLE_S = 20.0
+# Dagster's tag on a failed run naming the retry its daemon created.
+AUTO_RETRY_RUN_ID_TAG = "dagster/auto_retry_run_id"
+# The daemon retries a failed run within ~1-2 s (it looks every second); after this long without
+# a retry, its cursor is rewound (retry_created), at most REWINDS times. With the settle above, a
+# sensor evaluation stays well inside Dagster's 60 s timeout.
+RETRY_APPEAR_S = 8.0
+REWINDS = 2
+# How many failure events before the daemon's cursor are searched for the run's own.
+REWIND_SCAN = 1000
 
 
 @dg.run_failure_sensor(
@@ -33,12 +43,16 @@ def upload_run_failure(context: dg.RunFailureSensorContext, uploads: UploadsReso
     upload_ids = uploads_of(run)
     if not upload_ids:
         return
-    if retry_follows(context.instance, run.run_id):
-        # The uploads stay `running` (with the crashed run's progress) until the retry's run
-        # takes them over (UploadStatusStore.start) and finishes them.
-        context.log.info(f"run {run.run_id} of {len(upload_ids)} upload(s) failed; a run retry follows")
-        return
     reason = context.failure_event.message or "the scoring run failed"
+    if retry_follows(context.instance, run.run_id):
+        if retry_created(context.instance, run.run_id):
+            # The uploads stay `running` (with the crashed run's progress) until the retry's run
+            # takes them over (UploadStatusStore.start) and finishes them.
+            context.log.info(f"run {run.run_id} of {len(upload_ids)} upload(s) failed; a run retry follows")
+            return
+        # Never left `running` for ever: failed, with what to do.
+        reason = f"{reason} Dagster's run-retry daemon did not retry it: re-execute the run or upload again."
+        context.log.warning(f"run {run.run_id} was to be retried, but no retry appeared")
     status = uploads.status_store()
     for upload_id in upload_ids:
         # Only uploads still running in this run: in a backlog, the others succeeded or failed on their own.
@@ -68,6 +82,50 @@ def retry_follows(instance: dg.DagsterInstance, run_id: str, settle_timeout_s: f
     if WILL_RETRY_TAG in run.tags:  # decided already (should_retry would log its reason a second time)
         return run.tags[WILL_RETRY_TAG] == "true"
     return should_retry(run, instance)
+
+
+def retry_created(instance: dg.DagsterInstance, run_id: str) -> bool:
+    """Whether the retry daemon created the retry of this failed run (its ``dagster/auto_retry_run_id``
+    tag), and if it did not within ``wait_s``, make it read the failure again.
+
+    The daemon has the same race as ``retry_follows``: it reads the run as soon as it sees the failure
+    event, and a run whose status is not FAILURE yet is "not to be retried" to it; its cursor moves on
+    and the run is never retried (seen under contention: the upload stayed `running`). Rewinding its
+    cursor to just before that event makes its next pass read the run again, now failed and tagged; a
+    run it already retried is not retried twice (its own contract)."""
+    wait_s = RETRY_APPEAR_S
+    deadline = time.monotonic() + wait_s
+    rewinds = 0
+    while True:
+        run = instance.get_run_by_id(run_id)
+        if run is not None and AUTO_RETRY_RUN_ID_TAG in run.tags:
+            return True
+        if time.monotonic() >= deadline:
+            if rewinds == REWINDS:
+                return False
+            rewinds += 1
+            _rewind_retry_daemon(instance, run_id)
+            deadline = time.monotonic() + wait_s
+        time.sleep(0.2)
+
+
+def _rewind_retry_daemon(instance: dg.DagsterInstance, run_id: str) -> None:
+    """Set the retry daemon's cursor of run failures to just before this run's failure event."""
+    from dagster._daemon.auto_run_reexecution.event_log_consumer import _create_cursor_key
+
+    key = _create_cursor_key(dg.DagsterEventType.RUN_FAILURE)
+    current = instance.daemon_cursor_storage.get_cursor_values({key}).get(key)
+    if current is None:  # the daemon has not started reading: it will see the event
+        return
+    events = instance.event_log_storage.get_logs_for_all_runs_by_log_id(
+        after_cursor=max(-1, int(current) - REWIND_SCAN),
+        dagster_event_type={dg.DagsterEventType.RUN_FAILURE},
+        limit=REWIND_SCAN,
+    )
+    ids = [storage_id for storage_id, event in events.items() if event.run_id == run_id]
+    if ids and min(ids) - 1 < int(current):
+        log.warning("run %s: rewinding Dagster's retry daemon to its failure event", run_id)
+        instance.daemon_cursor_storage.set_cursor_values({key: str(min(ids) - 1)})
 
 
 def _failed_run(instance: dg.DagsterInstance, run_id: str, timeout_s: float) -> dg.DagsterRun | None:

@@ -16,8 +16,10 @@ from datetime import UTC, datetime
 import dagster as dg
 import pika
 import pytest
+from dagster._daemon.auto_run_reexecution.event_log_consumer import _create_cursor_key
 
 from aimq_pipelines.models.resources import ModelStoreResource
+from aimq_pipelines.uploads import run_failures
 from aimq_pipelines.uploads.jobs import (
     UPLOAD_ID_TAG,
     run_config,
@@ -27,7 +29,7 @@ from aimq_pipelines.uploads.jobs import (
     uploads_of,
 )
 from aimq_pipelines.uploads.resources import UploadsResource
-from aimq_pipelines.uploads.run_failures import WILL_RETRY_TAG, retry_follows, upload_run_failure
+from aimq_pipelines.uploads.run_failures import AUTO_RETRY_RUN_ID_TAG, WILL_RETRY_TAG, retry_follows, upload_run_failure
 from aimq_pipelines.uploads.sensors import RUN_KEY_TAG, SENSOR_NAME_TAG, UPLOAD_SENSOR, upload_sensor
 from aimq_pipelines.uploads.tick_pacing import BACK_OFF_S, TickPacing
 from aimq_serving.settings import AimqSettings
@@ -266,6 +268,8 @@ def test_run_failure_sensor_marks_the_upload_unless_a_retry_follows(
     assert not result.success
     status.start(msg, result.run_id)  # as if it crashed right after starting
     instance.add_run_tags(result.run_id, {WILL_RETRY_TAG: str(will_retry).lower()})
+    if will_retry:
+        retried_by_the_daemon(instance, result.run_id)
     context = dg.build_run_status_sensor_context(
         sensor_name="upload_run_failure",
         dagster_event=result.get_run_failure_event(),
@@ -279,6 +283,11 @@ def test_run_failure_sensor_marks_the_upload_unless_a_retry_follows(
         assert record.state == "running"
     else:
         assert record.state == "failed" and f"scoring run {result.run_id} failed" in record.error
+
+
+def retried_by_the_daemon(instance: dg.DagsterInstance, run_id: str) -> None:
+    """What Dagster's retry daemon (not running here) writes once it created the retry."""
+    instance.add_run_tags(run_id, {AUTO_RETRY_RUN_ID_TAG: "the-retry"})
 
 
 def crashed_run_context(
@@ -327,11 +336,14 @@ def test_run_failure_sensor_waits_for_dagsters_retry_decision(
     context = crashed_run_context(instance, uploads_settings, msg, run)  # read before any of it landed
     # The reporting process is slow to write the status (and then the tag) on a busy machine.
     reporter = threading.Timer(1.0, lambda: instance.report_run_failed(run))
+    daemon = threading.Timer(2.0, lambda: retried_by_the_daemon(instance, run.run_id))
     reporter.start()
+    daemon.start()
     try:
         upload_run_failure(context)
     finally:
         reporter.join()
+        daemon.join()
     record = status.get(msg.upload_id)
     assert record.state == "running" and record.error is None, record
     assert instance.get_run_by_id(run.run_id).tags[WILL_RETRY_TAG] == "true"
@@ -354,8 +366,36 @@ def test_run_failure_sensor_decides_like_the_retry_daemon_when_no_tag_was_writte
     assert failed.status == dg.DagsterRunStatus.FAILURE and WILL_RETRY_TAG not in failed.tags
     assert retry_follows(instance, run.run_id)
     assert instance.get_run_by_id(run.run_id).tags[WILL_RETRY_TAG] == "true"
+    retried_by_the_daemon(instance, run.run_id)
     upload_run_failure(crashed_run_context(instance, uploads_settings, msg, failed))
     assert status.get(msg.upload_id).state == "running"
+
+
+def test_a_retry_the_daemon_skipped_rewinds_it_and_never_leaves_the_upload_running(
+    instance: dg.DagsterInstance,
+    settings: AimqSettings,
+    uploads_settings: AimqSettings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Dagster's retry daemon read the run before its status said FAILURE and moved its cursor past
+    the failure event (seen under contention): the sensor sets the cursor back to just before that
+    event, so the daemon reads it again. With no daemon here to act on it, the upload ends failed
+    with what to do, not `running` for ever."""
+    monkeypatch.setattr(run_failures, "RETRY_APPEAR_S", 0.3)
+    msg, run, status = started_upload_run(instance, settings)
+    instance.report_run_failed(run)
+    assert instance.get_run_by_id(run.run_id).tags[WILL_RETRY_TAG] == "true"
+    key = _create_cursor_key(dg.DagsterEventType.RUN_FAILURE)
+    past = instance.event_log_storage.get_maximum_record_id()
+    instance.daemon_cursor_storage.set_cursor_values({key: str(past)})  # the daemon passed it by
+    upload_run_failure(crashed_run_context(instance, uploads_settings, msg, instance.get_run_by_id(run.run_id)))
+    failures = instance.event_log_storage.get_logs_for_all_runs_by_log_id(
+        after_cursor=-1, dagster_event_type={dg.DagsterEventType.RUN_FAILURE}
+    )
+    [failure_id] = [i for i, e in failures.items() if e.run_id == run.run_id]
+    assert int(instance.daemon_cursor_storage.get_cursor_values({key})[key]) == failure_id - 1
+    record = status.get(msg.upload_id)
+    assert record.state == "failed" and "did not retry it" in record.error, record
 
 
 def test_run_failure_sensor_marks_the_upload_once_no_retry_is_left(
