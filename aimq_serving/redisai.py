@@ -67,6 +67,12 @@ def model_exists(client: redis.Redis, key: str) -> bool:
     return bool(client.exists(key))
 
 
+def input_tensor(features: np.ndarray) -> np.ndarray:
+    """The tensor ``run`` sends as ``AI.TENSORSET x FLOAT rows cols BLOB``: float32, row-major, its bytes
+    as they are. tests/pipelines/models/test_onnx_runtime_1_11.py feeds the same bytes to ONNX Runtime 1.11."""
+    return np.ascontiguousarray(features, dtype=np.float32)
+
+
 def run(client: redis.Redis, key: str, features: np.ndarray) -> np.ndarray:
     """Run the ONNX model stored at ``key`` on ``features`` in one round trip.
 
@@ -74,7 +80,7 @@ def run(client: redis.Redis, key: str, features: np.ndarray) -> np.ndarray:
     can read or overwrite them: the original demo's shared tensor key let concurrent requests swap
     answers. ROUTING names the model key so a cluster routes the DAG to the shard that holds it.
     """
-    matrix = np.ascontiguousarray(features, dtype=np.float32)
+    matrix = input_tensor(features)
     rows, cols = matrix.shape
     try:
         reply = client.execute_command(

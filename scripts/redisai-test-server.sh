@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # The Redis that docker-compose.yml and k8s/ deploy (redislabs/redisai:1.2.7-cpu-bionic: Redis 6.2.5 +
-# RedisAI 1.2.7 on ONNX Runtime 1.11), for the test suite, from the tarballs of a RedisAI folder
-# (default: ../shared/redisai beside the repository; nothing is downloaded).
+# RedisAI 1.2.7 on ONNX Runtime 1.11) for the RedisAI-server tests, from the tarballs in the folder that
+# AIMQ_REDISAI_DIST names (redis-6.2.5-*.tar.gz, redisai-1.2.7-*.tar.gz; nothing is downloaded). No
+# RedisAI server comes from a package registry: `./dev test` runs this only where someone gives the folder.
 #
 #   scripts/redisai-test-server.sh start DIR   unpack into DIR, start on a free 127.0.0.1 port, print its URL
 #   scripts/redisai-test-server.sh stop DIR    stop the server started in DIR (by its recorded PID)
 #
-# Exits 3 from start, printing why, when there is no RedisAI folder: the RedisAI tests then skip.
+# Exits 3 from start, printing why, when the folder has no such tarballs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DIST=${AIMQ_REDISAI_DIST:-$(cd .. && pwd)/shared/redisai}
+DIST=${AIMQ_REDISAI_DIST:?name the folder of Redis 6.2.5 + RedisAI 1.2.7 tarballs}
 cmd=${1:-}
 dir=${2:-}
 [[ -n $cmd && -n $dir ]] || { echo "usage: $0 start|stop DIR" >&2; exit 2; }

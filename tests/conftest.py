@@ -18,8 +18,9 @@ from aimq_serving.settings import AimqSettings
 from tests.helpers.session import REDIS_URL, TEST_ROWS_PER_GROUP
 from tests.helpers.topology import delete_topology, unique_topology_settings
 
-# Fixtures shared by the API and upload tests, wherever those tests live (tests/helpers).
-pytest_plugins = ["tests.helpers.api_fixtures", "tests.helpers.upload_fixtures"]
+# Fixtures shared by the API and upload tests, wherever those tests live (tests/helpers), and the run's
+# closing "tested versions" section.
+pytest_plugins = ["tests.helpers.api_fixtures", "tests.helpers.upload_fixtures", "tests.helpers.tested_versions"]
 
 if TYPE_CHECKING:
     from tests.helpers.platform import Platform

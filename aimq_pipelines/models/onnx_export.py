@@ -41,14 +41,23 @@ def export_onnx(model: Any, n_features: int) -> bytes:
     return proto.SerializeToString()
 
 
+class BeyondDeployedRuntime(ValueError):
+    """The model needs an ONNX IR or opset newer than the deployed RedisAI's ONNX Runtime loads."""
+
+
 def check_redisai_compatible(proto: onnx.ModelProto) -> None:
     if proto.ir_version > MAX_IR_VERSION:
-        raise ValueError(f"ONNX IR version {proto.ir_version} > {MAX_IR_VERSION}")
+        raise BeyondDeployedRuntime(
+            f"ONNX IR version {proto.ir_version} is above {MAX_IR_VERSION}, the newest {DEPLOYED_REDISAI} loads"
+        )
     limits = {"": MAX_OPSET, "ai.onnx": MAX_OPSET, "ai.onnx.ml": MAX_ML_OPSET}
     for imp in proto.opset_import:
         limit = limits.get(imp.domain)
         if limit is not None and imp.version > limit:
-            raise ValueError(f"ONNX opset {imp.domain or 'ai.onnx'} {imp.version} > {limit}")
+            raise BeyondDeployedRuntime(
+                f"ONNX opset {imp.domain or 'ai.onnx'} {imp.version} is above {limit}, "
+                f"the newest {DEPLOYED_REDISAI} loads"
+            )
 
 
 def opsets(onnx_bytes: bytes) -> dict[str, int]:

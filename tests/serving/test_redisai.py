@@ -1,6 +1,7 @@
-"""The model store and predictor on the RedisAI that compose and k8s deploy (Redis 6.2.5 + RedisAI 1.2.7
-on ONNX Runtime 1.11). `./dev test` starts one from ../shared/redisai and sets AIMQ_TEST_REDISAI_URL
-(scripts/redisai-test-server.sh); any server with the `ai` module will do."""
+"""The model store and predictor on a RedisAI server (compose and k8s deploy Redis 6.2.5 + RedisAI 1.2.7
+on ONNX Runtime 1.11). No RedisAI server comes from a package registry, so these run only against one
+someone gives: AIMQ_TEST_REDISAI_URL (any Redis with the `ai` module), or AIMQ_REDISAI_DIST (a folder of
+the tarballs, which `./dev test` starts with scripts/redisai-test-server.sh). Elsewhere they skip."""
 
 from __future__ import annotations
 
@@ -26,8 +27,8 @@ from tests.helpers.paths import SAMPLES
 
 REDISAI_URL = os.environ.get("AIMQ_TEST_REDISAI_URL")
 NO_REDISAI = (
-    "AIMQ_TEST_REDISAI_URL is not set: no Redis server with the ai module (./dev test starts Redis 6.2.5 + "
-    "RedisAI 1.2.7 from ../shared/redisai when it exists; or point the variable at one)"
+    "no RedisAI server given: no package registry has one; set AIMQ_TEST_REDISAI_URL to a Redis with the ai "
+    "module, or AIMQ_REDISAI_DIST to a folder of Redis 6.2.5 + RedisAI 1.2.7 tarballs for ./dev test to start"
 )
 pytestmark = pytest.mark.skipif(not REDISAI_URL, reason=NO_REDISAI)
 

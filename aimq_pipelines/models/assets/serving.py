@@ -3,8 +3,10 @@
 from importlib.metadata import version as package_version
 
 import dagster as dg
+import onnx
 
 from aimq_pipelines.models.groups import group_name
+from aimq_pipelines.models.onnx_export import BeyondDeployedRuntime, check_redisai_compatible
 from aimq_pipelines.models.resources import ModelStoreResource
 from aimq_pipelines.models.training import TrainedModel
 from aimq_serving import redisai
@@ -31,6 +33,12 @@ def build_served_model(group: str) -> dg.AssetsDefinition:
         onnx_model: bytes,
         trained_model: TrainedModel,
     ) -> dg.Output[dict]:
+        try:
+            # Checked here too, not only at export: whatever reaches the store must load in the deployed
+            # runtime, and RedisAI is not there to refuse it where the backend is onnxruntime.
+            check_redisai_compatible(onnx.load_from_string(onnx_model))
+        except BeyondDeployedRuntime as exc:
+            raise dg.Failure(description=f"group {group}: not stored: {exc}", allow_retries=False) from None
         store = model_store.store()
         data_event = context.instance.get_latest_materialization_event(dg.AssetKey([group, "training_data"]))
         data_meta = data_event.asset_materialization.metadata if data_event and data_event.asset_materialization else {}

@@ -11,7 +11,6 @@ import onnx
 import pandas as pd
 import pytest
 
-from aimq_pipelines.models.assets import MODEL_CHAINS
 from aimq_pipelines.models.onnx_export import MAX_IR_VERSION, MAX_ML_OPSET, MAX_OPSET, export_onnx, opsets
 from aimq_pipelines.models.resources import ModelStoreResource, TrainingDataSource
 from aimq_pipelines.models.synthetic import generate_listings
@@ -19,24 +18,10 @@ from aimq_pipelines.models.training import TrainedModel
 from aimq_serving import schema
 from aimq_serving.loaded_models import LoadedModel
 from aimq_serving.model_store import ModelStore
+from tests.helpers.model_chain import group_chain
 from tests.helpers.paths import SAMPLES
 
 STAGES = ("training_data", "feature_spec", "trained_model", "onnx_model", "served_model")
-
-
-def _chain(group: str, replace: dict[str, dg.AssetsDefinition] | None = None) -> list:
-    """The group's assets and checks, with some stages swapped for test doubles of the same key."""
-    replace = replace or {}
-    items = []
-    for item in MODEL_CHAINS:
-        if isinstance(item, dg.AssetChecksDefinition):
-            if next(iter(item.check_keys)).asset_key.path[0] == group:
-                items.append(item)
-        else:
-            key = next(iter(item.keys))
-            if key.path[0] == group:
-                items.append(replace.get(key.path[1], item))
-    return items
 
 
 def test_whole_chain_materializes_for_every_group(training_run: dg.ExecuteInProcessResult) -> None:
@@ -94,7 +79,7 @@ def test_corrupted_export_fails_the_check_and_is_never_served(
 ) -> None:
     before = trained_store.current_version("A")
     result = dg.materialize(
-        _chain("A", {"onnx_model": _corrupted_onnx("A")}),
+        group_chain("A", {"onnx_model": _corrupted_onnx("A")}),
         selection=[dg.AssetKey(["A", "onnx_model"]), dg.AssetKey(["A", "served_model"])],
         instance=instance,
         resources={
@@ -114,7 +99,7 @@ def test_corrupted_export_fails_the_check_and_is_never_served(
 
 def _materialize_training_data(source: TrainingDataSource, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
     return dg.materialize(
-        _chain("B"),
+        group_chain("B"),
         selection=[dg.AssetKey(["B", "training_data"])],
         instance=instance,
         resources={
