@@ -48,8 +48,19 @@ def test_shared_settings_are_identical_in_every_instance_file() -> None:
     }
     common = yaml.safe_load((render_config.FRAGMENTS / "common.yaml").read_text())
     cluster = yaml.safe_load((render_config.FRAGMENTS / "cluster.yaml").read_text())
+    cluster_targets = {t.output for t in render_config.TARGETS if "cluster.yaml" in t.fragments}
     for path, config in instances.items():
         assert {k: config[k] for k in common} == common, path
-        if path != "aimq_cli/dagster.yaml":
+        if path in cluster_targets:
             assert {k: config[k] for k in cluster} == cluster, path
     assert instances["deploy/compose/dagster.yaml"]["storage"] == instances["k8s/base/dagster/dagster.yaml"]["storage"]
+
+
+def test_the_root_dagster_yaml_is_the_package_one() -> None:
+    """`DAGSTER_HOME=$PWD dagster dev` at the root and `aimq up` run the same instance config: both
+    files render the same fragments, byte for byte alike, and each says where the other is read."""
+    targets = {t.output: t for t in render_config.TARGETS}
+    assert targets["dagster.yaml"].fragments == targets["aimq_cli/dagster.yaml"].fragments
+    root = (REPO / "dagster.yaml").read_bytes()
+    assert root == (REPO / "aimq_cli" / "dagster.yaml").read_bytes()
+    assert b"DAGSTER_HOME=$PWD dagster dev" in root and b"aimq up" in root
