@@ -24,9 +24,10 @@ containers and Jobs (``DockerRunLauncher``, ``K8sRunLauncher``) and keep ``dagst
 start``.
 
 Dagster has no option for the server's multiprocessing context: ``DagsterApiServer`` sets
-``self._mp_ctx = multiprocessing.get_context("spawn")`` in its constructor, so this module replaces
-that attribute after the constructor ran. It moves with the pinned dagster version; a test starts
-this server, runs a job through it and checks that the run's process is a child of the forkserver.
+``self._mp_ctx = multiprocessing.get_context("spawn")`` in its constructor, so that attribute is
+replaced after the constructor ran (``aimq_pipelines.dagster_internals``, with every other use of
+Dagster's internals). A test starts this server, runs a job through it and checks that the run's
+process is a child of the forkserver.
 """
 
 from __future__ import annotations
@@ -36,10 +37,8 @@ import multiprocessing.forkserver
 import os
 import sys
 import threading
-from typing import Any
 
-from dagster._cli.api import grpc_command
-from dagster._grpc import server as grpc_server
+from aimq_pipelines import dagster_internals
 
 CODE_LOCATION_MODULE = "aimq_pipelines.definitions"
 LOCATION_NAME = "aimq"
@@ -51,26 +50,18 @@ LOCATION_NAME = "aimq"
 # - the instance's storage classes and the defs-state storage (sqlalchemy, alembic, fsspec):
 #   ``DagsterInstance.from_ref`` imports them in each run (0.5 s), see ``instance_modules``.
 PRELOAD = (
-    "dagster._grpc.impl",
-    "dagster._core.execution.api",
+    *dagster_internals.RUN_PATH_MODULES,
     CODE_LOCATION_MODULE,
     "aimq_pipelines.code_server",
     "upath.core",
-    "dagster._core.storage.defs_state.blob_storage_state_storage",
 )
 
 
 def instance_modules() -> list[str]:
     """The modules of the classes the instance in DAGSTER_HOME is configured with (its storage,
     run launcher, compute logs ...): sqlite or postgres, as dagster.yaml says."""
-    from dagster._core.instance.ref import InstanceRef
-    from dagster._serdes import ConfigurableClassData
-
     home = os.environ.get("DAGSTER_HOME")
-    if not home:
-        return []
-    ref = InstanceRef.from_dir(home)
-    return [v.module_name for v in ref._asdict().values() if isinstance(v, ConfigurableClassData)]
+    return dagster_internals.configured_class_modules(home) if home else []
 
 
 def warm_context() -> multiprocessing.context.BaseContext:
@@ -82,24 +73,11 @@ def warm_context() -> multiprocessing.context.BaseContext:
     return context
 
 
-def _use_warm_runs() -> None:
-    context = warm_context()
-    original = grpc_server.DagsterApiServer.__init__
-
-    def __init__(self: grpc_server.DagsterApiServer, *args: Any, **kwargs: Any) -> None:
-        original(self, *args, **kwargs)
-        if not hasattr(self, "_mp_ctx"):  # a dagster upgrade renamed it: fail loudly, not start cold
-            raise RuntimeError("dagster's DagsterApiServer has no _mp_ctx; aimq_pipelines.code_server needs updating")
-        self._mp_ctx = context
-
-    grpc_server.DagsterApiServer.__init__ = __init__
-
-
 def main(argv: list[str] | None = None) -> None:
     """``dagster api grpc`` for this code location (extra arguments go to it: --host, --port ...)."""
-    _use_warm_runs()
+    dagster_internals.replace_run_process_context(warm_context())
     args = ["-m", CODE_LOCATION_MODULE, "--location-name", LOCATION_NAME, *(sys.argv[1:] if argv is None else argv)]
-    grpc_command.main(args=args, prog_name="python -m aimq_pipelines.code_server")
+    dagster_internals.GRPC_COMMAND.load().main(args=args, prog_name="python -m aimq_pipelines.code_server")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ load error the server answers with (printed, so `docker inspect` and the pod's e
 
 Used by docker-compose.yml (code-server healthcheck) and k8s/base/code-server.yaml (startup and
 readiness probes). Dagster has no public client for this call; `sync_list_repositories_grpc` is the
-one its own webserver uses, so it moves with the pinned dagster version.
+one its own webserver uses (aimq_pipelines.dagster_internals).
 """
 
 from __future__ import annotations
@@ -18,19 +18,17 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dagster._api.list_repositories import sync_list_repositories_grpc
-from dagster._core.errors import DagsterUserCodeProcessError, DagsterUserCodeUnreachableError
-from dagster._grpc.client import DagsterGrpcClient
+from aimq_pipelines import dagster_internals as internals
 
 
 def location_error(host: str, port: int) -> str | None:
     """None when the server at host:port has loaded its code location, else why not."""
-    client = DagsterGrpcClient(port=port, host=host)
+    client = internals.GRPC_CLIENT.load()(port=port, host=host)
     try:
-        response = sync_list_repositories_grpc(client)
-    except DagsterUserCodeUnreachableError as exc:
+        response = internals.LIST_REPOSITORIES.load()(client)
+    except internals.USER_CODE_UNREACHABLE.load() as exc:
         return f"code server at {host}:{port} is unreachable: {exc}"
-    except DagsterUserCodeProcessError as exc:
+    except internals.USER_CODE_PROCESS_ERROR.load() as exc:
         return f"code location failed to load:\n{exc}"
     if not response.repository_symbols:
         return "code location loaded no repository"

@@ -20,12 +20,16 @@ the same way, so it launches nothing more until they are under the limit again.
 from __future__ import annotations
 
 import dagster as dg
-from dagster._core.run_coordinator import SubmitRunContext
-from dagster._core.storage.dagster_run import ACTIVE_RUN_STATUSES
+
+from aimq_pipelines.dagster_internals import ACTIVE_RUN_STATUSES
+
+# Loaded with the instance that configures this coordinator: a Dagster that changed it fails there,
+# saying so, rather than in a submitted run.
+_ACTIVE_RUN_STATUSES = ACTIVE_RUN_STATUSES.load()
 
 
 class PromptRunCoordinator(dg.QueuedRunCoordinator):
-    def submit_run(self, context: SubmitRunContext) -> dg.DagsterRun:
+    def submit_run(self, context: dg.SubmitRunContext) -> dg.DagsterRun:
         run = context.dagster_run
         if run.status != dg.DagsterRunStatus.NOT_STARTED or not self._slot_free():
             return super().submit_run(context)
@@ -47,4 +51,4 @@ class PromptRunCoordinator(dg.QueuedRunCoordinator):
         if limit < 0:
             return True
         # The statuses the daemon counts as holding a slot (a run launching, running or canceling).
-        return self._instance.get_runs_count(dg.RunsFilter(statuses=ACTIVE_RUN_STATUSES)) < limit
+        return self._instance.get_runs_count(dg.RunsFilter(statuses=_ACTIVE_RUN_STATUSES)) < limit

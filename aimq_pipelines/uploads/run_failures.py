@@ -7,6 +7,7 @@ import time
 
 import dagster as dg
 
+from aimq_pipelines import dagster_internals
 from aimq_pipelines.uploads.jobs import SCORING_JOBS, uploads_of
 from aimq_pipelines.uploads.resources import UploadsResource
 from aimq_serving.settings import get_settings
@@ -69,11 +70,9 @@ def retry_follows(instance: dg.DagsterInstance, run_id: str, settle_timeout_s: f
     tag; on a busy machine the reporting process can be descheduled right there, and reading "no
     tag" as "no retry" marked uploads failed that their retry then scored (issue 17). So the run is
     read afresh until its status is FAILURE; then its tag decides, or, when not written yet, the
-    retry daemon's own function (``should_retry``, internal to the pinned dagster version) computes
+    retry daemon's own function (``should_retry``, a Dagster internal: aimq_pipelines.dagster_internals) computes
     it from the same inputs and writes it, so the daemon and this sensor act on one decision.
     """
-    from dagster._daemon.auto_run_reexecution.auto_run_reexecution import should_retry
-
     if not instance.run_retries_enabled:
         return False
     run = _failed_run(instance, run_id, settle_timeout_s)
@@ -81,7 +80,7 @@ def retry_follows(instance: dg.DagsterInstance, run_id: str, settle_timeout_s: f
         return False
     if WILL_RETRY_TAG in run.tags:  # decided already (should_retry would log its reason a second time)
         return run.tags[WILL_RETRY_TAG] == "true"
-    return should_retry(run, instance)
+    return dagster_internals.SHOULD_RETRY.load()(run, instance)
 
 
 def retry_created(instance: dg.DagsterInstance, run_id: str) -> bool:
@@ -111,9 +110,7 @@ def retry_created(instance: dg.DagsterInstance, run_id: str) -> bool:
 
 def _rewind_retry_daemon(instance: dg.DagsterInstance, run_id: str) -> None:
     """Set the retry daemon's cursor of run failures to just before this run's failure event."""
-    from dagster._daemon.auto_run_reexecution.event_log_consumer import _create_cursor_key
-
-    key = _create_cursor_key(dg.DagsterEventType.RUN_FAILURE)
+    key = dagster_internals.RETRY_CURSOR_KEY.load()(dg.DagsterEventType.RUN_FAILURE)
     current = instance.daemon_cursor_storage.get_cursor_values({key}).get(key)
     if current is None:  # the daemon has not started reading: it will see the event
         return

@@ -1,0 +1,178 @@
+"""Every use AIMQ makes of Dagster's internals (``dagster._``), in one place: nothing else imports them.
+
+Dagster's public API (``import dagster as dg``) has no way to do these; each entry says who uses it,
+why no public API serves, and what breaks when a Dagster release changes it. The dagster family is
+pinned together (pyproject.toml); on an upgrade, tests/pipelines/test_dagster_internals.py loads each
+entry and fails with its ``changed`` message, naming the use, instead of a traceback deep in a run
+(docs/architecture.md, "Upgrading Dagster").
+
+An entry is loaded when first used (``load``), not when this module is imported: the code location
+imports this module, and some entries (the CLI, the retry daemon) are large and needed by one process.
+"""
+
+from __future__ import annotations
+
+import importlib
+import multiprocessing.context
+from dataclasses import dataclass
+from typing import Any
+
+import dagster as dg
+
+
+class DagsterInternalsChanged(RuntimeError):
+    """A Dagster internal AIMQ relies on is gone or changed shape."""
+
+
+@dataclass(frozen=True)
+class Internal:
+    module: str
+    name: str
+    used_by: str
+    why: str
+    breaks: str
+
+    def changed(self, what: str) -> str:
+        return (
+            f"dagster {dg.__version__} changed an internal AIMQ uses, {self.module}.{self.name}: {what}. "
+            f"Used by {self.used_by}: {self.why}. If it is not adapted: {self.breaks}. "
+            "See docs/architecture.md, 'Upgrading Dagster'."
+        )
+
+    def load(self) -> Any:
+        try:
+            return getattr(importlib.import_module(self.module), self.name)
+        except (ImportError, AttributeError) as exc:
+            raise DagsterInternalsChanged(self.changed(f"{type(exc).__name__}: {exc}")) from exc
+
+
+GRPC_COMMAND = Internal(
+    "dagster._cli.api",
+    "grpc_command",
+    used_by="aimq_pipelines.code_server",
+    why="the `dagster api grpc` command itself, run in-process after the server's multiprocessing context "
+    "is replaced; the CLI has no hook for that",
+    breaks="`aimq up` cannot start its code server",
+)
+API_SERVER = Internal(
+    "dagster._grpc.server",
+    "DagsterApiServer",
+    used_by="aimq_pipelines.code_server (replace_run_process_context)",
+    why="the server starts each run process from its `_mp_ctx` ('spawn', set in its constructor); Dagster has "
+    "no option for it, and a forkserver context makes runs start warm (docs/batch.md, 'Many small files')",
+    breaks="`aimq up` refuses to start its code server (runs would start cold, 1.7-1.9 s more per run)",
+)
+INSTANCE_REF = Internal(
+    "dagster._core.instance.ref",
+    "InstanceRef",
+    used_by="aimq_pipelines.code_server (instance_modules)",
+    why="the modules of the storage classes dagster.yaml configures, so the forkserver imports them once; "
+    "`DagsterInstance.from_ref` imports them in each run otherwise (0.5 s)",
+    breaks="`aimq up` cannot start its code server",
+)
+CONFIGURABLE_CLASS_DATA = Internal(
+    "dagster._serdes",
+    "ConfigurableClassData",
+    used_by="aimq_pipelines.code_server (instance_modules)",
+    why="how an InstanceRef names each configured class (module and class name)",
+    breaks="`aimq up` cannot start its code server",
+)
+LIST_REPOSITORIES = Internal(
+    "dagster._api.list_repositories",
+    "sync_list_repositories_grpc",
+    used_by="aimq_pipelines.code_server_check",
+    why="the call the webserver and daemon make to a code server; its load error is what the health check "
+    "must see (the gRPC health service answers SERVING even when the code location failed to load)",
+    breaks="the code server's compose healthcheck and k8s probes fail: compose and k8s never get healthy",
+)
+GRPC_CLIENT = Internal(
+    "dagster._grpc.client",
+    "DagsterGrpcClient",
+    used_by="aimq_pipelines.code_server_check",
+    why="the client LIST_REPOSITORIES takes",
+    breaks="as LIST_REPOSITORIES",
+)
+USER_CODE_UNREACHABLE = Internal(
+    "dagster._core.errors",
+    "DagsterUserCodeUnreachableError",
+    used_by="aimq_pipelines.code_server_check",
+    why="what LIST_REPOSITORIES raises when no server answers",
+    breaks="as LIST_REPOSITORIES",
+)
+USER_CODE_PROCESS_ERROR = Internal(
+    "dagster._core.errors",
+    "DagsterUserCodeProcessError",
+    used_by="aimq_pipelines.code_server_check",
+    why="what LIST_REPOSITORIES raises when the code location failed to load",
+    breaks="as LIST_REPOSITORIES",
+)
+ACTIVE_RUN_STATUSES = Internal(
+    "dagster._core.storage.dagster_run",
+    "ACTIVE_RUN_STATUSES",
+    used_by="aimq_pipelines.run_coordinator",
+    why="the statuses the queue daemon counts against max_concurrent_runs; the prompt launch must count the same ones",
+    breaks="dagster.yaml's run coordinator fails to submit runs: no run starts locally, in compose or k8s",
+)
+SHOULD_RETRY = Internal(
+    "dagster._daemon.auto_run_reexecution.auto_run_reexecution",
+    "should_retry",
+    used_by="aimq_pipelines.uploads.run_failures (retry_follows)",
+    why="the retry daemon's own decision, computed from the same inputs when the run's dagster/will_retry "
+    "tag is not written yet, so the sensor and the daemon act on one decision (issue 17)",
+    breaks="the run-failure sensor fails its ticks: uploads of a failed run stay `running`",
+)
+RETRY_CURSOR_KEY = Internal(
+    "dagster._daemon.auto_run_reexecution.event_log_consumer",
+    "_create_cursor_key",
+    used_by="aimq_pipelines.uploads.run_failures (_rewind_retry_daemon)",
+    why="the retry daemon's cursor key, to make it read again a failure it skipped (it read the run "
+    "before its status was FAILURE)",
+    breaks="the run-failure sensor fails its ticks when a retry is skipped: those uploads stay `running`",
+)
+
+# Modules the code server's forkserver imports ahead of every run (aimq_pipelines.code_server.PRELOAD):
+# Dagster's run execution path and the instance's defs-state storage. multiprocessing ignores a preload
+# that fails to import, so a moved module would make runs start cold without a word: the test imports each.
+RUN_PATH_MODULES = (
+    "dagster._grpc.impl",
+    "dagster._core.execution.api",
+    "dagster._core.storage.defs_state.blob_storage_state_storage",
+)
+
+INTERNALS = (
+    GRPC_COMMAND,
+    API_SERVER,
+    INSTANCE_REF,
+    CONFIGURABLE_CLASS_DATA,
+    LIST_REPOSITORIES,
+    GRPC_CLIENT,
+    USER_CODE_UNREACHABLE,
+    USER_CODE_PROCESS_ERROR,
+    ACTIVE_RUN_STATUSES,
+    SHOULD_RETRY,
+    RETRY_CURSOR_KEY,
+)
+
+# The attribute API_SERVER's constructor sets to its multiprocessing context.
+_MP_CONTEXT_ATTRIBUTE = "_mp_ctx"
+
+
+def replace_run_process_context(context: multiprocessing.context.BaseContext) -> None:
+    """Make every DagsterApiServer made after this start its run processes from ``context``."""
+    server = API_SERVER.load()
+    original = server.__init__
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        if not hasattr(self, _MP_CONTEXT_ATTRIBUTE):  # renamed: fail loudly rather than start runs cold
+            raise DagsterInternalsChanged(API_SERVER.changed(f"its instances have no {_MP_CONTEXT_ATTRIBUTE}"))
+        setattr(self, _MP_CONTEXT_ATTRIBUTE, context)
+
+    server.__init__ = __init__
+
+
+def configured_class_modules(dagster_home: str) -> list[str]:
+    """The modules of the classes the instance in ``dagster_home`` is configured with."""
+    ref = INSTANCE_REF.load().from_dir(dagster_home)
+    class_data = CONFIGURABLE_CLASS_DATA.load()
+    return [v.module_name for v in ref._asdict().values() if isinstance(v, class_data)]
