@@ -37,6 +37,9 @@ class AimqSettings(BaseSettings):
     # instead of the generated data set.
     training_csv_dir: Path | None = None
     retrain_cron: str = "0 3 * * *"
+    # Finished train_models runs kept per model group in Dagster's storage (with their event logs); older
+    # ones are deleted by the purge_uploads job (aimq_pipelines/uploads/run_retention.py).
+    training_runs_kept: int = Field(default=10, ge=1)
 
     # Online prediction API
     api_host: str = "127.0.0.1"

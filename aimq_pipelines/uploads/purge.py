@@ -1,11 +1,13 @@
 """The purge_uploads job: delete finished uploads older than AIMQ_UPLOAD_RETENTION_DAYS
-(``aimq_serving/uploads/retention.py``), and the purge_uploads schedule that runs it
-(AIMQ_UPLOAD_RETENTION_CRON)."""
+(``aimq_serving/uploads/retention.py``), then the Dagster runs of purged uploads and all but the last
+AIMQ_TRAINING_RUNS_KEPT training runs per group (``run_retention.py``); and the purge_uploads schedule
+that runs it (AIMQ_UPLOAD_RETENTION_CRON)."""
 
 import dagster as dg
 
 from aimq_pipelines.uploads.jobs import RETRY_POLICY
 from aimq_pipelines.uploads.resources import UploadsResource
+from aimq_pipelines.uploads.run_retention import RunPurgeReport, purge_scoring_runs, purge_training_runs
 from aimq_serving.settings import get_settings
 from aimq_serving.uploads.retention import PurgeReport, purge_finished
 
@@ -43,14 +45,51 @@ def purge_finished_uploads_op(context: dg.OpExecutionContext, uploads: UploadsRe
     )
 
 
+@dg.op(
+    name="purge_dagster_runs",
+    ins={"uploads_purged": dg.In(dg.Nothing)},
+    retry_policy=RETRY_POLICY,
+    description="Delete the Dagster runs (and event logs) of purged uploads, and all but the newest "
+    "AIMQ_TRAINING_RUNS_KEPT training runs per model group.",
+)
+def purge_dagster_runs_op(context: dg.OpExecutionContext, uploads: UploadsResource) -> dg.Output[int]:
+    settings = uploads.settings()
+    report = RunPurgeReport()
+    days = settings.upload_retention_days
+    if days > 0:  # 0 keeps uploads forever, and so their runs
+        purge_scoring_runs(
+            context.instance,
+            uploads.status_store(),
+            older_than_s=days * _DAY_S,
+            report=report,
+            on_progress=lambda done: context.log.info(f"{done:,} scoring runs deleted so far"),
+        )
+    purge_training_runs(context.instance, keep_per_group=settings.training_runs_kept, report=report)
+    context.log.info(
+        f"deleted {report.scoring_runs_deleted:,} scoring runs of purged uploads (kept {report.scoring_runs_kept:,} "
+        f"older ones whose uploads are kept) and {report.training_runs_deleted:,} training runs beyond the newest "
+        f"{settings.training_runs_kept} per group"
+    )
+    return dg.Output(
+        report.scoring_runs_deleted + report.training_runs_deleted,
+        metadata={
+            "scoring_runs_deleted": report.scoring_runs_deleted,
+            "scoring_runs_kept": report.scoring_runs_kept,
+            "training_runs_deleted": report.training_runs_deleted,
+            "training_runs_kept_per_group": settings.training_runs_kept,
+        },
+    )
+
+
 @dg.job(
     name="purge_uploads",
     executor_def=dg.in_process_executor,
     tags={"aimq/kind": "maintenance"},
-    description="Delete finished uploads (files and status) older than AIMQ_UPLOAD_RETENTION_DAYS.",
+    description="Delete finished uploads (files and status) older than AIMQ_UPLOAD_RETENTION_DAYS, then "
+    "their Dagster runs, and training runs beyond AIMQ_TRAINING_RUNS_KEPT per group.",
 )
 def purge_uploads_job() -> None:
-    purge_finished_uploads_op()
+    purge_dagster_runs_op(uploads_purged=purge_finished_uploads_op())
 
 
 purge_uploads_schedule = dg.ScheduleDefinition(

@@ -17,6 +17,7 @@ class UploadsResource(dg.ConfigurableResource):
     upload_dir: str | None = None
     redis_prefix: str | None = None
     upload_retention_days: float | None = None
+    training_runs_kept: int | None = None
     uploads_exchange: str | None = None
     uploads_queue: str | None = None
     uploads_dead_letter_exchange: str | None = None
