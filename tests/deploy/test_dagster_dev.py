@@ -32,6 +32,7 @@ from dagster_graphql import DagsterGraphQLClient
 from aimq_serving.settings import AimqSettings
 from tests.helpers.api_server import server_env, uvicorn_server
 from tests.helpers.paths import REPO, SAMPLES
+from tests.helpers.platform import wait_for_upload
 from tests.helpers.ports import free_port
 from tests.helpers.redis_keys import clear_prefix
 from tests.helpers.topology import delete_topology, unique_topology_settings
@@ -250,20 +251,6 @@ def wait_run(dev: DagsterDev, client: DagsterGraphQLClient, run_id: str, timeout
     raise AssertionError(f"run {run_id} still {status} after {timeout_s:.0f} s:\n{dev.tail()}")
 
 
-def wait_upload(dev: DagsterDev, api_url: str, upload_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + UPLOAD_TIMEOUT_S
-    record: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        dev.check_alive()
-        response = httpx.get(f"{api_url}/uploads/{upload_id}", timeout=10)
-        if response.status_code == 200:
-            record = response.json()
-            if record["state"] in ("succeeded", "failed"):
-                return record
-        time.sleep(1)
-    raise AssertionError(f"upload {upload_id} not finished within {UPLOAD_TIMEOUT_S:.0f} s: {record}\n{dev.tail()}")
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(START_TIMEOUT_S + TRAIN_TIMEOUT_S + 2 * UPLOAD_TIMEOUT_S + STOP_TIMEOUT_S)
 def test_dagster_dev_from_the_root_trains_and_scores_an_upload(
@@ -312,7 +299,7 @@ def test_dagster_dev_from_the_root_trains_and_scores_an_upload(
         )
         assert upload.status_code == 202, upload.text
         upload_id = upload.json()["upload_id"]
-        record = wait_upload(dagster_dev, api_url, upload_id)
+        record = wait_for_upload(api_url, upload_id, UPLOAD_TIMEOUT_S, platform=dagster_dev)
         assert record["state"] == "succeeded", record
         assert (record["rows_total"], record["rows_done"], record["rows_rejected"]) == (100, 100, 0), record
         assert httpx.get(f"{api_url}/uploads/{upload_id}/result", timeout=60).status_code == 200

@@ -21,3 +21,23 @@ def group_chain(group: str, replace: dict[str, dg.AssetsDefinition] | None = Non
             if key.path[0] == group:
                 items.append(replace.get(key.path[1], item))
     return items
+
+
+def export_and_serve(
+    group: str, onnx_model: dg.AssetsDefinition, instance: dg.DagsterInstance
+) -> dg.ExecuteInProcessResult:
+    """The group's onnx_model (a double) and served_model, materialized on the trained_model of the
+    session's training run (read back by the filesystem IO manager)."""
+    from aimq_pipelines.models.resources import ModelStoreResource, TrainingDataSource
+
+    return dg.materialize(
+        group_chain(group, {"onnx_model": onnx_model}),
+        selection=[dg.AssetKey([group, "onnx_model"]), dg.AssetKey([group, "served_model"])],
+        instance=instance,
+        resources={
+            "io_manager": dg.FilesystemIOManager(),
+            "model_store": ModelStoreResource(),
+            "training_source": TrainingDataSource(),
+        },
+        raise_on_error=False,
+    )

@@ -10,7 +10,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import dagster as dg
 import httpx
@@ -130,8 +130,13 @@ def make_platform(settings: AimqSettings, overrides: Mapping[str, str], log_dir:
     return Platform(env=env, log_dir=log_dir, api_url=api_url, dagster_url=dagster_url)
 
 
-def wait_for_upload(api_url: str, upload_id: str, timeout_s: float = 240.0, platform: Platform | None = None) -> dict:
-    """The upload's status once it is finished (succeeded or failed)."""
+class Alive(Protocol):
+    def check_alive(self) -> None: ...
+
+
+def wait_for_upload(api_url: str, upload_id: str, timeout_s: float = 240.0, platform: Alive | None = None) -> dict:
+    """The upload's status once it is finished (succeeded or failed); while waiting, ``platform``
+    (this module's Platform, or any set of processes that can say it is alive) raises if one died."""
     deadline = time.monotonic() + timeout_s
     record: dict = {}
     while time.monotonic() < deadline:

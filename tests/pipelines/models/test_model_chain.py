@@ -18,7 +18,7 @@ from aimq_pipelines.models.training import TrainedModel
 from aimq_serving import schema
 from aimq_serving.loaded_models import LoadedModel
 from aimq_serving.model_store import ModelStore
-from tests.helpers.model_chain import group_chain
+from tests.helpers.model_chain import export_and_serve, group_chain
 from tests.helpers.paths import SAMPLES
 
 STAGES = ("training_data", "feature_spec", "trained_model", "onnx_model", "served_model")
@@ -78,17 +78,7 @@ def test_corrupted_export_fails_the_check_and_is_never_served(
     trained_store: ModelStore, instance: dg.DagsterInstance
 ) -> None:
     before = trained_store.current_version("A")
-    result = dg.materialize(
-        group_chain("A", {"onnx_model": _corrupted_onnx("A")}),
-        selection=[dg.AssetKey(["A", "onnx_model"]), dg.AssetKey(["A", "served_model"])],
-        instance=instance,
-        resources={
-            "io_manager": dg.FilesystemIOManager(),
-            "model_store": ModelStoreResource(),
-            "training_source": TrainingDataSource(),
-        },
-        raise_on_error=False,
-    )
+    result = export_and_serve("A", _corrupted_onnx("A"), instance)
     assert not result.success
     (evaluation,) = result.get_asset_check_evaluations()
     assert evaluation.check_name == "matches_sklearn" and not evaluation.passed

@@ -15,13 +15,12 @@ import pytest
 import redis
 
 from aimq_pipelines.models.onnx_export import MAX_IR_VERSION, MAX_OPSET, export_onnx
-from aimq_pipelines.models.resources import ModelStoreResource, TrainingDataSource
 from aimq_pipelines.models.training import TrainedModel
 from aimq_serving import redisai, schema
 from aimq_serving.loaded_models import LoadedModel
 from aimq_serving.model_store import ModelStore
 from tests.helpers import ort11
-from tests.helpers.model_chain import group_chain
+from tests.helpers.model_chain import export_and_serve
 from tests.helpers.paths import SAMPLES
 
 pytestmark = ort11.needs_ort11
@@ -114,17 +113,7 @@ def test_a_model_beyond_onnx_runtime_1_11_is_refused_by_it_and_by_served_model_b
     keys_before = set(redis_client.scan_iter(match=f"{trained_store.prefix}:*", count=1000))
     versions_before = trained_store.version_numbers("A")
     made: list[bytes] = []
-    result = dg.materialize(
-        group_chain("A", {"onnx_model": _beyond_limits_export(restamp, made)}),
-        selection=[dg.AssetKey(["A", "onnx_model"]), dg.AssetKey(["A", "served_model"])],
-        instance=instance,
-        resources={
-            "io_manager": dg.FilesystemIOManager(),
-            "model_store": ModelStoreResource(),
-            "training_source": TrainingDataSource(),
-        },
-        raise_on_error=False,
-    )
+    result = export_and_serve("A", _beyond_limits_export(restamp, made), instance)
     # Today's ONNX Runtime runs it (the parity check passed); only the deployed one would not.
     assert [e.passed for e in result.get_asset_check_evaluations()] == [True]
     [failure] = [e for e in result.all_events if e.is_step_failure]
