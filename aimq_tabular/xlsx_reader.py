@@ -72,6 +72,9 @@ class DataLocation:
     header_found: bool  # False: no row holds the columns asked for; the sheet's first row is used
     visible_sheets: tuple[str, ...]
     header_ordinal: int = 0  # which of the sheet's rows with a value is the header (0 = the first)
+    # The header row's cells with a value, as (sheet column, 0 = A; text): the names as the sheet
+    # shows them, where fastexcel's column names make repeated ones unique (``kilometers_1``).
+    header: tuple[tuple[int, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -167,9 +170,10 @@ def locate_data(
                 first = (sheet, rows[0][1])
             if metadata is None:
                 metadata = {name: _read_member(archive, name) for name in layout.keep}
-            ordinal = _find_header([row for row, _ in rows], wanted, layout, sheet, opened, metadata, Path(tmp))
-            if ordinal is not None:
-                return DataLocation(sheet.name, rows[ordinal][1], True, names, ordinal)
+            found = _find_header([row for row, _ in rows], wanted, layout, sheet, opened, metadata, Path(tmp))
+            if found is not None:
+                ordinal, header = found
+                return DataLocation(sheet.name, rows[ordinal][1], True, names, ordinal, header)
         sheet, row = first if first is not None else (candidates[0], 1)
         return DataLocation(sheet.name, row, False, names, 0)
 
@@ -216,9 +220,10 @@ def _find_header(
     opened: _OpenSheet,
     metadata: dict[str, bytes],
     tmp: Path,
-) -> int | None:
-    """Which of ``rows`` holds all ``wanted`` names; calamine reads the cells (shared strings,
-    inline text) from a small workbook of these rows, numbered 1, 2, 3... so row i is grid row i."""
+) -> tuple[int, tuple[tuple[int, str], ...]] | None:
+    """Which of ``rows`` holds all ``wanted`` names, and its cells with a value (``DataLocation.header``);
+    calamine reads the cells (shared strings, inline text) from a small workbook of these rows,
+    numbered 1, 2, 3... so row i is grid row i."""
     footer = b"</" + opened.prefix + b"sheetData></" + opened.prefix + b"worksheet>"
     part = _Part(tmp / "head.xlsx", layout, sheet, metadata, opened.header, footer)
     try:
@@ -229,14 +234,16 @@ def _find_header(
         part.abort()
         raise
     try:
-        grid = fastexcel.read_excel(str(path)).load_sheet(sheet.name, header_row=None, dtypes="string", eager=True)
+        grid = fastexcel.read_excel(str(path)).load_sheet(sheet.name, header_row=None, dtypes="string")
+        positions = [c.absolute_index for c in grid.selected_columns]
+        cells = grid.to_arrow()
     except Exception:  # noqa: BLE001 - a head calamine cannot read has no header; the sheet is read (and refused) later
         return None
     finally:
         path.unlink(missing_ok=True)
-    for i, values in enumerate(zip(*(c.to_pylist() for c in grid.columns))):
+    for i, values in enumerate(zip(*(c.to_pylist() for c in cells.columns))):
         if wanted <= {v.strip().lower() for v in values if v}:
-            return i
+            return i, tuple((p, v) for p, v in zip(positions, values) if v is not None)
     return None
 
 

@@ -145,8 +145,9 @@ def score_file(
             if batch is None:
                 break
             if columns is None:
-                columns = Columns.resolve(batch.schema.names, table.location)
-                writer = open_result(table.fmt, tmp_result, columns.kept, table.delimiter)
+                names = batch.schema.names
+                columns = Columns.resolve(names, table.location, table.header_cells(names))
+                writer = open_result(table.fmt, tmp_result, columns.headers, table.delimiter)
             numbers, next_row = row_numbers(batch, next_row, lines=table.fmt == "csv")
             scoring.append(score_pool.submit(_score_batch, batch, columns, models, numbers))
             collect(limit=2)
@@ -155,7 +156,7 @@ def score_file(
             raise BadInput("the file is empty: no header row with column names")
         with timer("finish_s"):
             writer.finish(rejected_tables)
-            write_rejected_csv(tmp_rejected, rejected_tables, columns.kept)
+            write_rejected_csv(tmp_rejected, rejected_tables, columns.kept, columns.headers)
         os.replace(tmp_rejected, rejected_path)
         os.replace(tmp_result, result_path)
     except (xlsx_reader.XlsxFormatError, csv_reader.CsvFormatError, XlsxWriteError) as exc:

@@ -222,3 +222,61 @@ def test_header_only_file_succeeds_empty(tmp_path: Path, pinned: PinnedModels) -
     assert (result.rows_total, result.rows_rejected) == (0, 0)
     rows = list(openpyxl.load_workbook(result_path).active.iter_rows(values_only=True))
     assert rows == [(*schema.INPUT_COLUMNS, "predicted_price", "model_version")]
+
+
+@pytest.mark.parametrize("fmt", ["xlsx", "csv"])
+def test_a_feature_named_twice_fails_naming_both_columns(tmp_path: Path, pinned: PinnedModels, fmt: str) -> None:
+    """Which of two kilometers columns is meant is the user's to say: never one picked silently."""
+    header = [*schema.INPUT_COLUMNS, "Kilometers "]  # the 13th column, M, matched as kilometers is
+    rows = [[*sample_rows()[0].values(), 5]]
+    source = tmp_path / f"twice.{fmt}"
+    if fmt == "xlsx":
+        write_xlsx(source, header, rows)
+    else:
+        pd.DataFrame(rows, columns=header).to_csv(source, index=False)
+    with pytest.raises(BadInput, match=r"^kilometers is in columns C and M; keep one$"):
+        score(tmp_path, source, pinned)
+
+
+@pytest.mark.parametrize("fmt", ["xlsx", "csv"])
+def test_every_header_comes_back_exactly_as_uploaded(tmp_path: Path, pinned: PinnedModels, fmt: str) -> None:
+    header = ["note", *(f" {c.upper()} " for c in schema.INPUT_COLUMNS), "note", "note_1", "note"]
+    rows = [["a", *sample_rows()[0].values(), "b", "c", "d"]]
+    source = tmp_path / f"headers.{fmt}"
+    if fmt == "xlsx":
+        write_xlsx(source, header, rows)
+    else:
+        with open(source, "w", newline="") as fh:
+            csv.writer(fh).writerows([header, *rows])
+    result, result_path, rejected_path = score(tmp_path, source, pinned)
+    assert (result.rows_total, result.rows_rejected) == (1, 0)
+    if fmt == "xlsx":
+        sheet = openpyxl.load_workbook(result_path).active
+        written = [list(r) for r in sheet.iter_rows(values_only=True)]
+    else:
+        with open(result_path, newline="") as fh:
+            written = list(csv.reader(fh))
+    assert written[0] == [*header, "predicted_price", "model_version"]
+    assert [str(v) for v in written[1][-6:-2]] == [sample_rows()[0]["climate"], "b", "c", "d"]
+    with open(rejected_path, newline="") as fh:
+        assert next(csv.reader(fh)) == ["row", "errors", *header]
+
+
+@pytest.mark.parametrize("fmt", ["xlsx", "csv"])
+def test_a_number_too_large_for_an_integer_rejects_its_row_only(
+    tmp_path: Path, pinned: PinnedModels, api_prices: Prices, fmt: str
+) -> None:
+    """1e20 as an engine model used to fail the whole file (a cast to int64), retried as transient."""
+    good, bad = sample_rows()[0], {**sample_rows()[1], "model": 1e20}
+    source = tmp_path / f"huge.{fmt}"
+    if fmt == "xlsx":
+        write_xlsx(source, list(schema.INPUT_COLUMNS), [list(good.values()), list(bad.values())])
+    else:
+        pd.DataFrame([good, bad]).to_csv(source, index=False)
+    result, _, rejected_path = score(tmp_path, source, pinned)
+    assert (result.rows_total, result.rows_rejected) == (2, 1)
+    listed = pd.read_csv(rejected_path)
+    assert listed["row"].tolist() == [3]
+    # Quoted as the user gave it: a number in the xlsx, text in the CSV.
+    shown = "1e+20" if fmt == "xlsx" else "'1e+20'"
+    assert listed["errors"].item().startswith(f"model: unknown value {shown} (allowed: ")
