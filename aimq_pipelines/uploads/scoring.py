@@ -21,10 +21,11 @@ import os
 import resource
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -34,7 +35,7 @@ import pyarrow.compute as pc
 from aimq_pipelines.uploads.input_table import BadInput, Columns, InputTable, row_numbers
 from aimq_pipelines.uploads.results import ERRORS, PRICE, ROW, VERSION, ResultWriter, open_result, write_rejected_csv
 from aimq_serving import schema
-from aimq_serving.features import _MAX_ERRORS_PER_COLUMN, RowError
+from aimq_serving.features import _MAX_ERRORS_PER_COLUMN, FeatureSpec, RowError
 from aimq_serving.loaded_models import LoadedModel, ModelCache
 from aimq_serving.model_store import NoModel, UnknownGroup
 from aimq_serving.schema import allowed_note
@@ -116,7 +117,7 @@ def score_file(
         """Hand finished scoring to the writer, in order; keep at most ``limit`` of each waiting."""
         while scoring and (len(scoring) > limit or scoring[0].done()):
             with timer("score_wait_s"):
-                scored, rejected, rows = scoring.popleft().result()
+                scored, rejected, rows = _unless_faulty(scoring.popleft(), "be scored")
             result.rows_total += rows
             if result.rows_total > max_rows:
                 raise BadInput(f"the file has more than {max_rows:,} data rows (the limit per upload)")
@@ -141,7 +142,7 @@ def score_file(
         next_row = result.header_row + 1  # rows are numbered as the sheet (or the CSV's lines) numbers them
         while True:
             with timer("read_wait_s"):
-                batch = next(batches, None)
+                batch = _unless_faulty(batches, "be read")
             if batch is None:
                 break
             if columns is None:
@@ -183,6 +184,19 @@ def score_file(
 
 
 _Scored = tuple[pa.RecordBatch, "pa.Table | None", int]
+T = TypeVar("T")
+
+
+def _unless_faulty(source: Iterator[T] | Future[T], what: str) -> T | None:
+    """The next batch read, or a batch's scoring; whatever else than the storage (OSError) or a
+    reason already worded for the user fails in there failed on this file's content, and a retry
+    would meet it again: it is bad input, failed at once with the reason, never retried."""
+    try:
+        return source.result() if isinstance(source, Future) else next(source, None)
+    except (BadInput, xlsx_reader.XlsxFormatError, csv_reader.CsvFormatError, XlsxWriteError, OSError, MemoryError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - see the docstring: classified, not swallowed
+        raise BadInput(f"the file could not {what} ({type(exc).__name__}: {exc})") from exc
 
 
 def _score_batch(
@@ -245,7 +259,7 @@ def _score_group(
     errors: dict[int, list[RowError]],
 ) -> None:
     sub = frame.iloc[rows]
-    matrix, valid, found = model.spec.encode_frame(sub)
+    matrix, valid, found = _validate(model.spec, sub)
     if len(matrix):
         price[rows[valid]] = model.predict_onnx(matrix)
         version[rows[valid]] = model.version
@@ -256,9 +270,26 @@ def _score_group(
     unexplained = [i for i in rows[~valid] if int(i) not in errors]
     for start in range(0, len(unexplained), _MAX_ERRORS_PER_COLUMN):
         part = np.array(unexplained[start : start + _MAX_ERRORS_PER_COLUMN])
-        _, _, more = model.spec.encode_frame(frame.iloc[part])
+        _, _, more = _validate(model.spec, frame.iloc[part])
         for err in more:
             errors[int(part[err.row])].append(err)
+
+
+def _validate(spec: FeatureSpec, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, list[RowError]]:
+    """``spec.encode_frame``; should it fail on some rows (a fault, not a refusal), the frame is
+    halved until the failing rows are alone, and each of them is rejected with the fault: one row
+    never fails its file, and the other rows are validated as usual."""
+    try:
+        return spec.encode_frame(frame)
+    except Exception as exc:  # noqa: BLE001 - turned into the row's rejection below
+        if len(frame) <= 1:
+            reason = f"could not be checked ({type(exc).__name__}: {exc}); please report this"
+            empty = np.empty((0, len(spec.columns)), dtype=np.float32)
+            return empty, np.zeros(len(frame), dtype=bool), [RowError(0, "row", reason)] * len(frame)
+    half = len(frame) // 2
+    first, second = _validate(spec, frame.iloc[:half]), _validate(spec, frame.iloc[half:])
+    errors = first[2] + [replace(e, row=e.row + half) for e in second[2]]
+    return np.concatenate([first[0], second[0]]), np.concatenate([first[1], second[1]]), errors
 
 
 def _bound_text(batch: pa.RecordBatch, errors: dict[int, list[RowError]]) -> pa.RecordBatch:

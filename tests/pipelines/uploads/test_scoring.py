@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +15,10 @@ import pytest
 from aimq_pipelines.uploads.input_table import BadInput, InputTable
 from aimq_pipelines.uploads.scoring import PinnedModels, ScoreResult, score_file
 from aimq_serving import schema
+from aimq_serving.features import FeatureSpec
 from aimq_serving.loaded_models import ModelCache
 from aimq_serving.model_store import ModelStore
+from aimq_tabular import xlsx_reader
 from tests.helpers.corpus import xlsx_via_xlsxwriter
 from tests.helpers.paths import SAMPLES
 
@@ -280,3 +282,42 @@ def test_a_number_too_large_for_an_integer_rejects_its_row_only(
     # Quoted as the user gave it: a number in the xlsx, text in the CSV.
     shown = "1e+20" if fmt == "xlsx" else "'1e+20'"
     assert listed["errors"].item().startswith(f"model: unknown value {shown} (allowed: ")
+
+
+def test_a_validator_fault_on_one_row_rejects_that_row_only(
+    tmp_path: Path, pinned: PinnedModels, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fault in validation (not a refusal: an exception no one expected) that one row triggers
+    rejects that row with the fault; the file and its other rows are scored."""
+    encode_frame = FeatureSpec.encode_frame
+
+    def faulty(spec: FeatureSpec, frame: pd.DataFrame) -> Any:
+        if (frame["kilometers"] == 4242).any():
+            raise KeyError("a fault no one expected")
+        return encode_frame(spec, frame)
+
+    monkeypatch.setattr(FeatureSpec, "encode_frame", faulty)
+    rows = [list(r.values()) for r in sample_rows()[:20]]
+    rows[6][schema.INPUT_COLUMNS.index("kilometers")] = 4242  # sheet row 8
+    source = tmp_path / "fault.xlsx"
+    write_xlsx(source, list(schema.INPUT_COLUMNS), rows)
+    result, result_path, rejected_path = score(tmp_path, source, pinned)
+    assert (result.rows_total, result.rows_rejected) == (20, 1)
+    listed = pd.read_csv(rejected_path)
+    assert listed["row"].tolist() == [8]
+    assert listed["errors"].item().startswith("row: could not be checked (KeyError: 'a fault no one expected')")
+    scored = fastexcel.read_excel(str(result_path)).load_sheet(0).to_pandas()
+    assert scored["predicted_price"].isna().tolist() == [i == 6 for i in range(20)]
+
+
+def test_a_reader_fault_is_bad_input(tmp_path: Path, pinned: PinnedModels, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An exception of a type the reader does not word for the user still says what happened, as
+    bad input: the same file would fail the same way again, so it is never retried."""
+
+    def faulty(path: Path, **kwargs: Any) -> Iterator[Any]:
+        raise IndexError("calamine met a cell it could not place")
+        yield
+
+    monkeypatch.setattr(xlsx_reader, "iter_xlsx_batches", faulty)
+    with pytest.raises(BadInput, match=r"could not be read \(IndexError: calamine met a cell it could not place\)"):
+        score(tmp_path, SAMPLES / "1_row.xlsx", pinned)
