@@ -32,6 +32,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from aimq_pipelines.uploads import merged_cells
 from aimq_pipelines.uploads.input_table import BadInput, Columns, InputTable, row_numbers
 from aimq_pipelines.uploads.results import ERRORS, PRICE, ROW, VERSION, ResultWriter, open_result, write_rejected_csv
 from aimq_serving import schema
@@ -132,7 +133,8 @@ def score_file(
             with timer("write_wait_s"):
                 writing.popleft().result()
 
-    batches = table.batches(chunk_rows, work_dir)
+    merged: list[str] = []
+    batches = table.batches(chunk_rows, work_dir, merged)
     result.data_sheet, result.header_row = table.data_sheet, table.header_row
     score_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="score")
     # One writer thread: batches reach the file in order, while the next ones are scored.
@@ -156,6 +158,7 @@ def score_file(
         if columns is None or writer is None:
             raise BadInput("the file is empty: no header row with column names")
         with timer("finish_s"):
+            rejected_tables = merged_cells.explain(rejected_tables, merged, columns.letters)
             writer.finish(rejected_tables)
             write_rejected_csv(tmp_rejected, rejected_tables, columns.kept, columns.headers)
         os.replace(tmp_rejected, rejected_path)

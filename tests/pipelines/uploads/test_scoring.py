@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import fastexcel
 import openpyxl
 import pandas as pd
 import pytest
+import xlsxwriter
 
 from aimq_pipelines.uploads.input_table import BadInput, InputTable
 from aimq_pipelines.uploads.scoring import PinnedModels, ScoreResult, score_file
@@ -321,3 +323,30 @@ def test_a_reader_fault_is_bad_input(tmp_path: Path, pinned: PinnedModels, monke
     monkeypatch.setattr(xlsx_reader, "iter_xlsx_batches", faulty)
     with pytest.raises(BadInput, match=r"could not be read \(IndexError: calamine met a cell it could not place\)"):
         score(tmp_path, SAMPLES / "1_row.xlsx", pinned)
+
+
+def test_a_merged_feature_cell_is_rejected_naming_its_range(tmp_path: Path, pinned: PinnedModels) -> None:
+    """Only a merged range's first cell holds its value: the other rows are rejected, saying so
+    (docs/batch.md, "Merged cells"), rather than given a value the file does not hold."""
+    rows = [list(r.values()) for r in sample_rows()[:5]]
+    fuel = schema.INPUT_COLUMNS.index("fuel_type")  # column D
+    for row in rows[1:4]:  # sheet rows 3 to 5, merged below: a spreadsheet saves no value in the others
+        row[fuel] = None
+    book = io.BytesIO()
+    with xlsxwriter.Workbook(book) as workbook:
+        sheet = workbook.add_worksheet()
+        sheet.write_row(0, 0, schema.INPUT_COLUMNS)
+        for i, row in enumerate(rows, start=1):
+            sheet.write_row(i, 0, row)
+        sheet.merge_range(2, fuel, 4, fuel, "Diesel")  # D3:D5
+    source = tmp_path / "merged.xlsx"
+    source.write_bytes(book.getvalue())
+    result, _, rejected_path = score(tmp_path, source, pinned)
+    assert (result.rows_total, result.rows_rejected) == (5, 2)
+    listed = pd.read_csv(rejected_path)
+    assert listed["row"].tolist() == [4, 5]
+    for reason in listed["errors"]:
+        assert reason.startswith(
+            "fuel_type: value is missing: the cell is in the merged range D3:D5, whose value only its first "
+            "cell D3 holds; unmerge the range and fill in each cell (allowed: "
+        )
