@@ -198,7 +198,10 @@ def _unless_faulty(source: Iterator[T] | Future[T], what: str) -> T | None:
         return source.result() if isinstance(source, Future) else next(source, None)
     except (BadInput, xlsx_reader.XlsxFormatError, csv_reader.CsvFormatError, XlsxWriteError, OSError, MemoryError):
         raise
-    except Exception as exc:  # noqa: BLE001 - see the docstring: classified, not swallowed
+    except BaseException as exc:  # noqa: BLE001 - see the docstring: classified, not swallowed
+        # A Rust panic in calamine arrives as pyo3's PanicException, a BaseException.
+        if not isinstance(exc, Exception) and type(exc).__name__ != "PanicException":
+            raise
         raise BadInput(f"the file could not {what} ({type(exc).__name__}: {exc})") from exc
 
 
