@@ -178,10 +178,25 @@ def _plain(value: Any) -> Any:
 def _numbers(series: pd.Series) -> np.ndarray:
     """A column's values as doubles, NaN where a value is not a number: ``values.as_number`` for a
     whole column. Text goes through pandas' parser, which also reads inf and nan: both are refused
-    as not finite, and ``values.reason`` words why."""
+    as not finite, and ``values.reason`` words why. A boolean is not a number (TRUE is not 1 km)."""
+    if pd.api.types.is_bool_dtype(series):
+        return np.full(len(series), np.nan)
+    if pd.api.types.is_numeric_dtype(series):  # a column of number cells: no object detour
+        return series.to_numpy(dtype=np.float64, na_value=np.nan)
     numbers = pd.to_numeric(series, errors="coerce")
-    # Text of a whole number beyond int64 comes back as Python ints in an object column.
-    return np.asarray(numbers.to_numpy(dtype=object, na_value=np.nan), dtype=np.float64)
+    if numbers.dtype == object:
+        # Text of a whole number beyond int64 comes back as Python ints in an object column.
+        out = np.asarray(numbers.to_numpy(dtype=object, na_value=np.nan), dtype=np.float64)
+    else:
+        out = numbers.to_numpy(dtype=np.float64, na_value=np.nan)
+    if pd.api.types.infer_dtype(series, skipna=True) not in _WITHOUT_BOOLEANS:
+        # A column of mixed kinds (xlsx_cells.MIXED) may hold boolean cells, which pandas reads as 1 and 0.
+        out[np.fromiter((type(v) is bool for v in series), dtype=bool, count=len(series))] = np.nan
+    return out
+
+
+# What pandas infers for an object column that holds no booleans (no need to look at every cell).
+_WITHOUT_BOOLEANS = frozenset({"string", "empty", "floating", "integer", "mixed-integer-float", "decimal"})
 
 
 def _category_codes(series: pd.Series, vocab: Sequence[Any]) -> np.ndarray:

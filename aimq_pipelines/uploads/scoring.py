@@ -326,15 +326,23 @@ def _bound_text(batch: pa.RecordBatch, errors: dict[int, list[RowError]]) -> pa.
 
 
 def _cell_values(column: pa.Array) -> pd.Series:
-    """A column as validation sees it. A column of dates or durations becomes its text (as pandas
-    numbers they would pass as counts of nanoseconds), booleans become TRUE/FALSE (as numbers they
-    would pass as 1 and 0 km), and a column of mixed kinds its cells' text: the row is rejected
-    with the value as the sheet shows it (``kilometers: 'n/a' is not a number``)."""
+    """A column as validation sees it: each cell as the JSON API would receive it, so that both
+    judge (and word a refusal of) a value alike. Numbers stay numbers and text text, also in a
+    column of mixed kinds (its text would quote the number 0 as '0', and shows -2e-193 as -0);
+    booleans are Python booleans (as numbers they would pass as 1 and 0 km; quoted TRUE, as JSON's
+    true is); dates and durations become their text (as pandas numbers they would pass as counts
+    of nanoseconds), as a JSON client sends them."""
     kind = column.type
     if xlsx_cells.is_mixed(kind):
-        return xlsx_cells.as_text(column).to_pandas()
+        kinds = pc.struct_field(column, "kind").to_numpy(zero_copy_only=False)
+        cells = xlsx_cells.as_text(column).to_numpy(zero_copy_only=False).astype(object)
+        for code, field in ((xlsx_cells.NUMBER, "number"), (xlsx_cells.BOOLEAN, "boolean")):
+            where = np.flatnonzero(kinds == code)
+            if len(where):
+                cells[where] = pc.struct_field(column, field).take(pa.array(where)).to_pylist()
+        return pd.Series(cells, dtype=object)
     if pa.types.is_boolean(kind):
-        return pd.Series([None if v is None else ("TRUE" if v else "FALSE") for v in column.to_pylist()], dtype=object)
+        return pd.Series(column.to_pylist(), dtype=object)
     if pa.types.is_temporal(kind):
         return pd.Series([None if v is None else str(v) for v in column.to_pylist()], dtype=object)
     return column.to_pandas()
