@@ -44,7 +44,7 @@ Case = tuple[str, Any]  # (feature, value)
 # --- generated values ------------------------------------------------------------------------
 _EXCEL_ERRORS = ("#DIV/0!", "#VALUE!", "#N/A", "#NUM!", "#REF!", "#NAME?", "#NULL!")
 # Control characters a sheet's XML can carry escaped (xlsxwriter writes _xHHHH_); CR and LF are
-# left out: a CSV cell holding a line break moves the CSV's later rows to other line numbers.
+# left out: a CSV row is numbered by its first line, so a line break moves the later rows' numbers.
 _CONTROL = "\x00\x01\x07\x08\t\x0b\x0c\x1b\x1f\x7f"
 
 
