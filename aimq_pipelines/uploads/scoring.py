@@ -35,8 +35,8 @@ import pyarrow.compute as pc
 from aimq_pipelines.uploads import merged_cells
 from aimq_pipelines.uploads.input_table import BadInput, Columns, InputTable, row_numbers
 from aimq_pipelines.uploads.results import ERRORS, PRICE, ROW, VERSION, ResultWriter, open_result, write_rejected_csv
-from aimq_serving import schema
-from aimq_serving.features import _MAX_ERRORS_PER_COLUMN, FeatureSpec, RowError
+from aimq_serving import schema, values
+from aimq_serving.features import _MAX_ERRORS_PER_COLUMN, FeatureSpec, RowError, _plain
 from aimq_serving.loaded_models import LoadedModel, ModelCache
 from aimq_serving.model_store import NoModel, UnknownGroup
 from aimq_serving.schema import allowed_note
@@ -232,8 +232,9 @@ def _score_batch(
             continue
         _score_group(frame, rows, model, price, version, errors)
     for i in np.flatnonzero(~assigned & ~blank):
-        raw = frame[schema.GROUP_FIELD].iloc[i]
-        message = "value is missing" if pd.isna(raw) or str(raw).strip() == "" else f"unknown value {raw!r}"
+        raw = _plain(frame[schema.GROUP_FIELD].iloc[i])
+        # Quoted as the features are (a number or boolean cell as such: 1, TRUE; text as 'D').
+        message = "value is missing" if values.is_missing(raw) else f"unknown value {values.shown(raw)}"
         errors[int(i)].append(RowError(int(i), schema.GROUP_FIELD, message, schema.MODEL_GROUPS))
 
     if errors:  # a row rejected for a cell outside the features is not scored either
