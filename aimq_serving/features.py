@@ -191,7 +191,8 @@ def _numbers(series: pd.Series) -> np.ndarray:
         out = numbers.to_numpy(dtype=np.float64, na_value=np.nan)
     if pd.api.types.infer_dtype(series, skipna=True) not in _WITHOUT_BOOLEANS:
         # A column of mixed kinds (xlsx_cells.MIXED) may hold boolean cells, which pandas reads as 1 and 0.
-        out[np.fromiter((type(v) is bool for v in series), dtype=bool, count=len(series))] = np.nan
+        booleans = np.fromiter((type(v) is bool for v in series), dtype=bool, count=len(series))
+        out = np.where(booleans, np.nan, out)  # pandas may hand back a read-only array
     return out
 
 

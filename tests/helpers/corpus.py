@@ -615,12 +615,14 @@ CASES: tuple[Case, ...] = (
         Scored(
             8,
             {
-                3: ("kilometers: 'TRUE' is not a number",),
+                # Cells quoted as typed, by kind, as /predict/onnx quotes them: a boolean cell TRUE,
+                # a number cell 5 (also in a column that holds text), a text cell 'V8'.
+                3: ("kilometers: TRUE is not a number",),
                 4: ("age_in_months: '2024-01-31 00:00:00' is not a number",),
-                5: ("fuel_type: unknown value '5' (allowed: ",),
+                5: ("fuel_type: unknown value 5 (allowed: ",),
                 6: ("model: unknown value 'V8' (allowed: ",),
-                7: ("kilometers: '1.5' must be a whole number",),
-                8: ("model_group: unknown value '1' (allowed: A, B, C)",),
+                7: ("kilometers: 1.5 must be a whole number",),
+                8: ("model_group: unknown value 1 (allowed: A, B, C)",),
             },
         ),
     ),
