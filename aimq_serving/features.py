@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from aimq_serving import schema
+from aimq_serving import schema, values
 
 SPEC_FORMAT = 1
 
@@ -101,13 +101,13 @@ class FeatureSpec:
             if codes is not None:
                 code = codes.get(value)
                 if code is None:
-                    errors.append(RowError(0, col, f"unknown value {value!r}", self.categorical[col]))
+                    errors.append(RowError(0, col, values.reason(col, value), self.categorical[col]))
                     continue
                 row.append(code)
             else:
                 lo, hi = self.numeric[col]
                 if not lo <= value <= hi:
-                    errors.append(RowError(0, col, f"{value!r} is outside [{lo:.0f}, {hi:.0f}]"))
+                    errors.append(RowError(0, col, values.reason(col, value, (lo, hi))))
                     continue
                 row.append(float(value))
         if errors:
@@ -144,29 +144,21 @@ class FeatureSpec:
             series = frame[col]
             if col in self.categorical:
                 vocab = self.categorical[col]
-                values = _normalise_categorical(series, vocab)
-                codes = pd.Categorical(values, categories=list(vocab)).codes
+                codes = _category_codes(series, vocab)
                 bad = codes < 0
                 matrix[:, j] = codes
                 for i in np.flatnonzero(bad)[:_MAX_ERRORS_PER_COLUMN]:
-                    raw = _plain(series.iloc[i])
-                    msg = "value is missing" if _is_missing(raw) else f"unknown value {raw!r}"
-                    errors.append(RowError(int(i), col, msg, vocab))
+                    errors.append(RowError(int(i), col, values.reason(col, _plain(series.iloc[i])), vocab))
             else:
                 lo, hi = self.numeric[col]
-                numbers = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+                numbers = _numbers(series)
                 not_number = np.isnan(numbers)
                 whole = np.equal(np.floor(numbers), numbers)
                 out_of_range = ~not_number & ((numbers < lo) | (numbers > hi) | ~whole)
                 bad = not_number | out_of_range
                 matrix[:, j] = np.where(bad, 0, numbers)
                 for i in np.flatnonzero(bad)[:_MAX_ERRORS_PER_COLUMN]:
-                    raw = _plain(series.iloc[i])
-                    if not_number[i]:
-                        msg = "value is missing" if _is_missing(raw) else f"{raw!r} is not a number"
-                    else:
-                        msg = f"{raw!r} must be a whole number in [{lo:.0f}, {hi:.0f}]"
-                    errors.append(RowError(int(i), col, msg))
+                    errors.append(RowError(int(i), col, values.reason(col, _plain(series.iloc[i]), (lo, hi))))
             valid &= ~bad
         errors.sort(key=lambda e: (e.row, self.columns.index(e.field)))
         return matrix[valid], valid, errors
@@ -177,22 +169,42 @@ _MAX_ERRORS_PER_COLUMN = 10_000
 
 
 def _plain(value: Any) -> Any:
-    """A cell as the user wrote it: numpy scalars as Python values (``-5``, not ``np.float64(-5.0)``)."""
+    """A cell as the user wrote it: numpy scalars as Python values, missing values as None."""
     if isinstance(value, np.generic):
         value = value.item()
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
+    return None if value is pd.NA else value
 
 
-def _is_missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA or value == ""
+def _numbers(series: pd.Series) -> np.ndarray:
+    """A column's values as doubles, NaN where a value is not a number: ``values.as_number`` for a
+    whole column. Text goes through pandas' parser, which also reads inf and nan: both are refused
+    as not finite, and ``values.reason`` words why. A boolean is not a number (TRUE is not 1 km)."""
+    if pd.api.types.is_bool_dtype(series):
+        return np.full(len(series), np.nan)
+    if pd.api.types.is_numeric_dtype(series):  # a column of number cells: no object detour
+        return series.to_numpy(dtype=np.float64, na_value=np.nan)
+    numbers = pd.to_numeric(series, errors="coerce")
+    if numbers.dtype == object:
+        # Text of a whole number beyond int64 comes back as Python ints in an object column.
+        out = np.asarray(numbers.to_numpy(dtype=object, na_value=np.nan), dtype=np.float64)
+    else:
+        out = numbers.to_numpy(dtype=np.float64, na_value=np.nan)
+    if pd.api.types.infer_dtype(series, skipna=True) not in _WITHOUT_BOOLEANS:
+        # A column of mixed kinds (xlsx_cells.MIXED) may hold boolean cells, which pandas reads as 1 and 0.
+        booleans = np.fromiter((type(v) is bool for v in series), dtype=bool, count=len(series))
+        out = np.where(booleans, np.nan, out)  # pandas may hand back a read-only array
+    return out
 
 
-def _normalise_categorical(series: pd.Series, vocab: Sequence[Any]) -> pd.Series:
-    """Integer vocabularies (engine model) accept 180, 180.0 and "180"; strings are stripped."""
+# What pandas infers for an object column that holds no booleans (no need to look at every cell).
+_WITHOUT_BOOLEANS = frozenset({"string", "empty", "floating", "integer", "mixed-integer-float", "decimal"})
+
+
+def _category_codes(series: pd.Series, vocab: Sequence[Any]) -> np.ndarray:
+    """Each value's position in ``vocab``, -1 where it is not in it. Integer vocabularies (engine
+    model) accept 180, 180.0 and "180", compared as doubles so that no value (1e20, inf) has to fit
+    an integer type; text is compared without its surrounding spaces."""
     if vocab and isinstance(vocab[0], int):
-        numbers = pd.to_numeric(series, errors="coerce")
-        whole = numbers.where(numbers == numbers.round())
-        return whole.astype("Int64")
-    return series.astype("string").str.strip()
+        return pd.Index([float(v) for v in vocab]).get_indexer(_numbers(series))
+    text = series.astype("string").str.strip()
+    return np.asarray(pd.Categorical(text, categories=list(vocab)).codes, dtype=np.intp)

@@ -35,7 +35,13 @@ class CsvFormatError(ValueError):
 
 
 def sniff_header(head: bytes) -> tuple[list[str], str]:
-    """Column names and delimiter from the start of the file."""
+    """Column names (without surrounding spaces) and delimiter from the start of the file."""
+    cells, delimiter = _header_cells(head)
+    return [n.strip() for n in cells], delimiter
+
+
+def _header_cells(head: bytes) -> tuple[list[str], str]:
+    """The header line's cells as the file has them, and the delimiter."""
     line = _header_line(head)
     try:
         text = line.decode("utf-8")
@@ -50,8 +56,7 @@ def sniff_header(head: bytes) -> tuple[list[str], str]:
             f"the header line has no column separator (a comma, semicolon or tab): {shown!r}; "
             "save the file as CSV with one of those"
         )
-    names = next(csv.reader(io.StringIO(text), delimiter=delimiter))
-    return [n.strip() for n in names], delimiter
+    return next(csv.reader(io.StringIO(text), delimiter=delimiter)), delimiter
 
 
 def _header_line(head: bytes) -> bytes:
@@ -68,13 +73,15 @@ class CsvHeader:
     names: list[str]  # the columns' names, made unique (``_unique``)
     delimiter: str
     header_only: bool  # the header line is all the file holds
+    cells: list[str]  # the header's cells as the file has them (spaces kept, repeats repeated)
 
     @classmethod
     def of(cls, head: bytes) -> CsvHeader:
         """The header of the file whose first ``HEAD_BYTES`` (or all, if shorter) are ``head``."""
-        names, delimiter = sniff_header(head)
+        cells, delimiter = _header_cells(head)
         after_header = head.removeprefix(_BOM)[len(_header_line(head)) :]
-        return cls(_unique(names), delimiter, len(head) < HEAD_BYTES and not after_header.strip(b"\r\n"))
+        header_only = len(head) < HEAD_BYTES and not after_header.strip(b"\r\n")
+        return cls(_unique([n.strip() for n in cells]), delimiter, header_only, cells)
 
 
 def iter_csv_batches(path: Path, header: CsvHeader, *, block_bytes: int = 8 << 20) -> Iterator[pa.RecordBatch]:

@@ -87,16 +87,17 @@ class PartLoader:
         earlier = len(self._as_text)
         read = self._read_strictly(reader)
         if read is None:
-            return _every_column_by_kind(reader, self._sheet)
+            return _every_column_by_kind(reader, self._sheet, PartSheet(path, self._member))
         refused = len(self._as_text) > earlier  # strict reading refused a column of this part
         batch, positions = read.batch, read.positions
         as_text = [j for j, name in enumerate(batch.schema.names) if name in self._as_text]
         suspects = [j for j in range(batch.num_columns) if j not in as_text and _has_gaps(batch.column(j))]
         if not as_text and not suspects:
             return batch
-        reads = _copy_reads(PartSheet(path, self._member), self._sheet, read, sorted(as_text + suspects), suspects)
+        part = PartSheet(path, self._member)
+        reads = _copy_reads(part, self._sheet, read, sorted(as_text + suspects), suspects)
         if reads is None:  # the copy cannot be made or checked: the part itself, read per type
-            reads = _ColumnReads(reader, self._sheet, batch.num_rows)
+            reads = _ColumnReads(reader, self._sheet, batch.num_rows, part)
 
         # Typed columns with gaps, and the same cells as text: the suspects, read as text again...
         typed = {j: batch.column(j) for j in suspects}
@@ -195,10 +196,11 @@ def _markers_read_as_missing(typed: pa.Array, shown: pa.Array) -> bool:
 class _ColumnReads:
     """Reads of some of a part's columns, chosen by sheet column (0 = A), as long as the part's read."""
 
-    def __init__(self, reader: fastexcel.ExcelReader, sheet: str, rows: int):
+    def __init__(self, reader: fastexcel.ExcelReader, sheet: str, rows: int, part: PartSheet):
         self._reader = reader
         self._sheet = sheet
         self._rows = rows
+        self._part = part  # the part's XML, for a copy of its date cells (read_dates)
 
     def load(
         self, positions: Sequence[int], dtypes: str | dict[int, str] | None, coercion: str = "coerce"
@@ -219,6 +221,19 @@ class _ColumnReads:
     ) -> list[pa.Array]:
         # A copy ends at its last row with a cell; the part's rows below it are empty in its columns.
         return [_padded(column, self._rows) for column in self.load(positions, dtypes, coercion).columns]
+
+    def read_dates(self, positions: Sequence[int]) -> list[pa.Array]:
+        """The columns read as dates. calamine panics (pyo3's PanicException, a BaseException)
+        turning a number beyond any date (-2.3e12, 1e242) into one, in a part with date cells: then
+        the columns are read from a copy without such numbers. Only the date read is taken from
+        it, and a number cell's kind comes from the number read, so no cell changes."""
+        try:
+            return self.read(positions, "datetime")
+        except BaseException as exc:
+            if type(exc).__name__ != "PanicException" or not self._part.every_cell_has_a_reference():
+                raise
+        copy = fastexcel.read_excel(self._part.workbook_of(positions, dates_only=True))
+        return _ColumnReads(copy, self._sheet, self._rows, self._part).read(positions, "datetime")
 
 
 def _padded(column: pa.Array, rows: int) -> pa.Array:
@@ -245,7 +260,7 @@ def _copy_reads(
         return None
     batch, positions = read.batch, read.positions
     chosen = [positions[j] for j in wanted]
-    reads = _ColumnReads(fastexcel.read_excel(part.workbook_of(chosen)), sheet, batch.num_rows)
+    reads = _ColumnReads(fastexcel.read_excel(part.workbook_of(chosen)), sheet, batch.num_rows, part)
     check = reads.load(chosen, {positions[j]: read.dtypes[j] for j in wanted})
     if check.num_rows > batch.num_rows or check.schema.names != [batch.schema.names[j] for j in wanted]:
         return None
@@ -266,12 +281,12 @@ def _same(a: pa.Array, b: pa.Array) -> bool:
     return a.equals(b)
 
 
-def _every_column_by_kind(reader: fastexcel.ExcelReader, sheet: str) -> pa.RecordBatch:
+def _every_column_by_kind(reader: fastexcel.ExcelReader, sheet: str, part: PartSheet) -> pa.RecordBatch:
     loaded = reader.load_sheet(sheet, header_row=0, schema_sample_rows=None, dtypes="string", eager=False)
     text = loaded.to_arrow()
     positions = [column.absolute_index for column in loaded.selected_columns]
     every = {j: text.column(j) for j in range(text.num_columns)}
-    return _by_kind(text, positions, every, _ColumnReads(reader, sheet, text.num_rows))
+    return _by_kind(text, positions, every, _ColumnReads(reader, sheet, text.num_rows, part))
 
 
 def _by_kind(
@@ -280,7 +295,8 @@ def _by_kind(
     """``batch`` with the columns ``text`` holds (each read as text) worked out cell by cell."""
     columns = sorted(text)
     chosen = [positions[j] for j in columns]
-    number, boolean, stamp = (reads.read(chosen, dtype) for dtype in ("float", "boolean", "datetime"))
+    number, boolean = (reads.read(chosen, dtype) for dtype in ("float", "boolean"))
+    stamp = reads.read_dates(chosen)
     out = list(batch.columns)
     dated = []  # columns of date-formatted cells only: their guessed type tells dates from durations
     for j, f, b, d in zip(columns, number, boolean, stamp):

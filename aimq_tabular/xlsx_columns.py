@@ -59,16 +59,21 @@ class PartSheet:
         unreferenced = re.compile(b"<" + self._prefix + rb'c(?=[\s/>])(?! r="[A-Z])')
         return unreferenced.search(self._xml, self._start, self._end) is None
 
-    def workbook_of(self, positions: Sequence[int]) -> bytes:
+    def workbook_of(self, positions: Sequence[int], *, dates_only: bool = False) -> bytes:
         """The part as a workbook whose sheet holds the header row and, in one row element, the cells
         of the columns at ``positions`` (0 = A) in the part's order: calamine places a cell by its
-        reference, and only a cell without one by the row element around it."""
+        reference, and only a cell without one by the row element around it.
+
+        ``dates_only``: number cells beyond Excel's dates (below 0 or past 9999-12-31) are left
+        empty, for a read as dates that calamine cannot make of them (xlsx_cells.read_dates)."""
         letters = b"|".join(column_letters(position) for position in sorted(positions))
         c = self._prefix + b"c"
         # A cell ends at its first </c>: no element inside a cell is named c, and "<" in text is
         # always escaped. DOTALL: text may hold line breaks.
         cell = re.compile(b"<" + c + b' r="(?:' + letters + rb')\d+"[^>]*?(?:/>|>.*?</' + c + b">)", re.DOTALL)
         cells = cell.findall(self._xml, self._start, self._end)
+        if dates_only:
+            cells = [_without_value(c) if _beyond_dates(c) else c for c in cells]
         row = self._prefix + b"row"
         sheet = b"".join(
             [self._xml[: self._start], b"<" + row + b">", *cells, b"</" + row + b">", self._xml[self._end :]]
@@ -78,3 +83,24 @@ class PartSheet:
             for name, data in self._members.items():
                 archive.writestr(name, sheet if name == self._member else data)
         return out.getvalue()
+
+
+# A number cell: no type, or type n, and its value (``<c r="B7" s="2"><v>-1.2E+16</v></c>``).
+_NUMBER_CELL = re.compile(rb'<(?:\w+:)?c\b(?![^>]*\st="(?!n")[^"]*")[^>]*>\s*<(?:\w+:)?v>([^<]*)</', re.DOTALL)
+_VALUE = re.compile(rb"<((?:\w+:)?)v>[^<]*</(?:\w+:)?v>")
+_LAST_DATE = 2_958_466  # 10000-01-01 as an Excel serial: the first day past the last date
+
+
+def _beyond_dates(cell: bytes) -> bool:
+    number = _NUMBER_CELL.match(cell)
+    if number is None:
+        return False
+    try:
+        value = float(number.group(1))
+    except ValueError:
+        return False
+    return not 0 <= value < _LAST_DATE
+
+
+def _without_value(cell: bytes) -> bytes:
+    return _VALUE.sub(b"", cell, count=1)

@@ -72,6 +72,9 @@ class DataLocation:
     header_found: bool  # False: no row holds the columns asked for; the sheet's first row is used
     visible_sheets: tuple[str, ...]
     header_ordinal: int = 0  # which of the sheet's rows with a value is the header (0 = the first)
+    # The header row's cells with a value, as (sheet column, 0 = A; text): the names as the sheet
+    # shows them, where fastexcel's column names make repeated ones unique (``kilometers_1``).
+    header: tuple[tuple[int, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -98,8 +101,12 @@ def iter_xlsx_batches(
     rows_per_part: int = 100_000,
     work_dir: Path | None = None,
     block_bytes: int = 8 << 20,
+    merged: list[str] | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """Yield a sheet's rows below its header as record batches; the header holds the column names.
+
+    ``merged``, when given, receives the sheet's merged ranges (``C5:C9``) once the last batch was
+    yielded: the sheet lists them after its rows.
 
     ``location`` (from ``locate_data``) says which sheet and row; without it, the first sheet and
     its first row with a value. Every batch has the same column names (a sheet with only a header
@@ -123,7 +130,7 @@ def iter_xlsx_batches(
         sheet = layout.sheet(location.sheet if location else None)
         ordinal = location.header_ordinal if location else 0
         metadata = {name: _read_member(archive, name) for name in layout.keep}
-        parts = _PartPipeline(archive, layout, sheet, ordinal, metadata, Path(tmp), rows_per_part, block_bytes)
+        parts = _PartPipeline(archive, layout, sheet, ordinal, metadata, Path(tmp), rows_per_part, block_bytes, merged)
         names: list[str] | None = None
         try:
             for batch in parts:
@@ -167,9 +174,10 @@ def locate_data(
                 first = (sheet, rows[0][1])
             if metadata is None:
                 metadata = {name: _read_member(archive, name) for name in layout.keep}
-            ordinal = _find_header([row for row, _ in rows], wanted, layout, sheet, opened, metadata, Path(tmp))
-            if ordinal is not None:
-                return DataLocation(sheet.name, rows[ordinal][1], True, names, ordinal)
+            found = _find_header([row for row, _ in rows], wanted, layout, sheet, opened, metadata, Path(tmp))
+            if found is not None:
+                ordinal, header = found
+                return DataLocation(sheet.name, rows[ordinal][1], True, names, ordinal, header)
         sheet, row = first if first is not None else (candidates[0], 1)
         return DataLocation(sheet.name, row, False, names, 0)
 
@@ -216,9 +224,10 @@ def _find_header(
     opened: _OpenSheet,
     metadata: dict[str, bytes],
     tmp: Path,
-) -> int | None:
-    """Which of ``rows`` holds all ``wanted`` names; calamine reads the cells (shared strings,
-    inline text) from a small workbook of these rows, numbered 1, 2, 3... so row i is grid row i."""
+) -> tuple[int, tuple[tuple[int, str], ...]] | None:
+    """Which of ``rows`` holds all ``wanted`` names, and its cells with a value (``DataLocation.header``);
+    calamine reads the cells (shared strings, inline text) from a small workbook of these rows,
+    numbered 1, 2, 3... so row i is grid row i."""
     footer = b"</" + opened.prefix + b"sheetData></" + opened.prefix + b"worksheet>"
     part = _Part(tmp / "head.xlsx", layout, sheet, metadata, opened.header, footer)
     try:
@@ -229,14 +238,16 @@ def _find_header(
         part.abort()
         raise
     try:
-        grid = fastexcel.read_excel(str(path)).load_sheet(sheet.name, header_row=None, dtypes="string", eager=True)
+        grid = fastexcel.read_excel(str(path)).load_sheet(sheet.name, header_row=None, dtypes="string")
+        positions = [c.absolute_index for c in grid.selected_columns]
+        cells = grid.to_arrow()
     except Exception:  # noqa: BLE001 - a head calamine cannot read has no header; the sheet is read (and refused) later
         return None
     finally:
         path.unlink(missing_ok=True)
-    for i, values in enumerate(zip(*(c.to_pylist() for c in grid.columns))):
+    for i, values in enumerate(zip(*(c.to_pylist() for c in cells.columns))):
         if wanted <= {v.strip().lower() for v in values if v}:
-            return i
+            return i, tuple((p, v) for p, v in zip(positions, values) if v is not None)
     return None
 
 
@@ -263,13 +274,14 @@ class _PartPipeline:
         tmp: Path,
         rows: int,
         block: int,
+        merged: list[str] | None,
     ):
         self._queue: queue.Queue[Future[pa.RecordBatch] | BaseException | None] = queue.Queue(maxsize=2)
         self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xlsx-parse")
         self._thread = threading.Thread(
             target=self._split,
-            args=(archive, layout, sheet, ordinal, metadata, tmp, rows, block),
+            args=(archive, layout, sheet, ordinal, metadata, tmp, rows, block, merged),
             name="xlsx-split",
             daemon=True,
         )
@@ -285,11 +297,12 @@ class _PartPipeline:
         tmp: Path,
         rows: int,
         block: int,
+        merged: list[str] | None,
     ) -> None:
         try:
             # One loader for the sheet: its parts are parsed one at a time, in order (one worker).
             loader = xlsx_cells.PartLoader(sheet.name, sheet.part)
-            for part in _split_sheet(archive, layout, sheet, ordinal, metadata, tmp, rows, block):
+            for part in _split_sheet(archive, layout, sheet, ordinal, metadata, tmp, rows, block, merged):
                 if self._stop.is_set():
                     return
                 self._put(self._pool.submit(_load_and_delete, loader, part, sheet.name))
@@ -437,6 +450,7 @@ def _split_sheet(
     tmp: Path,
     rows_per_part: int,
     block: int,
+    merged: list[str] | None = None,
 ) -> Iterator[Path]:
     """Write the sheet as stand-alone parts of about ``rows_per_part`` rows and yield their paths.
 
@@ -475,8 +489,8 @@ def _split_sheet(
                         part.write(_errors_as_text(complete))
                         part.rows += complete.count(row_end)
                         last_row = _last_row_number(complete, prefix) or last_row
-                # What follows the rows (merged ranges, page setup...) is never needed: stop reading
-                # there rather than inflate whatever a file puts after its data.
+                # What follows the rows is not needed but for the merged ranges, which come first:
+                # reading stops there rather than inflate whatever a file puts after its data.
                 finished = not data or data_end in buf
                 if not finished and len(buf) > xlsx_guard.MAX_ROW_BYTES:
                     after = f"sheet row {last_row}" if last_row else "the header"
@@ -494,6 +508,8 @@ def _split_sheet(
                         raise XlsxFormatError(
                             f"the worksheet {sheet.name!r} is damaged: its XML ends in the middle of the data"
                         )
+                    if merged is not None:
+                        merged.extend(_merged_ranges(buf, reader, prefix))
                     if header_row and count == 0:
                         empty = _Part(tmp / "part-0.xlsx", layout, sheet, metadata, header, footer)
                         empty.write(header_row)
@@ -505,6 +521,22 @@ def _split_sheet(
             if part is not None:
                 part.abort()
             raise
+
+
+_MERGED_RANGE = re.compile(rb'<(?:\w+:)?mergeCell\b[^>]*?\bref="([A-Z]+[0-9]+(?::[A-Z]+[0-9]+)?)"')
+
+
+def _merged_ranges(buf: bytearray, reader: _Blocks, prefix: bytes) -> list[str]:
+    """The merged ranges listed after the sheet data (``buf`` holds its end), read no further than
+    their list's end, the worksheet's, or MAX_ROW_BYTES."""
+    tail = bytes(buf[buf.find(b"</" + prefix + b"sheetData>") :])
+    ends = (b"</" + prefix + b"mergeCells>", b"</" + prefix + b"worksheet>")
+    while not any(end in tail for end in ends) and len(tail) <= xlsx_guard.MAX_ROW_BYTES:
+        data = reader.read()
+        if not data:
+            break
+        tail += data
+    return [m.decode() for m in _MERGED_RANGE.findall(tail)]
 
 
 class _Part:

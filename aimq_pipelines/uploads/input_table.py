@@ -14,6 +14,7 @@ sheet's first bytes. ``InputTable.batches`` then parses the file, once.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from aimq_pipelines.uploads.results import PRICE, VERSION
 from aimq_serving import schema
 from aimq_tabular import csv_reader, xlsx_reader
 from aimq_tabular.formats import Format
+from aimq_tabular.xlsx_columns import column_letters
 
 _BLOCK_BYTES = 1 << 20
 
@@ -81,15 +83,53 @@ class InputTable:
         """The CSV's delimiter, which its result keeps."""
         return self.csv_header.delimiter if self.csv_header is not None else ","
 
-    def batches(self, chunk_rows: int, work_dir: Path | None) -> Iterator[pa.RecordBatch]:
-        """The rows below the header, parsed in batches of about ``chunk_rows``."""
+    def batches(
+        self, chunk_rows: int, work_dir: Path | None, merged: list[str] | None = None
+    ) -> Iterator[pa.RecordBatch]:
+        """The rows below the header, parsed in batches of about ``chunk_rows``; an xlsx's merged
+        ranges go to ``merged`` once the last batch was read."""
         if self.csv_header is not None:
             # ~80 bytes per row in a typical listings CSV: blocks of about chunk_rows rows.
             block_bytes = max(1 << 20, chunk_rows * 80)
             return csv_reader.iter_csv_batches(self.path, self.csv_header, block_bytes=block_bytes)
         return xlsx_reader.iter_xlsx_batches(
-            self.path, location=self.location, rows_per_part=chunk_rows, work_dir=work_dir
+            self.path, location=self.location, rows_per_part=chunk_rows, work_dir=work_dir, merged=merged
         )
+
+    def header_cells(self, names: list[str]) -> list[HeaderCell]:
+        """The header cell of each of the batches' columns (``names``: the reader's, made unique)."""
+        if self.csv_header is not None:
+            return [HeaderCell(text, _letters(j)) for j, text in enumerate(self.csv_header.cells)]
+        found = self.location.header if self.location is not None else ()
+        # fastexcel names a column after its header cell, or __UNNAMED__<n> when that is empty: the
+        # named columns are the header's cells with a value, in order.
+        if sum(not _UNNAMED.fullmatch(n) for n in names) != len(found):
+            return [HeaderCell(n, None) for n in names]
+        cells = iter(found)
+        out = []
+        for name in names:
+            if _UNNAMED.fullmatch(name):
+                out.append(HeaderCell("", None))
+            else:
+                position, text = next(cells)
+                out.append(HeaderCell(text, _letters(position)))
+        return out
+
+
+_UNNAMED = re.compile(r"__UNNAMED__\d+")
+
+
+def _letters(position: int) -> str:
+    return column_letters(position).decode()
+
+
+@dataclass(frozen=True)
+class HeaderCell:
+    """A column's header as the upload has it, and where: what the result writes back and what
+    messages name."""
+
+    text: str
+    column: str | None  # the sheet's column letters (a CSV's field as a spreadsheet shows it)
 
 
 class _Reader(Protocol):
@@ -145,15 +185,23 @@ class Columns:
 
     source: dict[str, str]  # schema name -> the upload's column name
     kept: list[str]  # the upload's columns, in order, without earlier prediction columns
+    headers: list[str]  # the kept columns' headers exactly as uploaded
+    letters: dict[str, str | None]  # schema name -> its sheet column, where known
 
     @classmethod
-    def resolve(cls, names: list[str], location: xlsx_reader.DataLocation | None = None) -> Columns:
-        by_key = {}
-        for name in names:
-            by_key.setdefault(name.strip().lower(), name)
+    def resolve(
+        cls, names: list[str], location: xlsx_reader.DataLocation | None = None, cells: list[HeaderCell] | None = None
+    ) -> Columns:
+        """``names`` are the reader's (unique) column names, ``cells`` their headers as uploaded.
+        A schema column's header is matched trimmed and in any case; one that appears twice is
+        ambiguous, and the upload is refused rather than one of them picked."""
+        cells = cells if cells is not None else [HeaderCell(n, None) for n in names]
+        by_key: dict[str, list[int]] = {}
+        for j, cell in enumerate(cells):
+            by_key.setdefault(cell.text.strip().lower(), []).append(j)
         missing = [c for c in schema.INPUT_COLUMNS if c not in by_key]
         if missing:
-            shown = ", ".join(repr(n if len(n) <= 60 else n[:60] + "…") for n in names[:30]) or "none"
+            shown = ", ".join(repr(c.text if len(c.text) <= 60 else c.text[:60] + "…") for c in cells[:30]) or "none"
             where = ""
             if location is not None:
                 # Only visible sheets are named: a hidden one is not what the user sees or means.
@@ -166,6 +214,20 @@ class Columns:
                 f"missing column(s): {', '.join(missing)}. Required: {', '.join(schema.INPUT_COLUMNS)}; "
                 f"the file has: {shown}{where}"
             )
+        twice = [c for c in schema.INPUT_COLUMNS if len(by_key[c]) > 1]
+        if twice:
+            raise BadInput("; ".join(_ambiguous(c, [cells[j] for j in by_key[c]]) for c in twice))
         # A result file uploaded again: its prediction columns are replaced, not duplicated.
-        kept = [n for n in names if n.strip().lower() not in (PRICE, VERSION)]
-        return cls(source={c: by_key[c] for c in schema.INPUT_COLUMNS}, kept=kept)
+        keep = [j for j, cell in enumerate(cells) if cell.text.strip().lower() not in (PRICE, VERSION)]
+        return cls(
+            source={c: names[by_key[c][0]] for c in schema.INPUT_COLUMNS},
+            kept=[names[j] for j in keep],
+            headers=[cells[j].text for j in keep],
+            letters={c: cells[by_key[c][0]].column for c in schema.INPUT_COLUMNS},
+        )
+
+
+def _ambiguous(name: str, cells: list[HeaderCell]) -> str:
+    where = [c.column or repr(c.text) for c in cells]
+    listed = ", ".join(where[:-1]) + " and " + where[-1]
+    return f"{name} is in columns {listed}; keep one"

@@ -44,16 +44,17 @@ class ResultWriter(Protocol):
         """Release the file after a failure (the caller removes it)."""
 
 
-def open_result(fmt: Format, path: Path, kept: list[str], delimiter: str) -> ResultWriter:
-    """A writer of the upload's ``kept`` columns plus the two prediction columns."""
-    return XlsxResult(path, kept) if fmt == "xlsx" else CsvResult(path, kept, delimiter)
+def open_result(fmt: Format, path: Path, headers: list[str], delimiter: str) -> ResultWriter:
+    """A writer of the upload's kept columns (``headers``: as uploaded, in order, maybe repeated)
+    plus the two prediction columns; batches hold those columns in that order."""
+    return XlsxResult(path, headers) if fmt == "xlsx" else CsvResult(path, headers, delimiter)
 
 
 class XlsxResult:
-    def __init__(self, path: Path, kept: list[str]):
-        self.kept = kept
+    def __init__(self, path: Path, headers: list[str]):
+        self.headers = headers
         self.book = XlsxTableWriter(path)
-        self.sheet = self.book.add_sheet("predictions", [*kept, PRICE, VERSION])
+        self.sheet = self.book.add_sheet("predictions", [*headers, PRICE, VERSION])
         self.done = False
 
     def write(self, batch: pa.RecordBatch) -> None:
@@ -61,7 +62,7 @@ class XlsxResult:
 
     def finish(self, rejected: list[pa.Table]) -> None:
         self.sheet.close()
-        sheet = self.book.add_sheet("rejected", [ROW, ERRORS, *self.kept])
+        sheet = self.book.add_sheet("rejected", [ROW, ERRORS, *self.headers])
         for table in rejected:
             sheet.write(table)
         sheet.close()
@@ -74,16 +75,17 @@ class XlsxResult:
 
 
 class CsvResult:
-    def __init__(self, path: Path, kept: list[str], delimiter: str):
+    def __init__(self, path: Path, headers: list[str], delimiter: str):
         # A CSV upload is read as text: its columns go back as text, exactly as they came.
         self.schema = pa.schema(
-            [*(pa.field(n, pa.string()) for n in kept), (PRICE, pa.float64()), (VERSION, pa.int64())]
+            [*(pa.field(n, pa.string()) for n in headers), (PRICE, pa.float64()), (VERSION, pa.int64())]
         )
         self.writer = pcsv.CSVWriter(str(path), self.schema, write_options=csv_reader.write_options(delimiter))
         self.done = False
 
     def write(self, batch: pa.RecordBatch) -> None:
-        self.writer.write_batch(_empty_unquoted(neutralise_formulas(batch.cast(self.schema))))
+        batch = batch.rename_columns(self.schema.names).cast(self.schema)
+        self.writer.write_batch(_empty_unquoted(neutralise_formulas(batch)))
 
     def finish(self, rejected: list[pa.Table]) -> None:
         self.writer.close()
@@ -116,8 +118,9 @@ def _empty_unquoted(batch: pa.RecordBatch) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(columns, schema=batch.schema)
 
 
-def write_rejected_csv(path: Path, tables: list[pa.Table], kept: list[str]) -> None:
-    schema = pa.schema([(ROW, pa.int64()), (ERRORS, pa.string()), *((n, pa.string()) for n in kept)])
+def write_rejected_csv(path: Path, tables: list[pa.Table], kept: list[str], headers: list[str]) -> None:
+    """The rejected rows: their ``kept`` columns under their ``headers`` as uploaded."""
+    schema = pa.schema([(ROW, pa.int64()), (ERRORS, pa.string()), *((n, pa.string()) for n in headers)])
     with pcsv.CSVWriter(str(path), schema, write_options=csv_reader.write_options(",")) as out:
         for table in tables:
             # xlsx parts infer their own types: text is the one type every column can take.

@@ -21,20 +21,22 @@ import os
 import resource
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from aimq_pipelines.uploads import merged_cells
 from aimq_pipelines.uploads.input_table import BadInput, Columns, InputTable, row_numbers
 from aimq_pipelines.uploads.results import ERRORS, PRICE, ROW, VERSION, ResultWriter, open_result, write_rejected_csv
-from aimq_serving import schema
-from aimq_serving.features import _MAX_ERRORS_PER_COLUMN, RowError
+from aimq_serving import schema, values
+from aimq_serving.features import _MAX_ERRORS_PER_COLUMN, FeatureSpec, RowError, _plain
 from aimq_serving.loaded_models import LoadedModel, ModelCache
 from aimq_serving.model_store import NoModel, UnknownGroup
 from aimq_serving.schema import allowed_note
@@ -116,7 +118,7 @@ def score_file(
         """Hand finished scoring to the writer, in order; keep at most ``limit`` of each waiting."""
         while scoring and (len(scoring) > limit or scoring[0].done()):
             with timer("score_wait_s"):
-                scored, rejected, rows = scoring.popleft().result()
+                scored, rejected, rows = _unless_faulty(scoring.popleft(), "be scored")
             result.rows_total += rows
             if result.rows_total > max_rows:
                 raise BadInput(f"the file has more than {max_rows:,} data rows (the limit per upload)")
@@ -131,7 +133,8 @@ def score_file(
             with timer("write_wait_s"):
                 writing.popleft().result()
 
-    batches = table.batches(chunk_rows, work_dir)
+    merged: list[str] = []
+    batches = table.batches(chunk_rows, work_dir, merged)
     result.data_sheet, result.header_row = table.data_sheet, table.header_row
     score_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="score")
     # One writer thread: batches reach the file in order, while the next ones are scored.
@@ -141,12 +144,13 @@ def score_file(
         next_row = result.header_row + 1  # rows are numbered as the sheet (or the CSV's lines) numbers them
         while True:
             with timer("read_wait_s"):
-                batch = next(batches, None)
+                batch = _unless_faulty(batches, "be read")
             if batch is None:
                 break
             if columns is None:
-                columns = Columns.resolve(batch.schema.names, table.location)
-                writer = open_result(table.fmt, tmp_result, columns.kept, table.delimiter)
+                names = batch.schema.names
+                columns = Columns.resolve(names, table.location, table.header_cells(names))
+                writer = open_result(table.fmt, tmp_result, columns.headers, table.delimiter)
             numbers, next_row = row_numbers(batch, next_row, lines=table.fmt == "csv")
             scoring.append(score_pool.submit(_score_batch, batch, columns, models, numbers))
             collect(limit=2)
@@ -154,8 +158,9 @@ def score_file(
         if columns is None or writer is None:
             raise BadInput("the file is empty: no header row with column names")
         with timer("finish_s"):
+            rejected_tables = merged_cells.explain(rejected_tables, merged, columns.letters)
             writer.finish(rejected_tables)
-            write_rejected_csv(tmp_rejected, rejected_tables, columns.kept)
+            write_rejected_csv(tmp_rejected, rejected_tables, columns.kept, columns.headers)
         os.replace(tmp_rejected, rejected_path)
         os.replace(tmp_result, result_path)
     except (xlsx_reader.XlsxFormatError, csv_reader.CsvFormatError, XlsxWriteError) as exc:
@@ -182,6 +187,22 @@ def score_file(
 
 
 _Scored = tuple[pa.RecordBatch, "pa.Table | None", int]
+T = TypeVar("T")
+
+
+def _unless_faulty(source: Iterator[T] | Future[T], what: str) -> T | None:
+    """The next batch read, or a batch's scoring; whatever else than the storage (OSError) or a
+    reason already worded for the user fails in there failed on this file's content, and a retry
+    would meet it again: it is bad input, failed at once with the reason, never retried."""
+    try:
+        return source.result() if isinstance(source, Future) else next(source, None)
+    except (BadInput, xlsx_reader.XlsxFormatError, csv_reader.CsvFormatError, XlsxWriteError, OSError, MemoryError):
+        raise
+    except BaseException as exc:  # noqa: BLE001 - see the docstring: classified, not swallowed
+        # A Rust panic in calamine arrives as pyo3's PanicException, a BaseException.
+        if not isinstance(exc, Exception) and type(exc).__name__ != "PanicException":
+            raise
+        raise BadInput(f"the file could not {what} ({type(exc).__name__}: {exc})") from exc
 
 
 def _score_batch(
@@ -211,8 +232,9 @@ def _score_batch(
             continue
         _score_group(frame, rows, model, price, version, errors)
     for i in np.flatnonzero(~assigned & ~blank):
-        raw = frame[schema.GROUP_FIELD].iloc[i]
-        message = "value is missing" if pd.isna(raw) or str(raw).strip() == "" else f"unknown value {raw!r}"
+        raw = _plain(frame[schema.GROUP_FIELD].iloc[i])
+        # Quoted as the features are (a number or boolean cell as such: 1, TRUE; text as 'D').
+        message = "value is missing" if values.is_missing(raw) else f"unknown value {values.shown(raw)}"
         errors[int(i)].append(RowError(int(i), schema.GROUP_FIELD, message, schema.MODEL_GROUPS))
 
     if errors:  # a row rejected for a cell outside the features is not scored either
@@ -244,7 +266,7 @@ def _score_group(
     errors: dict[int, list[RowError]],
 ) -> None:
     sub = frame.iloc[rows]
-    matrix, valid, found = model.spec.encode_frame(sub)
+    matrix, valid, found = _validate(model.spec, sub)
     if len(matrix):
         price[rows[valid]] = model.predict_onnx(matrix)
         version[rows[valid]] = model.version
@@ -255,9 +277,26 @@ def _score_group(
     unexplained = [i for i in rows[~valid] if int(i) not in errors]
     for start in range(0, len(unexplained), _MAX_ERRORS_PER_COLUMN):
         part = np.array(unexplained[start : start + _MAX_ERRORS_PER_COLUMN])
-        _, _, more = model.spec.encode_frame(frame.iloc[part])
+        _, _, more = _validate(model.spec, frame.iloc[part])
         for err in more:
             errors[int(part[err.row])].append(err)
+
+
+def _validate(spec: FeatureSpec, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, list[RowError]]:
+    """``spec.encode_frame``; should it fail on some rows (a fault, not a refusal), the frame is
+    halved until the failing rows are alone, and each of them is rejected with the fault: one row
+    never fails its file, and the other rows are validated as usual."""
+    try:
+        return spec.encode_frame(frame)
+    except Exception as exc:  # noqa: BLE001 - turned into the row's rejection below
+        if len(frame) <= 1:
+            reason = f"could not be checked ({type(exc).__name__}: {exc}); please report this"
+            empty = np.empty((0, len(spec.columns)), dtype=np.float32)
+            return empty, np.zeros(len(frame), dtype=bool), [RowError(0, "row", reason)] * len(frame)
+    half = len(frame) // 2
+    first, second = _validate(spec, frame.iloc[:half]), _validate(spec, frame.iloc[half:])
+    errors = first[2] + [replace(e, row=e.row + half) for e in second[2]]
+    return np.concatenate([first[0], second[0]]), np.concatenate([first[1], second[1]]), errors
 
 
 def _bound_text(batch: pa.RecordBatch, errors: dict[int, list[RowError]]) -> pa.RecordBatch:
@@ -288,15 +327,23 @@ def _bound_text(batch: pa.RecordBatch, errors: dict[int, list[RowError]]) -> pa.
 
 
 def _cell_values(column: pa.Array) -> pd.Series:
-    """A column as validation sees it. A column of dates or durations becomes its text (as pandas
-    numbers they would pass as counts of nanoseconds), booleans become TRUE/FALSE (as numbers they
-    would pass as 1 and 0 km), and a column of mixed kinds its cells' text: the row is rejected
-    with the value as the sheet shows it (``kilometers: 'n/a' is not a number``)."""
+    """A column as validation sees it: each cell as the JSON API would receive it, so that both
+    judge (and word a refusal of) a value alike. Numbers stay numbers and text text, also in a
+    column of mixed kinds (its text would quote the number 0 as '0', and shows -2e-193 as -0);
+    booleans are Python booleans (as numbers they would pass as 1 and 0 km; quoted TRUE, as JSON's
+    true is); dates and durations become their text (as pandas numbers they would pass as counts
+    of nanoseconds), as a JSON client sends them."""
     kind = column.type
     if xlsx_cells.is_mixed(kind):
-        return xlsx_cells.as_text(column).to_pandas()
+        kinds = pc.struct_field(column, "kind").to_numpy(zero_copy_only=False)
+        cells = xlsx_cells.as_text(column).to_numpy(zero_copy_only=False).astype(object)
+        for code, field in ((xlsx_cells.NUMBER, "number"), (xlsx_cells.BOOLEAN, "boolean")):
+            where = np.flatnonzero(kinds == code)
+            if len(where):
+                cells[where] = pc.struct_field(column, field).take(pa.array(where)).to_pylist()
+        return pd.Series(cells, dtype=object)
     if pa.types.is_boolean(kind):
-        return pd.Series([None if v is None else ("TRUE" if v else "FALSE") for v in column.to_pylist()], dtype=object)
+        return pd.Series(column.to_pylist(), dtype=object)
     if pa.types.is_temporal(kind):
         return pd.Series([None if v is None else str(v) for v in column.to_pylist()], dtype=object)
     return column.to_pandas()

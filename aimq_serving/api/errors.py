@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.requests import ClientDisconnect
 
-from aimq_serving import schema
+from aimq_serving import schema, values
 from aimq_serving.api.sklearn_batcher import Overloaded
 from aimq_serving.features import EncodingError
 from aimq_serving.model_store import ModelStoreError, NoModel, StoreUnavailable, TamperedModel, UnknownGroup
@@ -89,10 +89,13 @@ def field_errors(errors: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 field = part
         item: dict[str, Any] = {"field": field}
         kind = err.get("type", "")
-        allowed = _allowed_values(field) if kind == "literal_error" else None
-        if allowed is not None:
-            item["message"] = f"unknown value {err.get('input')!r}"
-            item["allowed"] = allowed
+        if field in schema.FEATURE_FIELDS and kind not in ("missing", "extra_forbidden"):
+            # Worded as the batch job words a refused cell (aimq_serving/values.py).
+            number = schema.NUMERIC_BY_NAME.get(field)
+            bounds = (number.minimum, number.maximum) if number is not None else None
+            item["message"] = values.reason(field, err.get("input"), bounds)
+            if (allowed := _allowed_values(field)) is not None:
+                item["allowed"] = allowed
         elif kind == "extra_forbidden":
             item["message"] = "unknown field; the record's fields are " + ", ".join(schema.INPUT_COLUMNS)
         else:

@@ -9,11 +9,13 @@ afterwards against the stored feature spec; the group itself against the groups 
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, create_model
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError, create_model
 
-from aimq_serving import schema
+from aimq_serving import schema, values
 
 
 def _record_model() -> type[BaseModel]:
@@ -104,6 +106,54 @@ PredictBody = Annotated[
     Discriminator(_shape),
 ]
 predict_body = TypeAdapter(PredictBody)
+
+
+def parse_predict_body(body: bytes) -> Any:
+    """The records of a predict request; raise ValidationError (with the values as sent) if any is bad.
+
+    The strict parse is the fast path. A body it refuses is normalised (``values.normalise``: 1000.0,
+    "1000" and -0.0 are whole numbers, " Diesel " is Diesel, as in a batch file) and validated again,
+    so the API accepts exactly what the batch job accepts; a good record pays nothing for this.
+    """
+    try:
+        return predict_body.validate_json(body)
+    except ValidationError as strict:
+        try:
+            data = json.loads(body)
+        except ValueError:
+            raise strict from None
+        normalised = _normalised(data)
+        if normalised is data:  # nothing to normalise: the strict parse's errors stand
+            raise
+        try:
+            return predict_body.validate_python(normalised)
+        except ValidationError as exc:
+            # The errors quote the values as they were sent, not as normalised.
+            errors = [{**err, "input": _sent(data, err["loc"], err.get("input"))} for err in exc.errors()]
+            raise ValidationError.from_exception_data(exc.title, errors) from None  # type: ignore[arg-type]
+
+
+def _normalised(data: Any) -> Any:
+    """``data`` with its records' values normalised; ``data`` itself if no value changed."""
+    if isinstance(data, list):
+        items = [_normalised(item) for item in data]
+        return data if all(new is old for new, old in zip(items, data)) else items
+    if isinstance(data, dict):
+        record = {k: values.normalise(k, v) if k in schema.FEATURE_FIELDS else v for k, v in data.items()}
+        return data if all(record[k] is v for k, v in data.items()) else record
+    return data
+
+
+def _sent(data: Any, loc: Sequence[Any], default: Any) -> Any:
+    """The value at ``loc`` (pydantic's location, with the union's tags) in the body as sent."""
+    for part in loc:
+        if part in ("record", "batch"):
+            continue
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return default
+    return data
 
 
 class Prediction(BaseModel):

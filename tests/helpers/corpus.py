@@ -462,8 +462,13 @@ def _cr_only() -> bytes:
 
 
 def _renamed_and_extra_columns() -> bytes:
-    header = [f"  {c.upper()} " for c in HEADER] + ["listing_id", "model"]  # a second 'model', and an id
+    header = [f"  {c.upper()} " for c in HEADER] + ["note", "note"]  # an extra column, twice
     return xlsx_via_xlsxwriter(header, [[*r, f"L{i}", "dup"] for i, r in enumerate(_rows(5))])
+
+
+def _a_feature_twice() -> bytes:
+    header = [*HEADER, "listing_id", " Model"]  # a second 'model' (column N): which one is meant?
+    return xlsx_via_xlsxwriter(header, [[*r, f"L{i}", 140] for i, r in enumerate(_rows(5))])
 
 
 def _unknown_categories() -> bytes:
@@ -600,7 +605,8 @@ CASES: tuple[Case, ...] = (
     # -- scored; these rows rejected with these reasons --
     Case("header-only-xlsx", "listings.xlsx", lambda: xlsx_via_xlsxwriter(HEADER, []), Scored(0)),
     Case("header-only-csv-without-line-break", "listings.csv", lambda: ",".join(HEADER).encode(), Scored(0)),
-    Case("renamed-duplicate-and-extra-columns", "listings.xlsx", _renamed_and_extra_columns, Scored(5)),
+    Case("renamed-and-repeated-extra-columns", "listings.xlsx", _renamed_and_extra_columns, Scored(5)),
+    Case("a-feature-twice", "listings.xlsx", _a_feature_twice, Failed("model is in columns B and N; keep one")),
     Case("sheet-protection-without-encryption", "listings.xlsx", _protected_sheet, Scored(3)),
     Case(
         "wrong-types",
@@ -609,12 +615,14 @@ CASES: tuple[Case, ...] = (
         Scored(
             8,
             {
-                3: ("kilometers: 'TRUE' is not a number",),
+                # Cells quoted as typed, by kind, as /predict/onnx quotes them: a boolean cell TRUE,
+                # a number cell 5 (also in a column that holds text), a text cell 'V8'.
+                3: ("kilometers: TRUE is not a number",),
                 4: ("age_in_months: '2024-01-31 00:00:00' is not a number",),
-                5: ("fuel_type: unknown value '5' (allowed: ",),
+                5: ("fuel_type: unknown value 5 (allowed: ",),
                 6: ("model: unknown value 'V8' (allowed: ",),
-                7: ("kilometers: '1.5' must be a whole number",),
-                8: ("model_group: unknown value '1' (allowed: A, B, C)",),
+                7: ("kilometers: 1.5 must be a whole number",),
+                8: ("model_group: unknown value 1 (allowed: A, B, C)",),
             },
         ),
     ),

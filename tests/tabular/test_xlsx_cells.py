@@ -105,6 +105,27 @@ def test_a_date_column_mixed_with_text_beside_dates_and_durations_of_one_kind(tm
     ]
 
 
+def test_numbers_beyond_any_date_beside_date_cells_keep_their_kinds(tmp_path: Path) -> None:
+    """calamine panics reading a number beyond any date (-2.3e16, 1e242) as a date in a part with
+    date cells; its columns' dates are then read from a copy without such numbers, and every cell
+    keeps its kind and value."""
+    header = ["km", "note", "listed"]
+    rows = [
+        [-2.333458854653391e16, "a", DAY],
+        [dt.timedelta(days=400, seconds=26), 1.379653851648899e242, "n/a"],
+        [5.0, "b", dt.datetime(2707, 5, 20, 1, 26, 27)],
+    ]
+    [batch] = read(book(tmp_path / "beyond.xlsx", header, rows))
+    assert cells(batch.column("km")) == [
+        (NUMBER, -2.333458854653391e16),
+        (DATETIME, dt.datetime(1901, 2, 3, 0, 0, 26)),  # a duration in a mixed column: its date-time
+        (NUMBER, 5.0),
+    ]
+    assert cells(batch.column("note")) == [(TEXT, "a"), (NUMBER, 1.379653851648899e242), (TEXT, "b")]
+    later = dt.datetime(2707, 5, 20, 1, 26, 27)
+    assert cells(batch.column("listed")) == [(DATETIME, DAY), (TEXT, "n/a"), (DATETIME, later)]
+
+
 def test_markers_in_one_column_only(tmp_path: Path) -> None:
     """``n/a`` and ``nan`` are missing values and NaN to fastexcel, even strictly: the column with them
     comes back cell by cell; a number column with empty cells stays a number column."""

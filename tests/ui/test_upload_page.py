@@ -160,7 +160,7 @@ def test_predict_form_prices_a_record_and_shows_field_errors(platform: Platform,
     error.get_by_text("kilometers:", exact=False).wait_for()
     assert "(HTTP 422)" in error.inner_text()
     assert page.get_by_label("kilometers", exact=True).get_attribute("aria-invalid") == "true"
-    assert "greater than or equal to 0" in page.locator("#f-kilometers-error").inner_text()
+    assert "-5 must be a whole number in [0, 2000000]" in page.locator("#f-kilometers-error").inner_text()
     assert page.locator("#predict-result").inner_text() == ""
     screenshot(page, "upload-page-predict-error")
     assert page.js_errors == []  # type: ignore[attr-defined]

@@ -74,7 +74,7 @@ def build_router(max_batch_size: int) -> APIRouter:
         # The body is parsed here rather than by a FastAPI body parameter: that path costs more
         # than the prediction itself (~25-30 us per request, measured). Same pydantic types, same 422s.
         try:
-            parsed = payloads.predict_body.validate_json(await _body(request))
+            parsed = payloads.parse_predict_body(await _body(request))
         except ValidationError as exc:
             raise RequestValidationError(exc.errors(include_url=False)) from None
         batch = isinstance(parsed, list)

@@ -25,11 +25,13 @@ from aimq_pipelines.uploads.jobs import (
     score_uploads_job,
 )
 from aimq_pipelines.uploads.resources import UploadsResource
+from aimq_serving import schema
 from aimq_serving.model_store import ModelStore
 from aimq_serving.settings import AimqSettings
 from aimq_serving.uploads.messages import UploadMessage
 from aimq_serving.uploads.status import UploadStatusStore
 from aimq_serving.uploads.storage import UploadStorage, new_upload_id
+from tests.helpers.corpus import xlsx_via_xlsxwriter
 from tests.helpers.paths import SAMPLES
 
 
@@ -205,3 +207,35 @@ def test_a_backlog_run_scores_each_upload_in_its_own_step_and_a_bad_one_fails_al
     assert retried == []  # bad input is not retried, in a backlog as alone
     # Which run scored upload X: a tag filter, for a backlog run as for a run of one upload.
     assert [r.run_id for m in backlog for r in runs_of_upload(instance, m.upload_id)] == [result.run_id] * 3
+
+
+def _workbook(tmp_path: Path, header: list[str], rows: list[list[object]]) -> Path:
+    path = tmp_path / "input.xlsx"
+    path.write_bytes(xlsx_via_xlsxwriter(header, rows))
+    return path
+
+
+def test_a_bad_value_rejects_its_row_at_once_never_retried(resources, storage, status, instance, tmp_path) -> None:
+    """The finding of issue 29: 1e20 as an engine model failed the file after four attempts."""
+    good = fastexcel.read_excel(str(SAMPLES / "1_row.xlsx")).load_sheet(0).to_pandas().iloc[0].tolist()
+    bad = [1e20 if c == "model" else v for c, v in zip(schema.INPUT_COLUMNS, good)]
+    message = stage(storage, _workbook(tmp_path, list(schema.INPUT_COLUMNS), [good, bad]))
+    status.register(message)
+    result = run(score_upload_job, message, resources, instance)
+    assert result.success
+    assert dg.DagsterEventType.STEP_UP_FOR_RETRY not in [e.event_type for e in result.all_events]
+    record = status.get(message.upload_id)
+    assert (record.state, record.rows_total, record.rows_rejected) == ("succeeded", 2, 1)
+
+
+def test_a_feature_named_twice_fails_at_once(resources, storage, status, instance, tmp_path) -> None:
+    good = fastexcel.read_excel(str(SAMPLES / "1_row.xlsx")).load_sheet(0).to_pandas().iloc[0].tolist()
+    message = stage(storage, _workbook(tmp_path, [*schema.INPUT_COLUMNS, "kilometers"], [[*good, 7]]))
+    status.register(message)
+    result = run(score_upload_job, message, resources, instance)
+    assert not result.success
+    assert dg.DagsterEventType.STEP_UP_FOR_RETRY not in [e.event_type for e in result.all_events]
+    failure = result.get_step_failure_events()[0].step_failure_data.user_failure_data
+    assert failure is not None  # a dg.Failure: allow_retries=False, so no run retry either
+    record = status.get(message.upload_id)
+    assert record.state == "failed" and record.error == "kilometers is in columns C and M; keep one"

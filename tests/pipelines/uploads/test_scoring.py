@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable
+import io
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +12,15 @@ import fastexcel
 import openpyxl
 import pandas as pd
 import pytest
+import xlsxwriter
 
 from aimq_pipelines.uploads.input_table import BadInput, InputTable
 from aimq_pipelines.uploads.scoring import PinnedModels, ScoreResult, score_file
 from aimq_serving import schema
+from aimq_serving.features import FeatureSpec
 from aimq_serving.loaded_models import ModelCache
 from aimq_serving.model_store import ModelStore
+from aimq_tabular import xlsx_reader
 from tests.helpers.corpus import xlsx_via_xlsxwriter
 from tests.helpers.paths import SAMPLES
 
@@ -222,3 +226,127 @@ def test_header_only_file_succeeds_empty(tmp_path: Path, pinned: PinnedModels) -
     assert (result.rows_total, result.rows_rejected) == (0, 0)
     rows = list(openpyxl.load_workbook(result_path).active.iter_rows(values_only=True))
     assert rows == [(*schema.INPUT_COLUMNS, "predicted_price", "model_version")]
+
+
+@pytest.mark.parametrize("fmt", ["xlsx", "csv"])
+def test_a_feature_named_twice_fails_naming_both_columns(tmp_path: Path, pinned: PinnedModels, fmt: str) -> None:
+    """Which of two kilometers columns is meant is the user's to say: never one picked silently."""
+    header = [*schema.INPUT_COLUMNS, "Kilometers "]  # the 13th column, M, matched as kilometers is
+    rows = [[*sample_rows()[0].values(), 5]]
+    source = tmp_path / f"twice.{fmt}"
+    if fmt == "xlsx":
+        write_xlsx(source, header, rows)
+    else:
+        pd.DataFrame(rows, columns=header).to_csv(source, index=False)
+    with pytest.raises(BadInput, match=r"^kilometers is in columns C and M; keep one$"):
+        score(tmp_path, source, pinned)
+
+
+@pytest.mark.parametrize("fmt", ["xlsx", "csv"])
+def test_every_header_comes_back_exactly_as_uploaded(tmp_path: Path, pinned: PinnedModels, fmt: str) -> None:
+    header = ["note", *(f" {c.upper()} " for c in schema.INPUT_COLUMNS), "note", "note_1", "note"]
+    rows = [["a", *sample_rows()[0].values(), "b", "c", "d"]]
+    source = tmp_path / f"headers.{fmt}"
+    if fmt == "xlsx":
+        write_xlsx(source, header, rows)
+    else:
+        with open(source, "w", newline="") as fh:
+            csv.writer(fh).writerows([header, *rows])
+    result, result_path, rejected_path = score(tmp_path, source, pinned)
+    assert (result.rows_total, result.rows_rejected) == (1, 0)
+    if fmt == "xlsx":
+        sheet = openpyxl.load_workbook(result_path).active
+        written = [list(r) for r in sheet.iter_rows(values_only=True)]
+    else:
+        with open(result_path, newline="") as fh:
+            written = list(csv.reader(fh))
+    assert written[0] == [*header, "predicted_price", "model_version"]
+    assert [str(v) for v in written[1][-6:-2]] == [sample_rows()[0]["climate"], "b", "c", "d"]
+    with open(rejected_path, newline="") as fh:
+        assert next(csv.reader(fh)) == ["row", "errors", *header]
+
+
+@pytest.mark.parametrize("fmt", ["xlsx", "csv"])
+def test_a_number_too_large_for_an_integer_rejects_its_row_only(
+    tmp_path: Path, pinned: PinnedModels, api_prices: Prices, fmt: str
+) -> None:
+    """1e20 as an engine model used to fail the whole file (a cast to int64), retried as transient."""
+    good, bad = sample_rows()[0], {**sample_rows()[1], "model": 1e20}
+    source = tmp_path / f"huge.{fmt}"
+    if fmt == "xlsx":
+        write_xlsx(source, list(schema.INPUT_COLUMNS), [list(good.values()), list(bad.values())])
+    else:
+        pd.DataFrame([good, bad]).to_csv(source, index=False)
+    result, _, rejected_path = score(tmp_path, source, pinned)
+    assert (result.rows_total, result.rows_rejected) == (2, 1)
+    listed = pd.read_csv(rejected_path)
+    assert listed["row"].tolist() == [3]
+    # Quoted as the user gave it: a number in the xlsx, text in the CSV.
+    shown = "1e+20" if fmt == "xlsx" else "'1e+20'"
+    assert listed["errors"].item().startswith(f"model: unknown value {shown} (allowed: ")
+
+
+def test_a_validator_fault_on_one_row_rejects_that_row_only(
+    tmp_path: Path, pinned: PinnedModels, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fault in validation (not a refusal: an exception no one expected) that one row triggers
+    rejects that row with the fault; the file and its other rows are scored."""
+    encode_frame = FeatureSpec.encode_frame
+
+    def faulty(spec: FeatureSpec, frame: pd.DataFrame) -> Any:
+        if (frame["kilometers"] == 4242).any():
+            raise KeyError("a fault no one expected")
+        return encode_frame(spec, frame)
+
+    monkeypatch.setattr(FeatureSpec, "encode_frame", faulty)
+    rows = [list(r.values()) for r in sample_rows()[:20]]
+    rows[6][schema.INPUT_COLUMNS.index("kilometers")] = 4242  # sheet row 8
+    source = tmp_path / "fault.xlsx"
+    write_xlsx(source, list(schema.INPUT_COLUMNS), rows)
+    result, result_path, rejected_path = score(tmp_path, source, pinned)
+    assert (result.rows_total, result.rows_rejected) == (20, 1)
+    listed = pd.read_csv(rejected_path)
+    assert listed["row"].tolist() == [8]
+    assert listed["errors"].item().startswith("row: could not be checked (KeyError: 'a fault no one expected')")
+    scored = fastexcel.read_excel(str(result_path)).load_sheet(0).to_pandas()
+    assert scored["predicted_price"].isna().tolist() == [i == 6 for i in range(20)]
+
+
+def test_a_reader_fault_is_bad_input(tmp_path: Path, pinned: PinnedModels, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An exception of a type the reader does not word for the user still says what happened, as
+    bad input: the same file would fail the same way again, so it is never retried."""
+
+    def faulty(path: Path, **kwargs: Any) -> Iterator[Any]:
+        raise IndexError("calamine met a cell it could not place")
+        yield
+
+    monkeypatch.setattr(xlsx_reader, "iter_xlsx_batches", faulty)
+    with pytest.raises(BadInput, match=r"could not be read \(IndexError: calamine met a cell it could not place\)"):
+        score(tmp_path, SAMPLES / "1_row.xlsx", pinned)
+
+
+def test_a_merged_feature_cell_is_rejected_naming_its_range(tmp_path: Path, pinned: PinnedModels) -> None:
+    """Only a merged range's first cell holds its value: the other rows are rejected, saying so
+    (docs/batch.md, "Merged cells"), rather than given a value the file does not hold."""
+    rows = [list(r.values()) for r in sample_rows()[:5]]
+    fuel = schema.INPUT_COLUMNS.index("fuel_type")  # column D
+    for row in rows[1:4]:  # sheet rows 3 to 5, merged below: a spreadsheet saves no value in the others
+        row[fuel] = None
+    book = io.BytesIO()
+    with xlsxwriter.Workbook(book) as workbook:
+        sheet = workbook.add_worksheet()
+        sheet.write_row(0, 0, schema.INPUT_COLUMNS)
+        for i, row in enumerate(rows, start=1):
+            sheet.write_row(i, 0, row)
+        sheet.merge_range(2, fuel, 4, fuel, "Diesel")  # D3:D5
+    source = tmp_path / "merged.xlsx"
+    source.write_bytes(book.getvalue())
+    result, _, rejected_path = score(tmp_path, source, pinned)
+    assert (result.rows_total, result.rows_rejected) == (5, 2)
+    listed = pd.read_csv(rejected_path)
+    assert listed["row"].tolist() == [4, 5]
+    for reason in listed["errors"]:
+        assert reason.startswith(
+            "fuel_type: value is missing: the cell is in the merged range D3:D5, whose value only its first "
+            "cell D3 holds; unmerge the range and fill in each cell (allowed: "
+        )

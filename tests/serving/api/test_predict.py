@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -81,7 +82,9 @@ BAD_RECORDS = [
     ("unknown category", {"fuel_type": "Steam"}, "fuel_type", list(schema.CATEGORICAL_BY_NAME["fuel_type"].values)),
     ("missing field", {"color": DROP}, "color", None),
     ("extra field", {"turbo": True}, "turbo", None),
-    ("string for a number", {"kilometers": "1000"}, "kilometers", None),
+    ("text for a number", {"kilometers": "lots"}, "kilometers", None),
+    ("number beyond the range as text", {"kilometers": "1e20"}, "kilometers", None),
+    ("boolean for a number", {"kilometers": True}, "kilometers", None),
     ("fraction for a whole number", {"kilometers": 1000.5}, "kilometers", None),
     ("number for a category", {"fuel_type": 3}, "fuel_type", list(schema.CATEGORICAL_BY_NAME["fuel_type"].values)),
     ("negative kilometers", {"kilometers": -1}, "kilometers", None),
@@ -107,6 +110,50 @@ def test_bad_record_gets_422_naming_the_field(
     assert errors[0]["field"] == field
     assert "row" not in errors[0]
     assert errors[0].get("allowed") == allowed
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"kilometers": 1000.0},
+        {"kilometers": "1000"},
+        {"kilometers": " 1000 "},
+        {"model": "180"},
+        {"model": 180.0},
+        {"fuel_type": " Diesel "},
+    ],
+    ids=repr,
+)
+def test_a_value_that_means_a_valid_one_is_priced_as_it(
+    client: TestClient, sample_records: list[dict[str, Any]], changes: dict[str, Any]
+) -> None:
+    """As in a batch file, where a number has no type (CSV) or is always a double (xlsx)."""
+    record = {**sample_records[0], "kilometers": 1000, "model": 180, "fuel_type": "Diesel"}
+    expected = client.post("/predict/onnx", json=record)
+    response = client.post("/predict/onnx", json={**record, **changes})
+    assert response.status_code == 200, response.text
+    assert response.json() == expected.json()
+
+
+def test_negative_zero_is_zero(client: TestClient, sample_records: list[dict[str, Any]]) -> None:
+    """-0.0 km is 0 km, online as in a batch file (it was refused online and scored in batch)."""
+    zero = client.post("/predict/onnx", content=json.dumps({**sample_records[0], "kilometers": 0}))
+    negative = client.post("/predict/onnx", content=json.dumps({**sample_records[0], "kilometers": -0.0}))
+    assert negative.status_code == 200, negative.text
+    assert negative.json() == zero.json()
+
+
+def test_refusals_quote_the_value_as_sent(client: TestClient, sample_records: list[dict[str, Any]]) -> None:
+    cases = {
+        "model": (1e20, "unknown value 1e+20"),
+        "kilometers": (" lots ", "' lots ' is not a number"),
+        "age_in_months": (0.5, "0.5 must be a whole number in [0, 600]"),
+        "fuel_type": (" Steam ", "unknown value ' Steam '"),
+    }
+    for field, (value, message) in cases.items():
+        response = client.post("/predict/onnx", json={**sample_records[0], field: value})
+        assert response.status_code == 422, response.text
+        assert [(e["field"], e["message"]) for e in response.json()["errors"]] == [(field, message)]
 
 
 def test_bad_rows_of_a_batch_are_all_reported_with_their_position(
