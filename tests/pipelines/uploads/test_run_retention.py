@@ -15,7 +15,7 @@ import redis
 from aimq_pipelines.uploads.jobs import UPLOAD_COUNT_TAG, UPLOAD_ID_TAG, upload_tag
 from aimq_pipelines.uploads.purge import purge_uploads_job
 from aimq_pipelines.uploads.resources import UploadsResource
-from aimq_pipelines.uploads.run_retention import purge_scoring_runs, purge_training_runs
+from aimq_pipelines.uploads.run_retention import purge_purge_runs, purge_scoring_runs, purge_training_runs
 from aimq_serving.settings import AimqSettings
 from aimq_serving.uploads.status import UploadStatusStore
 from aimq_serving.uploads.storage import UploadStorage
@@ -116,6 +116,21 @@ def test_training_runs_keep_the_newest_per_group(own_instance: dg.DagsterInstanc
     ]
 
 
+def test_the_purge_jobs_own_runs_go_once_older_than_the_retention(own_instance: dg.DagsterInstance) -> None:
+    # One a minute in the soak benchmark, one a day by default: kept forever, they were the one run
+    # count that still grew without end.
+    done = _run(own_instance, "purge_uploads")
+    failed = _run(own_instance, "purge_uploads", status=dg.DagsterRunStatus.FAILURE)
+    running = _run(own_instance, "purge_uploads", status=dg.DagsterRunStatus.STARTED)
+    training = _run(own_instance, "train_models")
+    everything = [done, failed, running, training]
+
+    report = purge_purge_runs(own_instance, older_than_s=RETENTION_DAYS * DAY, now=NOW)
+    assert report.purge_runs_deleted == 0 and _left(own_instance, everything) == everything
+    report = purge_purge_runs(own_instance, older_than_s=RETENTION_DAYS * DAY, now=LATER)
+    assert report.purge_runs_deleted == 2 and _left(own_instance, everything) == [running, training]
+
+
 def test_the_purge_job_deletes_uploads_then_their_runs_and_old_training_runs(
     own_instance: dg.DagsterInstance, settings: AimqSettings, prefix: str, tmp_path: Path
 ) -> None:
@@ -142,6 +157,7 @@ def test_the_purge_job_deletes_uploads_then_their_runs_and_old_training_runs(
         if e.event_type == dg.DagsterEventType.STEP_OUTPUT and e.step_key == "purge_dagster_runs"
     )
     assert metadata["training_runs_deleted"].value == 2 and metadata["scoring_runs_deleted"].value == 0
+    assert metadata["purge_runs_deleted"].value == 0  # the job's own run is in progress, and recent
 
 
 def test_every_instance_purges_sensor_and_schedule_ticks(instance: dg.DagsterInstance) -> None:
