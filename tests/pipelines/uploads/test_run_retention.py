@@ -92,6 +92,23 @@ def test_a_scoring_run_is_deleted_with_its_log_once_every_upload_it_scored_is_pu
     assert own_instance.all_logs(alone) == [] and own_instance.all_logs(backlog_one_kept) != []
 
 
+def test_a_deleted_run_leaves_no_files(own_instance: dg.DagsterInstance) -> None:
+    # The local instance's per-run event-log file and the run's folder of compute logs and step
+    # outputs: DagsterInstance.delete_run left both (found by benchmarks/soak_benchmark.py: ~190 KB a run).
+    done, kept = _run(own_instance, "purge_uploads"), _run(own_instance, "purge_uploads")
+    shards = {r: Path(own_instance.event_log_storage.path_for_shard(r)) for r in (done, kept)}
+    folders = {r: Path(own_instance.storage_directory()) / r for r in (done, kept)}
+    for run_id in (done, kept):
+        (folders[run_id] / "compute_logs").mkdir(parents=True)
+        (folders[run_id] / "compute_logs" / "step.out").write_text("a step's stdout")
+        assert shards[run_id].exists()
+
+    own_instance.delete_run(kept)  # Dagster's own delete, for the contrast
+    purge_purge_runs(own_instance, older_than_s=0, now=LATER)
+    assert not shards[done].exists() and not folders[done].exists()
+    assert own_instance.get_run_by_id(kept) is None and shards[kept].exists() and folders[kept].exists()
+
+
 def test_training_runs_keep_the_newest_per_group(own_instance: dg.DagsterInstance) -> None:
     # Oldest first: all groups (no selection), then A alone, then B alone, then all groups again.
     oldest_all = _run(own_instance, "train_models")
