@@ -12,8 +12,10 @@ imports this module, and some entries (the CLI, the retry daemon) are large and 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import multiprocessing.context
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,6 +132,16 @@ RETRY_CURSOR_KEY = Internal(
     breaks="the run-failure sensor fails its ticks when a retry is skipped: those uploads stay `running`",
 )
 
+SQLITE_EVENT_LOG_STORAGE = Internal(
+    "dagster._core.storage.event_log.sqlite.sqlite_event_log",
+    "SqliteEventLogStorage",
+    used_by="aimq_pipelines.uploads.run_retention (delete_run_files)",
+    why="the local instance keeps each run's event log in a SQLite file of its own (path_for_shard); "
+    "DagsterInstance.delete_run deletes the rows and leaves the file (~190 KB, measured by "
+    "benchmarks/soak_benchmark.py), and no public API removes it",
+    breaks="`aimq up`'s DAGSTER_HOME/history/runs keeps a file per deleted run: it grows without end",
+)
+
 # Modules the code server's forkserver imports ahead of every run (aimq_pipelines.code_server.PRELOAD):
 # Dagster's run execution path and the instance's defs-state storage. multiprocessing ignores a preload
 # that fails to import, so a moved module would make runs start cold without a word: the test imports each.
@@ -151,6 +163,7 @@ INTERNALS = (
     ACTIVE_RUN_STATUSES,
     SHOULD_RETRY,
     RETRY_CURSOR_KEY,
+    SQLITE_EVENT_LOG_STORAGE,
 )
 
 # The attribute API_SERVER's constructor sets to its multiprocessing context.
@@ -176,3 +189,30 @@ def configured_class_modules(dagster_home: str) -> list[str]:
     ref = INSTANCE_REF.load().from_dir(dagster_home)
     class_data = CONFIGURABLE_CLASS_DATA.load()
     return [v.module_name for v in ref._asdict().values() if isinstance(v, class_data)]
+
+
+# The set of run ids whose event-log file SQLITE_EVENT_LOG_STORAGE has created in this process.
+_INITIALIZED_SHARDS_ATTRIBUTE = "_initialized_dbs"
+
+
+def delete_run_files(instance: dg.DagsterInstance, run_id: str) -> None:
+    """What ``instance.delete_run`` leaves of a run on disk: the local instance's SQLite event-log file
+    of the run (with its -wal and -shm), and the run's folder of compute logs and step outputs
+    (``$DAGSTER_HOME/storage/<run_id>``: the compute log manager's and the filesystem IO manager's)."""
+    storage = instance.event_log_storage
+    if isinstance(storage, SQLITE_EVENT_LOG_STORAGE.load()):
+        if not hasattr(storage, "path_for_shard"):
+            raise DagsterInternalsChanged(SQLITE_EVENT_LOG_STORAGE.changed("it has no path_for_shard"))
+        if not hasattr(storage, _INITIALIZED_SHARDS_ATTRIBUTE):
+            raise DagsterInternalsChanged(
+                SQLITE_EVENT_LOG_STORAGE.changed(f"it has no {_INITIALIZED_SHARDS_ATTRIBUTE}")
+            )
+        shard = storage.path_for_shard(run_id)
+        for path in (shard, f"{shard}-wal", f"{shard}-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        # This process's storage remembers the file as made: reading the deleted run's events here
+        # would then find a new empty file without tables and fail, instead of finding no events.
+        getattr(storage, _INITIALIZED_SHARDS_ATTRIBUTE).discard(run_id)
+    # Public: every compute log manager deletes by prefix; the local one removes the whole folder.
+    instance.compute_log_manager.delete_logs(prefix=[run_id])

@@ -28,9 +28,9 @@ def throwaway_env(tag: str, work: Path) -> dict[str, str]:
     }
 
 
-def remove_throwaway(settings: Any, work: Path) -> None:
+def remove_throwaway(settings: Any, work: Path, keep_folder: bool = False) -> None:
     """Every Redis key under the prefix (models, upload records, rate limits), the queues and
-    exchanges, and the folder."""
+    exchanges, and the folder (unless ``keep_folder``: its logs and DAGSTER_HOME, to look at)."""
     from aimq_serving.uploads.broker import Topology, connect
 
     client = settings.redis_client()
@@ -44,4 +44,5 @@ def remove_throwaway(settings: Any, work: Path) -> None:
         Topology.from_settings(settings).delete(connection.channel())
     finally:
         connection.close()
-    shutil.rmtree(work, ignore_errors=True)
+    if not keep_folder:
+        shutil.rmtree(work, ignore_errors=True)

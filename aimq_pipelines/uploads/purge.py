@@ -7,7 +7,13 @@ import dagster as dg
 
 from aimq_pipelines.uploads.jobs import RETRY_POLICY
 from aimq_pipelines.uploads.resources import UploadsResource
-from aimq_pipelines.uploads.run_retention import RunPurgeReport, purge_scoring_runs, purge_training_runs
+from aimq_pipelines.uploads.run_retention import (
+    PURGE_JOB_NAME,
+    RunPurgeReport,
+    purge_purge_runs,
+    purge_scoring_runs,
+    purge_training_runs,
+)
 from aimq_serving.settings import get_settings
 from aimq_serving.uploads.retention import PurgeReport, purge_finished
 
@@ -49,8 +55,8 @@ def purge_finished_uploads_op(context: dg.OpExecutionContext, uploads: UploadsRe
     name="purge_dagster_runs",
     ins={"uploads_purged": dg.In(dg.Nothing)},
     retry_policy=RETRY_POLICY,
-    description="Delete the Dagster runs (and event logs) of purged uploads, and all but the newest "
-    "AIMQ_TRAINING_RUNS_KEPT training runs per model group.",
+    description="Delete the Dagster runs (and event logs) of purged uploads and this job's own runs older "
+    "than the retention, and all but the newest AIMQ_TRAINING_RUNS_KEPT training runs per model group.",
 )
 def purge_dagster_runs_op(context: dg.OpExecutionContext, uploads: UploadsResource) -> dg.Output[int]:
     settings = uploads.settings()
@@ -64,17 +70,20 @@ def purge_dagster_runs_op(context: dg.OpExecutionContext, uploads: UploadsResour
             report=report,
             on_progress=lambda done: context.log.info(f"{done:,} scoring runs deleted so far"),
         )
+        purge_purge_runs(context.instance, older_than_s=days * _DAY_S, report=report)
     purge_training_runs(context.instance, keep_per_group=settings.training_runs_kept, report=report)
     context.log.info(
         f"deleted {report.scoring_runs_deleted:,} scoring runs of purged uploads (kept {report.scoring_runs_kept:,} "
-        f"older ones whose uploads are kept) and {report.training_runs_deleted:,} training runs beyond the newest "
+        f"older ones whose uploads are kept), {report.purge_runs_deleted:,} runs of this job older than the "
+        f"retention and {report.training_runs_deleted:,} training runs beyond the newest "
         f"{settings.training_runs_kept} per group"
     )
     return dg.Output(
-        report.scoring_runs_deleted + report.training_runs_deleted,
+        report.scoring_runs_deleted + report.purge_runs_deleted + report.training_runs_deleted,
         metadata={
             "scoring_runs_deleted": report.scoring_runs_deleted,
             "scoring_runs_kept": report.scoring_runs_kept,
+            "purge_runs_deleted": report.purge_runs_deleted,
             "training_runs_deleted": report.training_runs_deleted,
             "training_runs_kept_per_group": settings.training_runs_kept,
         },
@@ -82,11 +91,11 @@ def purge_dagster_runs_op(context: dg.OpExecutionContext, uploads: UploadsResour
 
 
 @dg.job(
-    name="purge_uploads",
+    name=PURGE_JOB_NAME,
     executor_def=dg.in_process_executor,
     tags={"aimq/kind": "maintenance"},
     description="Delete finished uploads (files and status) older than AIMQ_UPLOAD_RETENTION_DAYS, then "
-    "their Dagster runs, and training runs beyond AIMQ_TRAINING_RUNS_KEPT per group.",
+    "their Dagster runs and this job's own older runs, and training runs beyond AIMQ_TRAINING_RUNS_KEPT per group.",
 )
 def purge_uploads_job() -> None:
     purge_dagster_runs_op(uploads_purged=purge_finished_uploads_op())

@@ -13,7 +13,13 @@ Contract:
 - A ``train_models`` run is kept while it is among the newest ``training_runs_kept`` runs of any model
   group it trained (a run without an asset selection trained all groups); older finished ones are
   deleted. The latest materialization of every model asset therefore stays.
-- Runs in progress are never touched. ``DagsterInstance.delete_run`` removes a run and its event log.
+- A ``purge_uploads`` run (one a day by default, one a minute in the soak benchmark) records what it
+  deleted; it is kept as long as the uploads are, and deleted like a scoring run once it finished more
+  than the retention period ago. Without this the purge's own runs were the one kind that still grew
+  without end (found by ``benchmarks/soak_benchmark.py``). Kept forever when the retention is 0.
+- Runs in progress are never touched. ``DagsterInstance.delete_run`` removes a run and its event log's
+  rows; ``dagster_internals.delete_run_files`` what it leaves on disk (the local instance's per-run
+  event-log file, the run's compute logs and step outputs), which grew by ~190 KB a run for ever.
 """
 
 from __future__ import annotations
@@ -25,11 +31,13 @@ from dataclasses import dataclass
 
 import dagster as dg
 
+from aimq_pipelines import dagster_internals
 from aimq_pipelines.models.jobs import train_models_job
 from aimq_pipelines.uploads.jobs import SCORING_JOBS, uploads_of
 from aimq_serving import schema
 from aimq_serving.uploads.status import UploadStatusStore
 
+PURGE_JOB_NAME = "purge_uploads"  # the job defined in purge.py, which imports this module
 FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
 PAGE = 200
 
@@ -40,6 +48,7 @@ class RunPurgeReport:
     # Older than the cutoff, but one of their uploads is still kept (queued, running or recent).
     scoring_runs_kept: int = 0
     training_runs_deleted: int = 0
+    purge_runs_deleted: int = 0
 
 
 def _finished_runs(instance: dg.DagsterInstance, job_name: str, before: float | None = None) -> Iterator[dg.DagsterRun]:
@@ -62,6 +71,7 @@ def _finished_runs(instance: dg.DagsterInstance, job_name: str, before: float | 
 def _delete(instance: dg.DagsterInstance, run_ids: list[str], on_progress: Callable[[int], None] | None) -> None:
     for done, run_id in enumerate(run_ids, start=1):
         instance.delete_run(run_id)
+        dagster_internals.delete_run_files(instance, run_id)
         if on_progress is not None and done % PAGE == 0:
             on_progress(done)
 
@@ -88,6 +98,18 @@ def purge_scoring_runs(
                 report.scoring_runs_kept += 1
     _delete(instance, doomed, on_progress)
     report.scoring_runs_deleted += len(doomed)
+    return report
+
+
+def purge_purge_runs(
+    instance: dg.DagsterInstance, *, older_than_s: float, now: float | None = None, report: RunPurgeReport | None = None
+) -> RunPurgeReport:
+    """Delete the finished ``purge_uploads`` runs older than ``older_than_s``."""
+    report = report or RunPurgeReport()
+    cutoff = (time.time() if now is None else now) - older_than_s
+    doomed = [run.run_id for run in _finished_runs(instance, PURGE_JOB_NAME, before=cutoff)]
+    _delete(instance, doomed, None)
+    report.purge_runs_deleted += len(doomed)
     return report
 
 

@@ -15,7 +15,7 @@ import redis
 from aimq_pipelines.uploads.jobs import UPLOAD_COUNT_TAG, UPLOAD_ID_TAG, upload_tag
 from aimq_pipelines.uploads.purge import purge_uploads_job
 from aimq_pipelines.uploads.resources import UploadsResource
-from aimq_pipelines.uploads.run_retention import purge_scoring_runs, purge_training_runs
+from aimq_pipelines.uploads.run_retention import purge_purge_runs, purge_scoring_runs, purge_training_runs
 from aimq_serving.settings import AimqSettings
 from aimq_serving.uploads.status import UploadStatusStore
 from aimq_serving.uploads.storage import UploadStorage
@@ -92,6 +92,23 @@ def test_a_scoring_run_is_deleted_with_its_log_once_every_upload_it_scored_is_pu
     assert own_instance.all_logs(alone) == [] and own_instance.all_logs(backlog_one_kept) != []
 
 
+def test_a_deleted_run_leaves_no_files(own_instance: dg.DagsterInstance) -> None:
+    # The local instance's per-run event-log file and the run's folder of compute logs and step
+    # outputs: DagsterInstance.delete_run left both (found by benchmarks/soak_benchmark.py: ~190 KB a run).
+    done, kept = _run(own_instance, "purge_uploads"), _run(own_instance, "purge_uploads")
+    shards = {r: Path(own_instance.event_log_storage.path_for_shard(r)) for r in (done, kept)}
+    folders = {r: Path(own_instance.storage_directory()) / r for r in (done, kept)}
+    for run_id in (done, kept):
+        (folders[run_id] / "compute_logs").mkdir(parents=True)
+        (folders[run_id] / "compute_logs" / "step.out").write_text("a step's stdout")
+        assert shards[run_id].exists()
+
+    own_instance.delete_run(kept)  # Dagster's own delete, for the contrast
+    purge_purge_runs(own_instance, older_than_s=0, now=LATER)
+    assert not shards[done].exists() and not folders[done].exists()
+    assert own_instance.get_run_by_id(kept) is None and shards[kept].exists() and folders[kept].exists()
+
+
 def test_training_runs_keep_the_newest_per_group(own_instance: dg.DagsterInstance) -> None:
     # Oldest first: all groups (no selection), then A alone, then B alone, then all groups again.
     oldest_all = _run(own_instance, "train_models")
@@ -114,6 +131,21 @@ def test_training_runs_keep_the_newest_per_group(own_instance: dg.DagsterInstanc
         running,
         scoring,
     ]
+
+
+def test_the_purge_jobs_own_runs_go_once_older_than_the_retention(own_instance: dg.DagsterInstance) -> None:
+    # One a minute in the soak benchmark, one a day by default: kept forever, they were the one run
+    # count that still grew without end.
+    done = _run(own_instance, "purge_uploads")
+    failed = _run(own_instance, "purge_uploads", status=dg.DagsterRunStatus.FAILURE)
+    running = _run(own_instance, "purge_uploads", status=dg.DagsterRunStatus.STARTED)
+    training = _run(own_instance, "train_models")
+    everything = [done, failed, running, training]
+
+    report = purge_purge_runs(own_instance, older_than_s=RETENTION_DAYS * DAY, now=NOW)
+    assert report.purge_runs_deleted == 0 and _left(own_instance, everything) == everything
+    report = purge_purge_runs(own_instance, older_than_s=RETENTION_DAYS * DAY, now=LATER)
+    assert report.purge_runs_deleted == 2 and _left(own_instance, everything) == [running, training]
 
 
 def test_the_purge_job_deletes_uploads_then_their_runs_and_old_training_runs(
@@ -142,6 +174,7 @@ def test_the_purge_job_deletes_uploads_then_their_runs_and_old_training_runs(
         if e.event_type == dg.DagsterEventType.STEP_OUTPUT and e.step_key == "purge_dagster_runs"
     )
     assert metadata["training_runs_deleted"].value == 2 and metadata["scoring_runs_deleted"].value == 0
+    assert metadata["purge_runs_deleted"].value == 0  # the job's own run is in progress, and recent
 
 
 def test_every_instance_purges_sensor_and_schedule_ticks(instance: dg.DagsterInstance) -> None:
