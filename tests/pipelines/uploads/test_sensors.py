@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from pathlib import Path
 
 import dagster as dg
 import pika
@@ -598,3 +599,20 @@ def test_an_idle_body_whose_upload_is_queued_or_has_a_run_is_kept(
     assert broker.ready() == 0
     tick(instance, uploads)
     assert storage.incoming_path(queued.upload_id).exists()  # its run has not finished
+
+
+def test_a_routine_tick_writes_no_log_file(
+    broker: Broker, uploads_settings: AimqSettings, instance: dg.DagsterInstance, dagster_home: Path
+) -> None:
+    # Dagster opens a log file for a tick whose context.log is used (as the daemon builds the context:
+    # from the instance's ref), and its tick purge never deletes it: an empty tick, the daemon's most
+    # common, must not make one.
+    with dg.build_sensor_context(
+        instance_ref=instance.get_ref(),
+        sensor_name=UPLOAD_SENSOR,
+        repository_name="aimq-test",
+        resources={"uploads": resource(uploads_settings)},
+    ) as context:
+        outcome = upload_sensor(context)
+    assert outcome.run_requests == []
+    assert not list((dagster_home / "storage").glob("aimq-test/**/*.*")), "a log file for a routine tick"
