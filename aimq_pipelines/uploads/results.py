@@ -4,11 +4,18 @@ xlsx: sheet ``predictions`` (the upload's columns, then ``predicted_price`` and 
 then sheet ``rejected`` (``row``, ``errors``, the upload's columns). CSV: the same columns with the
 upload's delimiter. Both formats also get ``rejected.csv``.
 
-CSV results neutralise formula-looking text (OWASP's CSV-injection advice): a cell that starts
-with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return, and is not a number, is written with
-a leading ``'``, so a spreadsheet program opening the file shows the text instead of running it.
-Numbers such as ``-5`` or ``+3.2`` are left alone. The xlsx result needs none of this: its cells
-are stored as text, never as formulas, and come back unchanged.
+CSV results neutralise the cells a spreadsheet program would evaluate as a formula (OWASP's
+CSV-injection advice) and no others: such a cell is written with a leading ``'``, so Excel or
+LibreOffice opening the file shows the text instead of running it. A harmless cell comes back as it
+was: a user's ``-`` for "none" must not become ``'-``. Formulas are (after leading blanks, which
+Excel skips): ``=`` or ``@`` followed by anything (``=1+1``, ``@cmd``); one or more signs directly
+followed by an operand (``+SUM(A1)``, ``-2+3``, ``-A1``, ``--1``), unless the whole cell is a
+number (``-5``, ``+3.5``, ``-1e3``, ``-1,000``, ``-10%``, ``-$1``); signs, blanks and then text
+holding a call, a DDE pipe or an operator (``- =1+1``, ``- 1+1``). Left alone: ``-``, ``--``,
+``+``, ``1-2``, ``- note``, a tab before ``foo``. LibreOffice 7.4 itself evaluates only the ``=`` cells of a
+CSV (``tests/pipelines/uploads/test_results.py`` opens results in it); the sign and ``@``
+rules are for Excel, which evaluates those too. The xlsx result needs none of this: its cells are
+stored as text, never as formulas, and come back unchanged.
 """
 
 from __future__ import annotations
@@ -24,9 +31,16 @@ from aimq_tabular import csv_reader, xlsx_cells
 from aimq_tabular.formats import Format
 from aimq_tabular.xlsx_writer import XlsxTableWriter
 
-# Text a spreadsheet program would take for a formula (OWASP), unless it is a plain number.
-_FORMULA_START = r"^[=+\-@\t\r]"
-_NUMBER = r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$"
+# Text a spreadsheet program would evaluate as a formula (RE2 syntax; see the module docstring),
+# unless the whole cell is a number as spreadsheets read numbers.
+_FORMULA = (
+    r"(?s)^[ \t\r\n]*(?:"
+    r"[=@]."  # =1+1, @cmd
+    r"|[+\-]+[\pL\pN_.(\"'$@=&{\[]"  # a sign and at once an operand: +SUM(A1), -2+3, -A1
+    r"|[+\-]+[ \t]+.*[(|=+\-*/^&@!]"  # a sign, blanks, then a call, pipe or operator: - 1+1
+    r")"
+)
+_NUMBER = r"^[+-]?\$?(?:\d[\d,]*\.?\d*|\.\d+)(?:[eE][+-]?\d+)?%?$"
 
 PRICE = "predicted_price"
 VERSION = "model_version"
@@ -95,12 +109,12 @@ class CsvResult:
 
 
 def neutralise_formulas(batch: pa.RecordBatch | pa.Table) -> pa.RecordBatch | pa.Table:
-    """Text columns with a ``'`` before each formula-looking cell (see the module docstring)."""
+    """Text columns with a ``'`` before each cell a spreadsheet would evaluate (module docstring)."""
     columns = list(batch.columns)
     for j, column in enumerate(columns):
         if not pa.types.is_string(column.type):
             continue
-        risky = pc.and_not(pc.match_substring_regex(column, _FORMULA_START), pc.match_substring_regex(column, _NUMBER))
+        risky = pc.and_not(pc.match_substring_regex(column, _FORMULA), pc.match_substring_regex(column, _NUMBER))
         if pc.any(risky).as_py():
             columns[j] = pc.if_else(risky, pc.binary_join_element_wise("'", column, ""), column)
     return type(batch).from_arrays(columns, schema=batch.schema)
