@@ -18,11 +18,13 @@ import onnxruntime as ort
 import redis
 from threadpoolctl import ThreadpoolController
 
-from aimq_serving import redisai, schema
+from aimq_serving import redisai, schema, signing
 from aimq_serving.features import FeatureSpec
 from aimq_serving.model_store import ModelStore, ModelStoreError, NoModel, StoredModel, UnknownGroup, VersionInfo
 
 log = logging.getLogger(__name__)
+
+MODEL_ID_DIGITS = 12  # 48 bits: a collision between a group's few kept versions is out of reach
 
 
 def onnx_session(onnx_bytes: bytes) -> ort.InferenceSession:
@@ -86,8 +88,14 @@ class LoadedModel:
     _row_binding: ort.IOBinding = field(init=False, repr=False)
     _row_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _restore_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    # The ONNX file's SHA-256, and its first 12 hex digits as the model's short id: unlike a version
+    # number (which a new store hands out again), it names these exact bytes wherever they are.
+    onnx_sha256: str = field(default="", init=False)
+    model_id: str = field(default="", init=False)
 
     def __post_init__(self) -> None:
+        self.onnx_sha256 = signing.sha256_hex(self._stored.onnx)
+        self.model_id = self.onnx_sha256[:MODEL_ID_DIGITS]
         # Asking the session for its input name costs about as much as running one row.
         self._input_name = self.session.get_inputs()[0].name
         # The API's one-record requests run through buffers bound once: run() would build the feeds,

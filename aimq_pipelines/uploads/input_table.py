@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from aimq_pipelines.uploads.results import PRICE, VERSION
+from aimq_pipelines.uploads.results import OUTPUT_COLUMNS
 from aimq_serving import schema
 from aimq_tabular import csv_reader, xlsx_reader
 from aimq_tabular.formats import Format
@@ -167,5 +167,5 @@ class Columns:
                 f"the file has: {shown}{where}"
             )
         # A result file uploaded again: its prediction columns are replaced, not duplicated.
-        kept = [n for n in names if n.strip().lower() not in (PRICE, VERSION)]
+        kept = [n for n in names if n.strip().lower() not in OUTPUT_COLUMNS]
         return cls(source={c: by_key[c] for c in schema.INPUT_COLUMNS}, kept=kept)

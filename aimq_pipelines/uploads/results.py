@@ -1,8 +1,9 @@
 """Writing a scored file in the upload's format, and the rejected rows beside it.
 
-xlsx: sheet ``predictions`` (the upload's columns, then ``predicted_price`` and ``model_version``),
-then sheet ``rejected`` (``row``, ``errors``, the upload's columns). CSV: the same columns with the
-upload's delimiter. Both formats also get ``rejected.csv``.
+xlsx: sheet ``predictions`` (the upload's columns, then ``OUTPUT_COLUMNS``: ``predicted_price``,
+``model_version``, ``model_id``), sheet ``rejected`` (``row``, ``errors``, the upload's columns), and
+sheet ``about`` (the provenance: ``provenance.py``). CSV: the same columns with the upload's
+delimiter; its provenance is ``about.json`` beside it. Both formats also get ``rejected.csv``.
 
 CSV results neutralise the cells a spreadsheet program would evaluate as a formula (OWASP's
 CSV-injection advice) and no others: such a cell is written with a leading ``'``, so Excel or
@@ -44,6 +45,10 @@ _NUMBER = r"^[+-]?\$?(?:\d[\d,]*\.?\d*|\.\d+)(?:[eE][+-]?\d+)?%?$"
 
 PRICE = "predicted_price"
 VERSION = "model_version"
+MODEL_ID = "model_id"  # the model's short id: the start of its ONNX file's SHA-256
+# The columns a result adds to the upload's; a result uploaded again gets them replaced.
+OUTPUT_COLUMNS = (PRICE, VERSION, MODEL_ID)
+ABOUT_SHEET = "about"
 ROW = "row"
 ERRORS = "errors"
 
@@ -51,15 +56,16 @@ ERRORS = "errors"
 class ResultWriter(Protocol):
     def write(self, batch: pa.RecordBatch) -> None: ...
 
-    def finish(self, rejected: list[pa.Table]) -> None:
-        """Complete the file, adding the rejected rows where the format keeps them."""
+    def finish(self, rejected: list[pa.Table], about: list[tuple[str, str]]) -> None:
+        """Complete the file, adding the rejected rows and the provenance (field, value) where the
+        format keeps them."""
 
     def abort(self) -> None:
         """Release the file after a failure (the caller removes it)."""
 
 
 def open_result(fmt: Format, path: Path, kept: list[str], delimiter: str) -> ResultWriter:
-    """A writer of the upload's ``kept`` columns plus the two prediction columns."""
+    """A writer of the upload's ``kept`` columns plus the ``OUTPUT_COLUMNS``."""
     return XlsxResult(path, kept) if fmt == "xlsx" else CsvResult(path, kept, delimiter)
 
 
@@ -67,17 +73,20 @@ class XlsxResult:
     def __init__(self, path: Path, kept: list[str]):
         self.kept = kept
         self.book = XlsxTableWriter(path)
-        self.sheet = self.book.add_sheet("predictions", [*kept, PRICE, VERSION])
+        self.sheet = self.book.add_sheet("predictions", [*kept, *OUTPUT_COLUMNS])
         self.done = False
 
     def write(self, batch: pa.RecordBatch) -> None:
         self.sheet.write(batch)
 
-    def finish(self, rejected: list[pa.Table]) -> None:
+    def finish(self, rejected: list[pa.Table], about: list[tuple[str, str]]) -> None:
         self.sheet.close()
         sheet = self.book.add_sheet("rejected", [ROW, ERRORS, *self.kept])
         for table in rejected:
             sheet.write(table)
+        sheet.close()
+        sheet = self.book.add_sheet(ABOUT_SHEET, ["field", "value"])
+        sheet.write(pa.table({"field": [f for f, _ in about], "value": [v for _, v in about]}))
         sheet.close()
         self.book.close()
         self.done = True
@@ -91,7 +100,12 @@ class CsvResult:
     def __init__(self, path: Path, kept: list[str], delimiter: str):
         # A CSV upload is read as text: its columns go back as text, exactly as they came.
         self.schema = pa.schema(
-            [*(pa.field(n, pa.string()) for n in kept), (PRICE, pa.float64()), (VERSION, pa.int64())]
+            [
+                *(pa.field(n, pa.string()) for n in kept),
+                (PRICE, pa.float64()),
+                (VERSION, pa.int64()),
+                (MODEL_ID, pa.string()),
+            ]
         )
         self.writer = pcsv.CSVWriter(str(path), self.schema, write_options=csv_reader.write_options(delimiter))
         self.done = False
@@ -99,8 +113,8 @@ class CsvResult:
     def write(self, batch: pa.RecordBatch) -> None:
         self.writer.write_batch(_empty_unquoted(neutralise_formulas(batch.cast(self.schema))))
 
-    def finish(self, rejected: list[pa.Table]) -> None:
-        self.writer.close()
+    def finish(self, rejected: list[pa.Table], about: list[tuple[str, str]]) -> None:
+        self.writer.close()  # rejected rows and provenance go beside it: rejected.csv, about.json
         self.done = True
 
     def abort(self) -> None:

@@ -17,6 +17,7 @@ half-written file.
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import time
@@ -32,7 +33,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from aimq_pipelines.uploads.input_table import BadInput, Columns, InputTable, row_numbers
-from aimq_pipelines.uploads.results import ERRORS, PRICE, ROW, VERSION, ResultWriter, open_result, write_rejected_csv
+from aimq_pipelines.uploads.provenance import UploadFacts, about, about_rows
+from aimq_pipelines.uploads.results import (
+    ERRORS,
+    MODEL_ID,
+    PRICE,
+    ROW,
+    VERSION,
+    ResultWriter,
+    open_result,
+    write_rejected_csv,
+)
 from aimq_serving import schema
 from aimq_serving.features import _MAX_ERRORS_PER_COLUMN, RowError
 from aimq_serving.loaded_models import LoadedModel, ModelCache
@@ -60,6 +71,7 @@ class ScoreResult:
     # Where the table was found: the sheet (xlsx; None for CSV) and the header's row (CSV: line).
     data_sheet: str | None = None
     header_row: int = 1
+    about: dict[str, object] = field(default_factory=dict)  # the provenance written with the result
 
 
 @dataclass
@@ -91,8 +103,11 @@ def score_file(
     chunk_rows: int = 100_000,
     work_dir: Path | None = None,
     progress: Progress | None = None,
+    upload: UploadFacts | None = None,
+    about_path: Path | None = None,
 ) -> ScoreResult:
-    """Score ``table`` into ``result_path`` and ``rejected_path``; raise BadInput if it cannot be.
+    """Score ``table`` into ``result_path`` and ``rejected_path`` (and its provenance, about
+    ``upload``, into ``about_path`` when given); raise BadInput if it cannot be.
 
     Three stages overlap: the reader's threads prepare the next batches, two scoring threads
     validate and predict (ONNX Runtime and most of Arrow release the GIL; each call runs the
@@ -107,6 +122,7 @@ def score_file(
     tmp_dir = work_dir if work_dir is not None else result_path.parent
     tmp_result = tmp_dir / f".{result_path.name}.{os.getpid()}.tmp"
     tmp_rejected = tmp_dir / f".{rejected_path.name}.{os.getpid()}.tmp"
+    tmp_about = tmp_dir / f".about.json.{os.getpid()}.tmp"
     writer: ResultWriter | None = None
     rejected_tables: list[pa.Table] = []
     scoring: deque[Future[_Scored]] = deque()
@@ -153,10 +169,23 @@ def score_file(
         collect(limit=0)
         if columns is None or writer is None:
             raise BadInput("the file is empty: no header row with column names")
+        result.about = about(
+            upload,
+            data_sheet=result.data_sheet,
+            header_row=result.header_row,
+            models=models.models,
+            extra={},
+            scored_at=time.time(),
+        )
         with timer("finish_s"):
-            writer.finish(rejected_tables)
+            writer.finish(rejected_tables, about_rows(result.about))
             write_rejected_csv(tmp_rejected, rejected_tables, columns.kept)
+            if about_path is not None:
+                tmp_about.write_text(json.dumps(result.about, indent=2, ensure_ascii=False) + "\n")
+        # The result last: once it is there, so are the files that go with it.
         os.replace(tmp_rejected, rejected_path)
+        if about_path is not None:
+            os.replace(tmp_about, about_path)
         os.replace(tmp_result, result_path)
     except (xlsx_reader.XlsxFormatError, csv_reader.CsvFormatError, XlsxWriteError) as exc:
         raise BadInput(str(exc)) from exc
@@ -172,6 +201,7 @@ def score_file(
             writer.abort()
         tmp_result.unlink(missing_ok=True)
         tmp_rejected.unlink(missing_ok=True)
+        tmp_about.unlink(missing_ok=True)
     result.model_versions = {g: m.version for g, m in models.models.items()}
     result.stats = {
         **timer.totals,
@@ -195,6 +225,7 @@ def _score_batch(
     frame = pd.DataFrame({c: _cell_values(batch.column(columns.source[c])) for c in schema.INPUT_COLUMNS})
     price = np.full(n, np.nan)
     version = np.zeros(n, dtype=np.int64)
+    model_id = np.full(n, None, dtype=object)
 
     groups = frame[schema.GROUP_FIELD].astype("string").str.strip()
     assigned = np.zeros(n, dtype=bool)
@@ -209,7 +240,7 @@ def _score_batch(
             for i in rows:
                 errors[int(i)].append(RowError(int(i), schema.GROUP_FIELD, reason))
             continue
-        _score_group(frame, rows, model, price, version, errors)
+        _score_group(frame, rows, model, price, version, model_id, errors)
     for i in np.flatnonzero(~assigned & ~blank):
         raw = frame[schema.GROUP_FIELD].iloc[i]
         message = "value is missing" if pd.isna(raw) or str(raw).strip() == "" else f"unknown value {raw!r}"
@@ -222,6 +253,7 @@ def _score_batch(
     out = batch.select(columns.kept)
     out = out.append_column(PRICE, pa.array(price, mask=~scored))
     out = out.append_column(VERSION, pa.array(version, mask=~scored))
+    out = out.append_column(MODEL_ID, pa.array(np.where(scored, model_id, None), pa.string()))
     if len(keep) < n:
         out = out.take(pa.array(keep))
 
@@ -241,6 +273,7 @@ def _score_group(
     model: LoadedModel,
     price: np.ndarray,
     version: np.ndarray,
+    model_id: np.ndarray,
     errors: dict[int, list[RowError]],
 ) -> None:
     sub = frame.iloc[rows]
@@ -248,6 +281,7 @@ def _score_group(
     if len(matrix):
         price[rows[valid]] = model.predict_onnx(matrix)
         version[rows[valid]] = model.version
+        model_id[rows[valid]] = model.model_id
     for err in found:
         errors[int(rows[err.row])].append(err)
     # encode_frame caps its report per column; rows past the cap are encoded again in slices no

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from aimq_pipelines.uploads.input_table import BadInput, InputTable
+from aimq_pipelines.uploads.results import OUTPUT_COLUMNS
 from aimq_pipelines.uploads.scoring import PinnedModels, ScoreResult, score_file
 from aimq_serving import schema
 from aimq_serving.loaded_models import ModelCache
@@ -62,9 +63,9 @@ def test_sample_file_scores_like_the_api(tmp_path: Path, pinned: PinnedModels, a
     assert result.model_versions == {g: m.version for g, m in pinned.models.items()}
 
     book = fastexcel.read_excel(str(result_path))
-    assert book.sheet_names == ["predictions", "rejected"]
+    assert book.sheet_names == ["predictions", "rejected", "about"]
     scored = book.load_sheet(0).to_pandas()
-    assert list(scored.columns) == [*schema.INPUT_COLUMNS, "predicted_price", "model_version"]
+    assert list(scored.columns) == [*schema.INPUT_COLUMNS, *OUTPUT_COLUMNS]
     rows = sample_rows()
     assert scored[list(schema.INPUT_COLUMNS)].to_dict("records") == rows  # the same rows, unchanged
     assert scored["predicted_price"].tolist() == api_prices(rows)
@@ -154,7 +155,7 @@ def test_csv_keeps_its_delimiter_and_extra_columns(tmp_path: Path, pinned: Pinne
     assert (result.rows_total, result.rows_rejected) == (len(frame), len(reasons))
 
     out = pd.read_csv(result_path, sep=";", dtype={"listing_id": str}, keep_default_na=False, na_values=[""])
-    assert list(out.columns) == [*header, "predicted_price", "model_version"]
+    assert list(out.columns) == [*header, *OUTPUT_COLUMNS]
     assert out["listing_id"].tolist() == frame["listing_id"].tolist()
     good = out[out["listing_id"] != "bad"]
     assert good["predicted_price"].tolist() == api_prices(good[list(schema.INPUT_COLUMNS)].to_dict("records"))
@@ -173,7 +174,7 @@ def test_result_file_uploaded_again_replaces_its_predictions(tmp_path: Path, pin
     result, second, _ = score(tmp_path / "b", again, pinned)
     assert result.rows_rejected == 0
     columns = fastexcel.read_excel(str(second)).load_sheet(0).to_pandas().columns.tolist()
-    assert columns.count("predicted_price") == 1 and columns.count("model_version") == 1
+    assert all(columns.count(c) == 1 for c in OUTPUT_COLUMNS)
 
 
 def test_group_without_model_rejects_its_rows(tmp_path: Path, pinned: PinnedModels) -> None:
@@ -221,4 +222,4 @@ def test_header_only_file_succeeds_empty(tmp_path: Path, pinned: PinnedModels) -
     result, result_path, _ = score(tmp_path, source, pinned)
     assert (result.rows_total, result.rows_rejected) == (0, 0)
     rows = list(openpyxl.load_workbook(result_path).active.iter_rows(values_only=True))
-    assert rows == [(*schema.INPUT_COLUMNS, "predicted_price", "model_version")]
+    assert rows == [(*schema.INPUT_COLUMNS, *OUTPUT_COLUMNS)]
