@@ -19,6 +19,7 @@ import redis
 from threadpoolctl import ThreadpoolController
 
 from aimq_serving import redisai, schema, signing
+from aimq_serving.conformal import Calibration
 from aimq_serving.features import FeatureSpec
 from aimq_serving.model_store import ModelStore, ModelStoreError, NoModel, StoredModel, UnknownGroup, VersionInfo
 
@@ -120,6 +121,11 @@ class LoadedModel:
     @property
     def version(self) -> int:
         return self.info.version
+
+    @property
+    def calibration(self) -> Calibration | None:
+        """The version's price-range calibration; None for a version stored before issue 25."""
+        return self._stored.calibration
 
     def predict_onnx(self, features: np.ndarray) -> np.ndarray:
         out = self.session.run(None, {self._input_name: features})[0]

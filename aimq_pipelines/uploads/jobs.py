@@ -145,6 +145,7 @@ def score_upload(
             progress=progress,
             upload=UploadFacts(upload_id, message.original_name, message.sha256),
             about_path=storage.about_path(upload_id),
+            coverage=settings.coverage,
         )
     except (BadInput, TamperedModel) as exc:
         status.fail(upload_id, str(exc))

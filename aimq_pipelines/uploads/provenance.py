@@ -57,6 +57,8 @@ def about(
                 "model_id": model.model_id,
                 "created_at": iso(model.info.created_at),
                 "onnx_sha256": model.onnx_sha256,
+                # None: stored before issue 25, no ranges (its rows' price_low/price_high are empty)
+                "calibration_rows": model.calibration.split.get("rows") if model.calibration else None,
             }
             for group, model in sorted(models.items())
         },

@@ -1,9 +1,10 @@
 """Writing a scored file in the upload's format, and the rejected rows beside it.
 
 xlsx: sheet ``predictions`` (the upload's columns, then ``OUTPUT_COLUMNS``: ``predicted_price``,
-``model_version``, ``model_id``), sheet ``rejected`` (``row``, ``errors``, the upload's columns), and
-sheet ``about`` (the provenance: ``provenance.py``). CSV: the same columns with the upload's
-delimiter; its provenance is ``about.json`` beside it. Both formats also get ``rejected.csv``.
+``price_low``, ``price_high``, ``model_version``, ``model_id``), sheet ``rejected`` (``row``,
+``errors``, the upload's columns), and sheet ``about`` (the provenance: ``provenance.py``). CSV:
+the same columns with the upload's delimiter; its provenance is ``about.json`` beside it. Both
+formats also get ``rejected.csv``.
 
 CSV results neutralise the cells a spreadsheet program would evaluate as a formula (OWASP's
 CSV-injection advice) and no others: such a cell is written with a leading ``'``, so Excel or
@@ -44,10 +45,12 @@ _FORMULA = (
 _NUMBER = r"^[+-]?\$?(?:\d[\d,]*\.?\d*|\.\d+)(?:[eE][+-]?\d+)?%?$"
 
 PRICE = "predicted_price"
+PRICE_LOW = "price_low"  # the conformal range at the run's coverage (AIMQ_COVERAGE)
+PRICE_HIGH = "price_high"
 VERSION = "model_version"
 MODEL_ID = "model_id"  # the model's short id: the start of its ONNX file's SHA-256
 # The columns a result adds to the upload's; a result uploaded again gets them replaced.
-OUTPUT_COLUMNS = (PRICE, VERSION, MODEL_ID)
+OUTPUT_COLUMNS = (PRICE, PRICE_LOW, PRICE_HIGH, VERSION, MODEL_ID)
 ABOUT_SHEET = "about"
 ROW = "row"
 ERRORS = "errors"
@@ -103,6 +106,8 @@ class CsvResult:
             [
                 *(pa.field(n, pa.string()) for n in kept),
                 (PRICE, pa.float64()),
+                (PRICE_LOW, pa.float64()),
+                (PRICE_HIGH, pa.float64()),
                 (VERSION, pa.int64()),
                 (MODEL_ID, pa.string()),
             ]

@@ -38,13 +38,15 @@ from aimq_pipelines.uploads.results import (
     ERRORS,
     MODEL_ID,
     PRICE,
+    PRICE_HIGH,
+    PRICE_LOW,
     ROW,
     VERSION,
     ResultWriter,
     open_result,
     write_rejected_csv,
 )
-from aimq_serving import schema
+from aimq_serving import conformal, schema
 from aimq_serving.features import _MAX_ERRORS_PER_COLUMN, RowError
 from aimq_serving.loaded_models import LoadedModel, ModelCache
 from aimq_serving.model_store import NoModel, UnknownGroup
@@ -105,9 +107,11 @@ def score_file(
     progress: Progress | None = None,
     upload: UploadFacts | None = None,
     about_path: Path | None = None,
+    coverage: float = 0.9,
 ) -> ScoreResult:
     """Score ``table`` into ``result_path`` and ``rejected_path`` (and its provenance, about
-    ``upload``, into ``about_path`` when given); raise BadInput if it cannot be.
+    ``upload``, into ``about_path`` when given), each price with its range at ``coverage``; raise
+    BadInput if it cannot be.
 
     Three stages overlap: the reader's threads prepare the next batches, two scoring threads
     validate and predict (ONNX Runtime and most of Arrow release the GIL; each call runs the
@@ -164,7 +168,7 @@ def score_file(
                 columns = Columns.resolve(batch.schema.names, table.location)
                 writer = open_result(table.fmt, tmp_result, columns.kept, table.delimiter)
             numbers, next_row = row_numbers(batch, next_row, lines=table.fmt == "csv")
-            scoring.append(score_pool.submit(_score_batch, batch, columns, models, numbers))
+            scoring.append(score_pool.submit(_score_batch, batch, columns, models, numbers, coverage))
             collect(limit=2)
         collect(limit=0)
         if columns is None or writer is None:
@@ -174,7 +178,7 @@ def score_file(
             data_sheet=result.data_sheet,
             header_row=result.header_row,
             models=models.models,
-            extra={},
+            extra={"coverage": coverage},
             scored_at=time.time(),
         )
         with timer("finish_s"):
@@ -215,7 +219,7 @@ _Scored = tuple[pa.RecordBatch, "pa.Table | None", int]
 
 
 def _score_batch(
-    batch: pa.RecordBatch, columns: Columns, models: PinnedModels, numbers: np.ndarray
+    batch: pa.RecordBatch, columns: Columns, models: PinnedModels, numbers: np.ndarray, coverage: float
 ) -> tuple[pa.RecordBatch, pa.Table | None, int]:
     """Predictions for one batch; returns (result rows, rejected rows or None, non-blank rows)."""
     n = batch.num_rows
@@ -224,6 +228,8 @@ def _score_batch(
     batch = _bound_text(batch, errors)
     frame = pd.DataFrame({c: _cell_values(batch.column(columns.source[c])) for c in schema.INPUT_COLUMNS})
     price = np.full(n, np.nan)
+    low = np.full(n, np.nan)  # stays NaN (empty) where the model has no calibration
+    high = np.full(n, np.nan)
     version = np.zeros(n, dtype=np.int64)
     model_id = np.full(n, None, dtype=object)
 
@@ -241,6 +247,8 @@ def _score_batch(
                 errors[int(i)].append(RowError(int(i), schema.GROUP_FIELD, reason))
             continue
         _score_group(frame, rows, model, price, version, model_id, errors)
+        if model.calibration is not None:
+            low[rows], high[rows] = conformal.bounds(price[rows], model.calibration.factor(coverage))
     for i in np.flatnonzero(~assigned & ~blank):
         raw = frame[schema.GROUP_FIELD].iloc[i]
         message = "value is missing" if pd.isna(raw) or str(raw).strip() == "" else f"unknown value {raw!r}"
@@ -252,6 +260,8 @@ def _score_batch(
     scored = np.isfinite(price)
     out = batch.select(columns.kept)
     out = out.append_column(PRICE, pa.array(price, mask=~scored))
+    out = out.append_column(PRICE_LOW, pa.array(low, mask=~(scored & np.isfinite(low))))
+    out = out.append_column(PRICE_HIGH, pa.array(high, mask=~(scored & np.isfinite(high))))
     out = out.append_column(VERSION, pa.array(version, mask=~scored))
     out = out.append_column(MODEL_ID, pa.array(np.where(scored, model_id, None), pa.string()))
     if len(keep) < n:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -15,6 +16,7 @@ from aimq_serving.api import deps, payloads
 from aimq_serving.api.errors import ErrorBody
 from aimq_serving.api.payloads import Prediction
 from aimq_serving.api.predictor import Route
+from aimq_serving.conformal import MAX_COVERAGE, MIN_COVERAGE, NO_CALIBRATION
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "unknown model group"},
@@ -38,9 +40,50 @@ _DESCRIPTION = (
 
 
 # The one-record answer, formatted directly (json.dumps of a dict costs several times more); a
-# price is a finite float, whose repr is valid JSON, and a group one of the known ones.
-_ONE = b'{"predicted_price": %r, "model_group": %s, "model_version": %d}'
+# price is a finite float, whose repr is valid JSON, a group one of the known ones and a model id hex.
+_ONE = (
+    b'{"predicted_price": %r, "price_low": %r, "price_high": %r, "coverage": %r, '
+    b'"model_group": %s, "model_version": %d, "model_id": "%s"}'
+)
+_ONE_NO_RANGE = (
+    b'{"predicted_price": %r, "price_low": null, "price_high": null, "coverage": %r, '
+    b'"model_group": %s, "model_version": %d, "model_id": "%s", "range_note": '
+    + json.dumps(NO_CALIBRATION).encode()
+    + b"}"
+)
 _GROUP_JSON = {g: json.dumps(g).encode() for g in schema.MODEL_GROUPS}
+_COVERAGE_PARAMETER = {
+    "name": "coverage",
+    "in": "query",
+    "required": False,
+    "description": f"the range's coverage, a fraction from {MIN_COVERAGE} to {MAX_COVERAGE} (default: AIMQ_COVERAGE)",
+    "schema": {"type": "number", "minimum": MIN_COVERAGE, "maximum": MAX_COVERAGE},
+}
+
+
+def _coverage(request: Request, default: float) -> float:
+    """The request's ``?coverage=``, else ``default``; a 422 naming the allowed range otherwise."""
+    if not request.scope.get("query_string"):  # the common case, without parsing a query
+        return default
+    raw = request.query_params.get("coverage")
+    if raw is None:
+        return default
+    try:
+        level = float(raw)
+    except ValueError:
+        level = math.nan
+    if not MIN_COVERAGE <= level <= MAX_COVERAGE:  # NaN fails too
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ("query", "coverage"),
+                    "type": "value_error",
+                    "msg": f"coverage must be a number from {MIN_COVERAGE} to {MAX_COVERAGE} (0.9 is a 90 % range); "
+                    f"got {raw[:40]!r}",
+                }
+            ]
+        )
+    return level
 
 
 async def _body(request: Request) -> bytes:
@@ -61,12 +104,12 @@ async def _body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-def build_router(max_batch_size: int) -> APIRouter:
+def build_router(max_batch_size: int, default_coverage: float) -> APIRouter:
     router = APIRouter(tags=["predict"])
     common: dict[str, Any] = {
         "response_model": Prediction | list[Prediction],
         "responses": _ERRORS,
-        "openapi_extra": payloads.request_body_openapi(max_batch_size),
+        "openapi_extra": {**payloads.request_body_openapi(max_batch_size), "parameters": [_COVERAGE_PARAMETER]},
         "description": _DESCRIPTION.format(max_batch=max_batch_size),
     }
 
@@ -77,6 +120,7 @@ def build_router(max_batch_size: int) -> APIRouter:
             parsed = payloads.predict_body.validate_json(await _body(request))
         except ValidationError as exc:
             raise RequestValidationError(exc.errors(include_url=False)) from None
+        coverage = _coverage(request, default_coverage)
         batch = isinstance(parsed, list)
         records = parsed if batch else (parsed,)
         if len(records) > max_batch_size:
@@ -96,11 +140,27 @@ def build_router(max_batch_size: int) -> APIRouter:
         # is parsed here: FastAPI would resolve it per request through its dependency machinery (a
         # recursive solve, cache keys, callable checks), on the path docs/api.md counts in microseconds.
         predictor = await deps.predictor(request)
-        results = await predictor.predict(records, route, batch)
+        results = await predictor.predict(records, route, batch, coverage)
         if not batch:
-            price, group, version = results[0]
-            return Response(_ONE % (price, _GROUP_JSON[group], version), media_type="application/json")
-        rows = [{"predicted_price": p, "model_group": g, "model_version": v} for p, g, v in results]
+            price, low, high, group, version, model_id = results[0]
+            if low is None:
+                body = _ONE_NO_RANGE % (price, coverage, _GROUP_JSON[group], version, model_id.encode())
+            else:
+                body = _ONE % (price, low, high, coverage, _GROUP_JSON[group], version, model_id.encode())
+            return Response(body, media_type="application/json")
+        rows = [
+            {
+                "predicted_price": p,
+                "price_low": lo,
+                "price_high": hi,
+                "coverage": coverage,
+                "model_group": g,
+                "model_version": v,
+                "model_id": m,
+                **({"range_note": NO_CALIBRATION} if lo is None else {}),
+            }
+            for p, lo, hi, g, v, m in results
+        ]
         return Response(json.dumps(rows).encode(), media_type="application/json")
 
     @router.post(

@@ -189,6 +189,7 @@ class AboutModel(BaseModel):
     model_id: str
     created_at: str
     onnx_sha256: str
+    calibration_rows: int | None = None
 
 
 class About(BaseModel, extra="allow"):
@@ -201,6 +202,7 @@ class About(BaseModel, extra="allow"):
     data_sheet: str | None
     header_row: int
     models: dict[str, AboutModel]
+    coverage: float
     aimq_version: str
     scored_at: str
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import openpyxl
 from fastapi.testclient import TestClient
 
+from aimq_pipelines.uploads.results import OUTPUT_COLUMNS
 from aimq_serving import schema
 from aimq_serving.loaded_models import MODEL_ID_DIGITS
 from aimq_serving.model_store import ModelStore
@@ -41,7 +42,7 @@ def _check_about(about: dict, source: Path, store: ModelStore, data_sheet: str |
         g: {k: m[k] for k in ("version", "model_id", "onnx_sha256")} for g, m in about["models"].items()
     } == expected
     assert all(m["created_at"].endswith("Z") for m in about["models"].values())
-    assert about["aimq_version"] and about["scored_at"].endswith("Z")
+    assert about["aimq_version"] and about["scored_at"].endswith("Z") and about["coverage"] == 0.9
 
 
 def test_the_xlsx_result_has_an_about_sheet_and_model_ids(
@@ -62,7 +63,7 @@ def test_the_xlsx_result_has_an_about_sheet_and_model_ids(
         assert sheet[f"model {group} onnx_sha256"] == model["onnx_sha256"]
     predictions = list(book["predictions"].iter_rows(values_only=True))
     header = list(predictions[0])
-    assert header[-3:] == ["predicted_price", "model_version", "model_id"]
+    assert header[-len(OUTPUT_COLUMNS) :] == list(OUTPUT_COLUMNS)
     for row in predictions[1:]:
         group = row[header.index("model_group")]
         assert row[-1] == about["models"][group]["model_id"]

@@ -11,6 +11,7 @@ import fastexcel
 import openpyxl
 import pandas as pd
 import pytest
+from fastapi.testclient import TestClient
 
 from aimq_pipelines.uploads.input_table import BadInput, InputTable
 from aimq_pipelines.uploads.results import OUTPUT_COLUMNS
@@ -20,6 +21,7 @@ from aimq_serving.loaded_models import ModelCache
 from aimq_serving.model_store import ModelStore
 from tests.helpers.corpus import xlsx_via_xlsxwriter
 from tests.helpers.paths import SAMPLES
+from tests.helpers.upload_fixtures import api_record
 
 Prices = Callable[[list[dict[str, Any]]], list[float]]
 
@@ -53,7 +55,9 @@ def score(tmp_path: Path, source: Path, pinned: PinnedModels, **kwargs: Any) -> 
     return result, result_path, rejected_path
 
 
-def test_sample_file_scores_like_the_api(tmp_path: Path, pinned: PinnedModels, api_prices: Prices) -> None:
+def test_sample_file_scores_like_the_api(
+    tmp_path: Path, pinned: PinnedModels, api_prices: Prices, api_client: TestClient
+) -> None:
     progress: list[tuple[int, int]] = []
     result, result_path, rejected_path = score(
         tmp_path, SAMPLES / "100_rows.xlsx", pinned, progress=lambda d, r: progress.append((d, r))
@@ -69,6 +73,9 @@ def test_sample_file_scores_like_the_api(tmp_path: Path, pinned: PinnedModels, a
     rows = sample_rows()
     assert scored[list(schema.INPUT_COLUMNS)].to_dict("records") == rows  # the same rows, unchanged
     assert scored["predicted_price"].tolist() == api_prices(rows)
+    online = api_client.post("/predict/onnx", json=[api_record(r) for r in rows]).json()
+    for column in ("price_low", "price_high", "model_id"):  # the same range, and model, as the API's
+        assert scored[column].tolist() == [o[column] for o in online]
     versions = [pinned.models[g].version for g in scored["model_group"]]
     assert scored["model_version"].tolist() == versions
     assert book.load_sheet(1).height == 0
