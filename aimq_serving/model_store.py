@@ -4,8 +4,9 @@ Keys (prefix ``P``, group ``G``, version number ``N``):
 
 - ``P:models:G:seq``        counter that hands out version numbers
 - ``P:models:G:versions``   sorted set of version numbers (score = number)
-- ``P:models:G:v:N``        hash: onnx, pickle, spec, calibration, metrics, lineage, created_at, signature,
-  manifest (``calibration``: since issue 25; a version stored before has none, and is still served)
+- ``P:models:G:v:N``        hash: onnx, pickle, spec, calibration, reference, metrics, lineage, created_at,
+  signature, manifest (``calibration``, ``reference``: since issue 25; a version stored before has
+  none, and is still served)
 - ``P:models:G:current``    the current version number
 - ``P:models:G:ai:N``       the RedisAI model of version N (only where the server has the module)
 - channel ``P:models:events`` JSON ``{"event", "group", "version"}`` on every promote and delete
@@ -28,13 +29,14 @@ from aimq_serving import redisai, schema, signing
 from aimq_serving.conformal import Calibration
 from aimq_serving.features import FeatureSpec
 from aimq_serving.redis_errors import redis_available
+from aimq_serving.reference import Reference
 
 log = logging.getLogger(__name__)
 
 ARTIFACTS = ("onnx", "pickle", "spec")
 # Signed like the others when present; a version stored before they existed has none, and its
 # signature covers the others only. Removing one from a version that has it breaks its signature.
-OPTIONAL_ARTIFACTS = ("calibration",)
+OPTIONAL_ARTIFACTS = ("calibration", "reference")
 _META_FIELDS = ("metrics", "lineage", "created_at", "spec_version", "onnx_bytes", "pickle_bytes", "redisai")
 
 # Promotion must be atomic with its notification, and must refuse a version that is not stored.
@@ -99,6 +101,7 @@ class StoredModel:
     spec: FeatureSpec
     _pickle: bytes = field(repr=False)
     calibration: Calibration | None = None  # None: stored before ranges were calibrated
+    reference: Reference | None = None  # None: stored before out-of-range flags
 
     def load_sklearn(self) -> Any:
         # Safe: the bytes were verified against the HMAC in ModelStore.get before this object existed.
@@ -143,6 +146,7 @@ class ModelStore:
         lineage: dict[str, Any],
         *,
         calibration: Calibration | None = None,
+        reference: Reference | None = None,
         use_redisai: bool | None = None,
     ) -> int:
         """Store a new immutable version (not yet current) and return its number."""
@@ -151,6 +155,8 @@ class ModelStore:
         artifacts = {"onnx": onnx_bytes, "pickle": pickle_bytes, "spec": spec.to_json().encode()}
         if calibration is not None:
             artifacts["calibration"] = calibration.to_json()
+        if reference is not None:
+            artifacts["reference"] = reference.to_json()
         with _available():
             version = int(self.client.incr(self._k(group, "seq")))
             with_ai = self.uses_redisai() if use_redisai is None else use_redisai
@@ -319,6 +325,7 @@ class ModelStore:
             spec=FeatureSpec.from_json(artifacts["spec"]),
             _pickle=artifacts["pickle"],
             calibration=Calibration.from_json(optional["calibration"]) if "calibration" in optional else None,
+            reference=Reference.from_json(optional["reference"]) if "reference" in optional else None,
         )
 
     def _refuse(

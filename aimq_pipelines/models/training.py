@@ -15,6 +15,7 @@ import pandas as pd
 from aimq_serving import conformal, schema
 from aimq_serving.conformal import Calibration
 from aimq_serving.features import FeatureSpec, RowError
+from aimq_serving.reference import Reference
 
 if TYPE_CHECKING:
     from sklearn.ensemble import HistGradientBoostingRegressor
@@ -82,6 +83,7 @@ class TrainedModel:
     holdout_y: np.ndarray
     metrics: dict[str, float]
     calibration: Calibration
+    reference: Reference  # the fitted rows' numeric ranges: beyond them a row is flagged out_of_range
 
 
 # The level whose holdout coverage and width the metrics report (the API's default).
@@ -101,7 +103,8 @@ def train(
 ) -> TrainedModel:
     """Fit on the rows left after two random, disjoint splits of one seeded permutation: the holdout
     (``holdout_fraction``: quality metrics, ONNX parity) and the calibration split
-    (``calibration_fraction``: the conformal ranges). The model fits neither."""
+    (``calibration_fraction``: the conformal ranges). The model fits neither; the numeric ranges of
+    the rows it fits are its reference (``out_of_range`` flags)."""
     from sklearn.ensemble import HistGradientBoostingRegressor
     from threadpoolctl import threadpool_limits
 
@@ -137,7 +140,8 @@ def train(
         holdout_coverage_90=float(np.mean((target[test] >= low) & (target[test] <= high))),
         holdout_mean_width_90=float(np.mean(high - low)),
     )
-    return TrainedModel(model, spec, features[test], target[test], metrics, calibration)
+    reference = Reference.fit(spec.columns, features[fit], [f.name for f in schema.NUMERIC])
+    return TrainedModel(model, spec, features[test], target[test], metrics, calibration, reference)
 
 
 def holdout_metrics(actual: np.ndarray, predicted: np.ndarray) -> dict[str, float]:

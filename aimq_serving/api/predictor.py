@@ -29,11 +29,13 @@ from aimq_serving.conformal import Calibration
 from aimq_serving.features import EncodingError, FeatureSpec, RowError
 from aimq_serving.loaded_models import MODEL_ID_DIGITS, LoadedModel, ModelCache
 from aimq_serving.model_store import ModelStore
+from aimq_serving.reference import Reference
 from aimq_serving.settings import AimqSettings
 
 Route = Literal["onnx", "pickle"]
-# price, price_low, price_high (None: the version has no calibration), group, version, model id
-Priced = tuple[float, float | None, float | None, str, int, str]
+# price, price_low, price_high (None: the version has no calibration), group, version, model id,
+# out_of_range (the fields outside the training rows' range; None: the version has no reference)
+Priced = tuple[float, float | None, float | None, str, int, str, list[str] | None]
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class _Runner:
     version: int
     model_id: str
     calibration: Calibration | None
+    reference: Reference | None
     run: Callable[[np.ndarray], np.ndarray] | None = None
     in_thread: bool = False
     # One encoded row -> its price, on the event loop; set where that is cheaper than ``run``.
@@ -99,13 +102,13 @@ class OnlinePredictor:
         out: list[Priced] = [None] * len(records)  # type: ignore[list-item]
         for group, rows, runner, matrix in plans:
             prices = (await self._execute(runner, matrix)).tolist()
-            if runner.calibration is None:
-                for j, i in enumerate(rows):
-                    out[i] = (prices[j], None, None, group, runner.version, runner.model_id)
-            else:
-                f = runner.calibration.factor(coverage)
-                for j, i in enumerate(rows):
-                    out[i] = (prices[j], prices[j] / f, prices[j] * f, group, runner.version, runner.model_id)
+            ref = runner.reference
+            f = None if runner.calibration is None else runner.calibration.factor(coverage)
+            for j, i in enumerate(rows):
+                p = prices[j]
+                flagged = None if ref is None else ref.outside(records[i].__dict__)
+                low, high = (None, None) if f is None else (p / f, p * f)
+                out[i] = (p, low, high, group, runner.version, runner.model_id, flagged)
             self.metrics.count_predictions(group, runner.version, backend, len(rows))
         return out
 
@@ -122,10 +125,11 @@ class OnlinePredictor:
         else:
             price = float((await self._execute(runner, np.array([row], dtype=np.float32)))[0])
         self.metrics.count_predictions(group, runner.version, backend, 1)
+        flagged = None if runner.reference is None else runner.reference.outside(record.__dict__)
         if runner.calibration is None:
-            return price, None, None, group, runner.version, runner.model_id
+            return price, None, None, group, runner.version, runner.model_id, flagged
         f = runner.calibration.factor(coverage)
-        return price, price / f, price * f, group, runner.version, runner.model_id
+        return price, price / f, price * f, group, runner.version, runner.model_id, flagged
 
     async def _execute(self, runner: _Runner, matrix: np.ndarray) -> np.ndarray:
         if runner.estimator is not None:
@@ -139,7 +143,7 @@ class OnlinePredictor:
         if backend == "pickle_per_request":
             return await run_in_threadpool(self._load_per_request, group)
         model = self.models.peek(group) or await run_in_threadpool(self.models.get, group)
-        known = (model.spec, model.version, model.model_id, model.calibration)
+        known = (model.spec, model.version, model.model_id, model.calibration, model.reference)
         if backend == "onnxruntime":
             return _Runner(*known, model.predict_onnx, in_thread=False, one=model.predict_one)
         if backend == "redisai":
@@ -154,4 +158,5 @@ class OnlinePredictor:
         # The original demo's baseline: fetch, verify and unpickle the model for every request.
         stored = self.store.get(group)
         model_id = signing.sha256_hex(stored.onnx)[:MODEL_ID_DIGITS]
-        return _Runner(stored.spec, stored.info.version, model_id, stored.calibration, estimator=stored.load_sklearn())
+        known = (stored.spec, stored.info.version, model_id, stored.calibration, stored.reference)
+        return _Runner(*known, estimator=stored.load_sklearn())

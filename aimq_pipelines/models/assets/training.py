@@ -79,6 +79,8 @@ def build_trained_model(group: str) -> list[dg.AssetsDefinition]:
                 "calibration_rows": m["calibration_rows"],
                 "holdout_coverage_90": dg.MetadataValue.float(m["holdout_coverage_90"]),
                 "holdout_mean_width_90": dg.MetadataValue.float(m["holdout_mean_width_90"]),
+                # Beyond these a row is flagged out_of_range (aimq_serving/reference.py).
+                "reference_ranges": dg.MetadataValue.json(result.reference.numeric),
                 "estimator": dg.MetadataValue.json(result.model.get_params()),
                 "predicted_vs_actual": dg.MetadataValue.md(png_markdown(plot, "predicted vs actual")),
             },

@@ -15,8 +15,9 @@ from aimq_serving import schema
 from aimq_serving.api import deps, payloads
 from aimq_serving.api.errors import ErrorBody
 from aimq_serving.api.payloads import Prediction
-from aimq_serving.api.predictor import Route
+from aimq_serving.api.predictor import Priced, Route
 from aimq_serving.conformal import MAX_COVERAGE, MIN_COVERAGE, NO_CALIBRATION
+from aimq_serving.reference import NO_REFERENCE
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "unknown model group"},
@@ -41,15 +42,10 @@ _DESCRIPTION = (
 
 # The one-record answer, formatted directly (json.dumps of a dict costs several times more); a
 # price is a finite float, whose repr is valid JSON, a group one of the known ones and a model id hex.
+# A version without calibration or reference (stored before issue 25) is answered by ``_item``.
 _ONE = (
     b'{"predicted_price": %r, "price_low": %r, "price_high": %r, "coverage": %r, '
-    b'"model_group": %s, "model_version": %d, "model_id": "%s"}'
-)
-_ONE_NO_RANGE = (
-    b'{"predicted_price": %r, "price_low": null, "price_high": null, "coverage": %r, '
-    b'"model_group": %s, "model_version": %d, "model_id": "%s", "range_note": '
-    + json.dumps(NO_CALIBRATION).encode()
-    + b"}"
+    b'"model_group": %s, "model_version": %d, "model_id": "%s", "out_of_range": %s}'
 )
 _GROUP_JSON = {g: json.dumps(g).encode() for g in schema.MODEL_GROUPS}
 _COVERAGE_PARAMETER = {
@@ -59,6 +55,26 @@ _COVERAGE_PARAMETER = {
     "description": f"the range's coverage, a fraction from {MIN_COVERAGE} to {MAX_COVERAGE} (default: AIMQ_COVERAGE)",
     "schema": {"type": "number", "minimum": MIN_COVERAGE, "maximum": MAX_COVERAGE},
 }
+
+
+def _item(priced: Priced, coverage: float) -> dict[str, Any]:
+    """One answer as JSON-ready data, with the notes of what its version lacks."""
+    price, low, high, group, version, model_id, flagged = priced
+    item: dict[str, Any] = {
+        "predicted_price": price,
+        "price_low": low,
+        "price_high": high,
+        "coverage": coverage,
+        "model_group": group,
+        "model_version": version,
+        "model_id": model_id,
+        "out_of_range": flagged,
+    }
+    if low is None:
+        item["range_note"] = NO_CALIBRATION
+    if flagged is None:
+        item["out_of_range_note"] = NO_REFERENCE
+    return item
 
 
 def _coverage(request: Request, default: float) -> float:
@@ -142,25 +158,13 @@ def build_router(max_batch_size: int, default_coverage: float) -> APIRouter:
         predictor = await deps.predictor(request)
         results = await predictor.predict(records, route, batch, coverage)
         if not batch:
-            price, low, high, group, version, model_id = results[0]
-            if low is None:
-                body = _ONE_NO_RANGE % (price, coverage, _GROUP_JSON[group], version, model_id.encode())
-            else:
-                body = _ONE % (price, low, high, coverage, _GROUP_JSON[group], version, model_id.encode())
+            price, low, high, group, version, model_id, flagged = results[0]
+            if low is None or flagged is None:
+                return Response(json.dumps(_item(results[0], coverage)).encode(), media_type="application/json")
+            names = json.dumps(flagged).encode() if flagged else b"[]"
+            body = _ONE % (price, low, high, coverage, _GROUP_JSON[group], version, model_id.encode(), names)
             return Response(body, media_type="application/json")
-        rows = [
-            {
-                "predicted_price": p,
-                "price_low": lo,
-                "price_high": hi,
-                "coverage": coverage,
-                "model_group": g,
-                "model_version": v,
-                "model_id": m,
-                **({"range_note": NO_CALIBRATION} if lo is None else {}),
-            }
-            for p, lo, hi, g, v, m in results
-        ]
+        rows = [_item(priced, coverage) for priced in results]
         return Response(json.dumps(rows).encode(), media_type="application/json")
 
     @router.post(
