@@ -59,6 +59,8 @@ def about(
                 "onnx_sha256": model.onnx_sha256,
                 # None: stored before issue 25, no ranges (its rows' price_low/price_high are empty)
                 "calibration_rows": model.calibration.split.get("rows") if model.calibration else None,
+                # Beyond these a row's out_of_range names the field; None: stored before (no flags)
+                "training_ranges": _ranges(model),
             }
             for group, model in sorted(models.items())
         },
@@ -68,13 +70,24 @@ def about(
     }
 
 
+def _ranges(model: LoadedModel) -> dict[str, list[int]] | None:
+    # The numeric features are whole numbers (the schema refuses others), so are their bounds.
+    if model.reference is None:
+        return None
+    return {name: [int(lo), int(hi)] for name, (lo, hi) in model.reference.numeric.items()}
+
+
 def about_rows(facts: dict[str, Any]) -> list[tuple[str, str]]:
     """The provenance as the ``about`` sheet's rows: nested fields flattened (``model A version``)."""
     rows: list[tuple[str, str]] = []
     for key, value in facts.items():
         if key == "models":
             for group, model in value.items():
-                rows += [(f"model {group} {name}", str(v)) for name, v in model.items()]
+                for name, v in model.items():
+                    if isinstance(v, dict):  # training_ranges: a row per feature, "0 to 512300"
+                        rows += [(f"model {group} {name} {k}", f"{lo} to {hi}") for k, (lo, hi) in v.items()]
+                    else:
+                        rows.append((f"model {group} {name}", "" if v is None else str(v)))
         else:
             rows.append((key, "" if value is None else str(value)))
     return rows

@@ -1,7 +1,7 @@
 """Writing a scored file in the upload's format, and the rejected rows beside it.
 
 xlsx: sheet ``predictions`` (the upload's columns, then ``OUTPUT_COLUMNS``: ``predicted_price``,
-``price_low``, ``price_high``, ``model_version``, ``model_id``), sheet ``rejected`` (``row``,
+``price_low``, ``price_high``, ``out_of_range``, ``model_version``, ``model_id``), sheet ``rejected`` (``row``,
 ``errors``, the upload's columns), and sheet ``about`` (the provenance: ``provenance.py``). CSV:
 the same columns with the upload's delimiter; its provenance is ``about.json`` beside it. Both
 formats also get ``rejected.csv``.
@@ -47,10 +47,12 @@ _NUMBER = r"^[+-]?\$?(?:\d[\d,]*\.?\d*|\.\d+)(?:[eE][+-]?\d+)?%?$"
 PRICE = "predicted_price"
 PRICE_LOW = "price_low"  # the conformal range at the run's coverage (AIMQ_COVERAGE)
 PRICE_HIGH = "price_high"
+# The row's numeric fields outside its model's training range, joined by ", "; empty when none.
+OUT_OF_RANGE = "out_of_range"
 VERSION = "model_version"
 MODEL_ID = "model_id"  # the model's short id: the start of its ONNX file's SHA-256
 # The columns a result adds to the upload's; a result uploaded again gets them replaced.
-OUTPUT_COLUMNS = (PRICE, PRICE_LOW, PRICE_HIGH, VERSION, MODEL_ID)
+OUTPUT_COLUMNS = (PRICE, PRICE_LOW, PRICE_HIGH, OUT_OF_RANGE, VERSION, MODEL_ID)
 ABOUT_SHEET = "about"
 ROW = "row"
 ERRORS = "errors"
@@ -108,6 +110,7 @@ class CsvResult:
                 (PRICE, pa.float64()),
                 (PRICE_LOW, pa.float64()),
                 (PRICE_HIGH, pa.float64()),
+                (OUT_OF_RANGE, pa.string()),
                 (VERSION, pa.int64()),
                 (MODEL_ID, pa.string()),
             ]

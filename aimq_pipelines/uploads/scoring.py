@@ -37,6 +37,7 @@ from aimq_pipelines.uploads.provenance import UploadFacts, about, about_rows
 from aimq_pipelines.uploads.results import (
     ERRORS,
     MODEL_ID,
+    OUT_OF_RANGE,
     PRICE,
     PRICE_HIGH,
     PRICE_LOW,
@@ -232,6 +233,7 @@ def _score_batch(
     high = np.full(n, np.nan)
     version = np.zeros(n, dtype=np.int64)
     model_id = np.full(n, None, dtype=object)
+    out_of_range = np.full(n, None, dtype=object)  # stays None (empty) where nothing is, or no reference
 
     groups = frame[schema.GROUP_FIELD].astype("string").str.strip()
     assigned = np.zeros(n, dtype=bool)
@@ -246,7 +248,7 @@ def _score_batch(
             for i in rows:
                 errors[int(i)].append(RowError(int(i), schema.GROUP_FIELD, reason))
             continue
-        _score_group(frame, rows, model, price, version, model_id, errors)
+        _score_group(frame, rows, model, price, version, model_id, out_of_range, errors)
         if model.calibration is not None:
             low[rows], high[rows] = conformal.bounds(price[rows], model.calibration.factor(coverage))
     for i in np.flatnonzero(~assigned & ~blank):
@@ -262,6 +264,7 @@ def _score_batch(
     out = out.append_column(PRICE, pa.array(price, mask=~scored))
     out = out.append_column(PRICE_LOW, pa.array(low, mask=~(scored & np.isfinite(low))))
     out = out.append_column(PRICE_HIGH, pa.array(high, mask=~(scored & np.isfinite(high))))
+    out = out.append_column(OUT_OF_RANGE, pa.array(np.where(scored, out_of_range, None), pa.string()))
     out = out.append_column(VERSION, pa.array(version, mask=~scored))
     out = out.append_column(MODEL_ID, pa.array(np.where(scored, model_id, None), pa.string()))
     if len(keep) < n:
@@ -284,6 +287,7 @@ def _score_group(
     price: np.ndarray,
     version: np.ndarray,
     model_id: np.ndarray,
+    out_of_range: np.ndarray,
     errors: dict[int, list[RowError]],
 ) -> None:
     sub = frame.iloc[rows]
@@ -292,6 +296,8 @@ def _score_group(
         price[rows[valid]] = model.predict_onnx(matrix)
         version[rows[valid]] = model.version
         model_id[rows[valid]] = model.model_id
+        if model.out_of_range is not None:
+            out_of_range[rows[valid]] = model.out_of_range(matrix)
     for err in found:
         errors[int(rows[err.row])].append(err)
     # encode_frame caps its report per column; rows past the cap are encoded again in slices no

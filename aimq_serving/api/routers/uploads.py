@@ -190,6 +190,7 @@ class AboutModel(BaseModel):
     created_at: str
     onnx_sha256: str
     calibration_rows: int | None = None
+    training_ranges: dict[str, list[int]] | None = None  # per numeric feature: [min, max] of the fitted rows
 
 
 class About(BaseModel, extra="allow"):

@@ -42,6 +42,9 @@ def _check_about(about: dict, source: Path, store: ModelStore, data_sheet: str |
         g: {k: m[k] for k in ("version", "model_id", "onnx_sha256")} for g, m in about["models"].items()
     } == expected
     assert all(m["created_at"].endswith("Z") for m in about["models"].values())
+    for group, model in about["models"].items():  # the bounds out_of_range flags against
+        reference = store.get(group).reference
+        assert model["training_ranges"] == {n: [int(lo), int(hi)] for n, (lo, hi) in reference.numeric.items()}
     assert about["aimq_version"] and about["scored_at"].endswith("Z") and about["coverage"] == 0.9
 
 
@@ -61,6 +64,8 @@ def test_the_xlsx_result_has_an_about_sheet_and_model_ids(
     for group, model in about["models"].items():
         assert sheet[f"model {group} model_id"] == model["model_id"]
         assert sheet[f"model {group} onnx_sha256"] == model["onnx_sha256"]
+        lo, hi = model["training_ranges"]["kilometers"]
+        assert sheet[f"model {group} training_ranges kilometers"] == f"{lo} to {hi}"
     predictions = list(book["predictions"].iter_rows(values_only=True))
     header = list(predictions[0])
     assert header[-len(OUTPUT_COLUMNS) :] == list(OUTPUT_COLUMNS)

@@ -20,6 +20,7 @@ from aimq_serving import schema
 from aimq_serving.loaded_models import ModelCache
 from aimq_serving.model_store import ModelStore
 from tests.helpers.corpus import xlsx_via_xlsxwriter
+from tests.helpers.out_of_range import beyond_training
 from tests.helpers.paths import SAMPLES
 from tests.helpers.upload_fixtures import api_record
 
@@ -82,6 +83,32 @@ def test_sample_file_scores_like_the_api(
     assert rejected_path.read_text().splitlines() == [
         ",".join(f'"{c}"' for c in ["row", "errors", *schema.INPUT_COLUMNS])
     ]
+
+
+@pytest.mark.parametrize("fmt", ["xlsx", "csv"])
+def test_out_of_range_cells_name_the_fields_the_api_names(
+    tmp_path: Path, pinned: PinnedModels, trained_store: ModelStore, api_client: TestClient, fmt: str
+) -> None:
+    """Issue 25: a row beyond its model's training data is priced and flagged, like online."""
+    cases = beyond_training(trained_store, [api_record(r) for r in sample_rows()])
+    records = [r for r, _ in cases]
+    source = tmp_path / f"beyond.{fmt}"
+    if fmt == "xlsx":
+        write_xlsx(source, list(schema.INPUT_COLUMNS), [list(r.values()) for r in records])
+    else:
+        pd.DataFrame(records).to_csv(source, index=False)
+    result, result_path, _ = score(tmp_path, source, pinned)
+    assert result.rows_rejected == 0
+    if fmt == "xlsx":
+        scored = fastexcel.read_excel(str(result_path)).load_sheet(0).to_pandas()
+    else:
+        scored = pd.read_csv(result_path, keep_default_na=False, na_values=[""])
+    online = api_client.post("/predict/onnx", json=records).json()
+    cells = [None if pd.isna(c) else c for c in scored["out_of_range"]]
+    assert cells == [", ".join(o["out_of_range"]) or None for o in online]
+    assert cells == [", ".join(expected) or None for _, expected in cases]
+    for column in ("predicted_price", "price_low", "price_high"):
+        assert scored[column].tolist() == pytest.approx([o[column] for o in online], rel=1e-12)
 
 
 def _bad_rows() -> tuple[list[str], list[list[Any]], dict[int, str]]:
