@@ -113,11 +113,19 @@ def cmd_score(options: ScoreOptions, progress: ProgressLine | None = None) -> in
             out = out or default_out(source, record["format"])
             _check_target(out, options.force)
             _save(api, record["result_url"], out, options.force)
+            if record["format"] == "csv" and record.get("about_url"):
+                # A CSV has no sheet for its provenance: it goes beside it (an xlsx has its about sheet).
+                _save(api, record["about_url"], about_out(out), options.force)
             rejected = _rejected_rows(api, record["rejected_url"]) if record["rows_rejected"] else []
     finally:
         progress.clear()  # an error line must not land on the end of a half-drawn bar
     _print_summary(record, out, rejected, api.url(record["rejected_url"]))
     return 0
+
+
+def about_out(out: Path) -> Path:
+    """Where ``aimq score`` saves a CSV result's provenance: ``<result>.about.json``."""
+    return out.with_name(f"{out.stem}.about.json")
 
 
 def _upload(api: Api, source: Path, progress: ProgressLine) -> str:

@@ -18,11 +18,15 @@ import onnxruntime as ort
 import redis
 from threadpoolctl import ThreadpoolController
 
-from aimq_serving import redisai, schema
+from aimq_serving import redisai, schema, signing
+from aimq_serving.conformal import Calibration
 from aimq_serving.features import FeatureSpec
 from aimq_serving.model_store import ModelStore, ModelStoreError, NoModel, StoredModel, UnknownGroup, VersionInfo
+from aimq_serving.reference import Flags, Reference
 
 log = logging.getLogger(__name__)
+
+MODEL_ID_DIGITS = 12  # 48 bits: a collision between a group's few kept versions is out of reach
 
 
 def onnx_session(onnx_bytes: bytes) -> ort.InferenceSession:
@@ -86,8 +90,18 @@ class LoadedModel:
     _row_binding: ort.IOBinding = field(init=False, repr=False)
     _row_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _restore_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    # The ONNX file's SHA-256, and its first 12 hex digits as the model's short id: unlike a version
+    # number (which a new store hands out again), it names these exact bytes wherever they are.
+    onnx_sha256: str = field(default="", init=False)
+    model_id: str = field(default="", init=False)
+    # The batch form of the reference's out-of-range check, built once per loaded version.
+    out_of_range: Flags | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        self.onnx_sha256 = signing.sha256_hex(self._stored.onnx)
+        self.model_id = self.onnx_sha256[:MODEL_ID_DIGITS]
+        if self._stored.reference is not None:
+            self.out_of_range = self._stored.reference.flags(self.spec.columns)
         # Asking the session for its input name costs about as much as running one row.
         self._input_name = self.session.get_inputs()[0].name
         # The API's one-record requests run through buffers bound once: run() would build the feeds,
@@ -112,6 +126,16 @@ class LoadedModel:
     @property
     def version(self) -> int:
         return self.info.version
+
+    @property
+    def calibration(self) -> Calibration | None:
+        """The version's price-range calibration; None for a version stored before issue 25."""
+        return self._stored.calibration
+
+    @property
+    def reference(self) -> Reference | None:
+        """The fitted rows' numeric ranges (out-of-range flags); None for a version stored before."""
+        return self._stored.reference
 
     def predict_onnx(self, features: np.ndarray) -> np.ndarray:
         out = self.session.run(None, {self._input_name: features})[0]

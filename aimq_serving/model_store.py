@@ -4,7 +4,9 @@ Keys (prefix ``P``, group ``G``, version number ``N``):
 
 - ``P:models:G:seq``        counter that hands out version numbers
 - ``P:models:G:versions``   sorted set of version numbers (score = number)
-- ``P:models:G:v:N``        hash: onnx, pickle, spec, metrics, lineage, created_at, signature, manifest
+- ``P:models:G:v:N``        hash: onnx, pickle, spec, calibration, reference, metrics, lineage, created_at,
+  signature, manifest (``calibration``, ``reference``: since issue 25; a version stored before has
+  none, and is still served)
 - ``P:models:G:current``    the current version number
 - ``P:models:G:ai:N``       the RedisAI model of version N (only where the server has the module)
 - channel ``P:models:events`` JSON ``{"event", "group", "version"}`` on every promote and delete
@@ -24,12 +26,17 @@ from typing import Any
 import redis
 
 from aimq_serving import redisai, schema, signing
+from aimq_serving.conformal import Calibration
 from aimq_serving.features import FeatureSpec
 from aimq_serving.redis_errors import redis_available
+from aimq_serving.reference import Reference
 
 log = logging.getLogger(__name__)
 
 ARTIFACTS = ("onnx", "pickle", "spec")
+# Signed like the others when present; a version stored before they existed has none, and its
+# signature covers the others only. Removing one from a version that has it breaks its signature.
+OPTIONAL_ARTIFACTS = ("calibration", "reference")
 _META_FIELDS = ("metrics", "lineage", "created_at", "spec_version", "onnx_bytes", "pickle_bytes", "redisai")
 
 # Promotion must be atomic with its notification, and must refuse a version that is not stored.
@@ -93,6 +100,8 @@ class StoredModel:
     onnx: bytes
     spec: FeatureSpec
     _pickle: bytes = field(repr=False)
+    calibration: Calibration | None = None  # None: stored before ranges were calibrated
+    reference: Reference | None = None  # None: stored before out-of-range flags
 
     def load_sklearn(self) -> Any:
         # Safe: the bytes were verified against the HMAC in ModelStore.get before this object existed.
@@ -136,12 +145,18 @@ class ModelStore:
         metrics: dict[str, Any],
         lineage: dict[str, Any],
         *,
+        calibration: Calibration | None = None,
+        reference: Reference | None = None,
         use_redisai: bool | None = None,
     ) -> int:
         """Store a new immutable version (not yet current) and return its number."""
         _check_group(group)
         pickle_bytes = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
         artifacts = {"onnx": onnx_bytes, "pickle": pickle_bytes, "spec": spec.to_json().encode()}
+        if calibration is not None:
+            artifacts["calibration"] = calibration.to_json()
+        if reference is not None:
+            artifacts["reference"] = reference.to_json()
         with _available():
             version = int(self.client.incr(self._k(group, "seq")))
             with_ai = self.uses_redisai() if use_redisai is None else use_redisai
@@ -290,21 +305,27 @@ class ModelStore:
         current = self.current_version(group)
         version = current if version is None else version
         with _available():
-            raw = self.client.hmget(self._k(group, "v", str(version)), (*ARTIFACTS, "signature", "manifest"))
+            raw = self.client.hmget(
+                self._k(group, "v", str(version)), (*ARTIFACTS, *OPTIONAL_ARTIFACTS, "signature", "manifest")
+            )
         if all(v is None for v in raw):
             raise NoModel(f"model group {group} has no version {version}")
-        artifacts = dict(zip(ARTIFACTS, raw[:3]))
-        signature = (raw[3] or b"").decode(errors="replace")
+        n = len(ARTIFACTS)
+        artifacts = dict(zip(ARTIFACTS, raw[:n]))
+        optional = {k: v for k, v in zip(OPTIONAL_ARTIFACTS, raw[n:]) if v is not None}
+        signature = (raw[-2] or b"").decode(errors="replace")
         if any(v is None for v in artifacts.values()) or not signing.verify(
-            self._key, group, version, artifacts, signature
+            self._key, group, version, {**artifacts, **optional}, signature
         ):
-            raise self._refuse(group, version, artifacts, signature, raw[4])
+            raise self._refuse(group, version, {**artifacts, **optional}, signature, raw[-1])
         self._refused.pop((group, version), None)
         return StoredModel(
             info=self.info(group, version, current),
             onnx=artifacts["onnx"],
             spec=FeatureSpec.from_json(artifacts["spec"]),
             _pickle=artifacts["pickle"],
+            calibration=Calibration.from_json(optional["calibration"]) if "calibration" in optional else None,
+            reference=Reference.from_json(optional["reference"]) if "reference" in optional else None,
         )
 
     def _refuse(

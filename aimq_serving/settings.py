@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from aimq_serving.conformal import MAX_COVERAGE, MIN_COVERAGE
+
 if TYPE_CHECKING:
     import redis
 
@@ -61,6 +63,9 @@ class AimqSettings(BaseSettings):
     # How often each worker looks whether api_keys_file changed (a rotated secret then takes effect
     # without a restart); 0 looks on every request.
     api_keys_file_check_s: float = Field(default=5.0, ge=0)
+    # The coverage of the price ranges (price_low, price_high) online and in batch, unless a request
+    # asks for another (?coverage=, within the same bounds): the share of true prices a range holds.
+    coverage: float = Field(default=0.9, ge=MIN_COVERAGE, le=MAX_COVERAGE)
     # Where /predict/onnx executes: in-process ONNX Runtime, or RedisAI (needs the server's ai module).
     predict_backend: Literal["onnxruntime", "redisai"] = "onnxruntime"
     # per_request reloads the signed pickle from Redis on every request: the original demo's slow

@@ -77,6 +77,22 @@ def train(redis_url: str, prefix: str, rows: int, home: str) -> None:
         raise SystemExit("training the models failed; see the log above")
 
 
+def store_for_baseline(redis_url: str, prefix: str, before_prefix: str) -> None:
+    """Each group's current version again under ``before_prefix`` with only the artifacts every
+    checkout signs (onnx, pickle, spec): a checkout from before a newer signed artifact (issue 25's
+    calibration and reference) refuses a version that carries one, since its signature covers it.
+    The same model bytes, so --baseline prices with the same trees."""
+    from aimq_serving import schema
+    from aimq_serving.model_store import ModelStore
+    from aimq_serving.settings import AimqSettings
+
+    source = ModelStore.from_settings(AimqSettings(redis_url=redis_url, redis_prefix=prefix))
+    target = ModelStore.from_settings(AimqSettings(redis_url=redis_url, redis_prefix=before_prefix))
+    for group in schema.MODEL_GROUPS:
+        stored = source.get(group)
+        target.promote(group, target.put(group, stored.onnx, stored.load_sklearn(), stored.spec, {}, {}))
+
+
 def sample_bodies() -> list[bytes]:
     frame = pd.read_excel(SAMPLES / "100_rows.xlsx", keep_default_na=False)
     return [json.dumps(r).encode() for r in json.loads(frame.to_json(orient="records"))]
@@ -220,6 +236,8 @@ def main() -> None:
             for redis_url in urls:
                 print(f"training the models (3 x {args.rows:,} rows) into {redis_url} {prefix} ...", flush=True)
                 train(redis_url, prefix, args.rows, home)
+                if args.baseline is not None:
+                    store_for_baseline(redis_url, prefix, f"{prefix}-before")
             dagster = beside_dagster(env, prefix, home) if args.beside_dagster else contextlib.nullcontext()
             with dagster:
                 seq, conc = measure(args, env, bodies, home)
@@ -227,6 +245,7 @@ def main() -> None:
         for redis_url in urls:
             client = redis.Redis.from_url(redis_url)
             clear_prefix(client, prefix)
+            clear_prefix(client, f"{prefix}-before")
             client.close()
     write_results(args, seq, conc, load_before)
 
@@ -316,7 +335,12 @@ def measure(
         targets = [(p, url, p, labels[p], NOOP) for p in paths]
         if args.baseline is not None:
             before_url = servers.enter_context(
-                uvicorn_server(env, workers=args.workers, deployed=True, cwd=args.baseline)
+                uvicorn_server(
+                    {**env, "AIMQ_REDIS_PREFIX": f"{env['AIMQ_REDIS_PREFIX']}-before"},
+                    workers=args.workers,
+                    deployed=True,
+                    cwd=args.baseline,
+                )
             )
             targets += [(p + BEFORE, before_url, p, labels[p] + BEFORE, NOOP + BEFORE) for p in paths]
         print("sequential: no-op, onnx, pickle (cached), interleaved ...", flush=True)

@@ -20,7 +20,12 @@ from tests.helpers.topology import delete_topology, unique_topology_settings
 
 # Fixtures shared by the API and upload tests, wherever those tests live (tests/helpers), and the run's
 # closing "tested versions" section.
-pytest_plugins = ["tests.helpers.api_fixtures", "tests.helpers.upload_fixtures", "tests.helpers.tested_versions"]
+pytest_plugins = [
+    "tests.helpers.api_fixtures",
+    "tests.helpers.upload_fixtures",
+    "tests.helpers.scored_uploads",
+    "tests.helpers.tested_versions",
+]
 
 if TYPE_CHECKING:
     from tests.helpers.platform import Platform

@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from aimq_pipelines.uploads.results import PRICE, VERSION
+from aimq_pipelines.uploads.results import OUTPUT_COLUMNS
 from aimq_serving import schema
 from aimq_tabular import csv_reader, xlsx_reader
 from aimq_tabular.formats import Format
@@ -218,7 +218,7 @@ class Columns:
         if twice:
             raise BadInput("; ".join(_ambiguous(c, [cells[j] for j in by_key[c]]) for c in twice))
         # A result file uploaded again: its prediction columns are replaced, not duplicated.
-        keep = [j for j, cell in enumerate(cells) if cell.text.strip().lower() not in (PRICE, VERSION)]
+        keep = [j for j, cell in enumerate(cells) if cell.text.strip().lower() not in OUTPUT_COLUMNS]
         return cls(
             source={c: names[by_key[c][0]] for c in schema.INPUT_COLUMNS},
             kept=[names[j] for j in keep],

@@ -35,6 +35,7 @@ from pydantic import ValidationError
 
 from aimq_pipelines.models.resources import ModelStoreResource
 from aimq_pipelines.uploads.input_table import BadInput, InputTable
+from aimq_pipelines.uploads.provenance import UploadFacts
 from aimq_pipelines.uploads.resources import UploadsResource
 from aimq_pipelines.uploads.scoring import PinnedModels, score_file
 from aimq_serving.loaded_models import ModelCache
@@ -142,6 +143,9 @@ def score_upload(
             chunk_rows=settings.scoring_chunk_rows,
             work_dir=work_dir,
             progress=progress,
+            upload=UploadFacts(upload_id, message.original_name, message.sha256),
+            about_path=storage.about_path(upload_id),
+            coverage=settings.coverage,
         )
     except (BadInput, TamperedModel) as exc:
         status.fail(upload_id, str(exc))

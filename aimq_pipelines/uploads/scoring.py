@@ -17,6 +17,7 @@ half-written file.
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import time
@@ -34,8 +35,21 @@ import pyarrow.compute as pc
 
 from aimq_pipelines.uploads import merged_cells
 from aimq_pipelines.uploads.input_table import BadInput, Columns, InputTable, row_numbers
-from aimq_pipelines.uploads.results import ERRORS, PRICE, ROW, VERSION, ResultWriter, open_result, write_rejected_csv
-from aimq_serving import schema, values
+from aimq_pipelines.uploads.provenance import UploadFacts, about, about_rows
+from aimq_pipelines.uploads.results import (
+    ERRORS,
+    MODEL_ID,
+    OUT_OF_RANGE,
+    PRICE,
+    PRICE_HIGH,
+    PRICE_LOW,
+    ROW,
+    VERSION,
+    ResultWriter,
+    open_result,
+    write_rejected_csv,
+)
+from aimq_serving import conformal, schema, values
 from aimq_serving.features import _MAX_ERRORS_PER_COLUMN, FeatureSpec, RowError, _plain
 from aimq_serving.loaded_models import LoadedModel, ModelCache
 from aimq_serving.model_store import NoModel, UnknownGroup
@@ -62,6 +76,7 @@ class ScoreResult:
     # Where the table was found: the sheet (xlsx; None for CSV) and the header's row (CSV: line).
     data_sheet: str | None = None
     header_row: int = 1
+    about: dict[str, object] = field(default_factory=dict)  # the provenance written with the result
 
 
 @dataclass
@@ -93,8 +108,13 @@ def score_file(
     chunk_rows: int = 100_000,
     work_dir: Path | None = None,
     progress: Progress | None = None,
+    upload: UploadFacts | None = None,
+    about_path: Path | None = None,
+    coverage: float = 0.9,
 ) -> ScoreResult:
-    """Score ``table`` into ``result_path`` and ``rejected_path``; raise BadInput if it cannot be.
+    """Score ``table`` into ``result_path`` and ``rejected_path`` (and its provenance, about
+    ``upload``, into ``about_path`` when given), each price with its range at ``coverage``; raise
+    BadInput if it cannot be.
 
     Three stages overlap: the reader's threads prepare the next batches, two scoring threads
     validate and predict (ONNX Runtime and most of Arrow release the GIL; each call runs the
@@ -109,6 +129,7 @@ def score_file(
     tmp_dir = work_dir if work_dir is not None else result_path.parent
     tmp_result = tmp_dir / f".{result_path.name}.{os.getpid()}.tmp"
     tmp_rejected = tmp_dir / f".{rejected_path.name}.{os.getpid()}.tmp"
+    tmp_about = tmp_dir / f".about.json.{os.getpid()}.tmp"
     writer: ResultWriter | None = None
     rejected_tables: list[pa.Table] = []
     scoring: deque[Future[_Scored]] = deque()
@@ -152,16 +173,29 @@ def score_file(
                 columns = Columns.resolve(names, table.location, table.header_cells(names))
                 writer = open_result(table.fmt, tmp_result, columns.headers, table.delimiter)
             numbers, next_row = row_numbers(batch, next_row, lines=table.fmt == "csv")
-            scoring.append(score_pool.submit(_score_batch, batch, columns, models, numbers))
+            scoring.append(score_pool.submit(_score_batch, batch, columns, models, numbers, coverage))
             collect(limit=2)
         collect(limit=0)
         if columns is None or writer is None:
             raise BadInput("the file is empty: no header row with column names")
+        result.about = about(
+            upload,
+            data_sheet=result.data_sheet,
+            header_row=result.header_row,
+            models=models.models,
+            extra={"coverage": coverage},
+            scored_at=time.time(),
+        )
         with timer("finish_s"):
             rejected_tables = merged_cells.explain(rejected_tables, merged, columns.letters)
-            writer.finish(rejected_tables)
+            writer.finish(rejected_tables, about_rows(result.about))
             write_rejected_csv(tmp_rejected, rejected_tables, columns.kept, columns.headers)
+            if about_path is not None:
+                tmp_about.write_text(json.dumps(result.about, indent=2, ensure_ascii=False) + "\n")
+        # The result last: once it is there, so are the files that go with it.
         os.replace(tmp_rejected, rejected_path)
+        if about_path is not None:
+            os.replace(tmp_about, about_path)
         os.replace(tmp_result, result_path)
     except (xlsx_reader.XlsxFormatError, csv_reader.CsvFormatError, XlsxWriteError) as exc:
         raise BadInput(str(exc)) from exc
@@ -177,6 +211,7 @@ def score_file(
             writer.abort()
         tmp_result.unlink(missing_ok=True)
         tmp_rejected.unlink(missing_ok=True)
+        tmp_about.unlink(missing_ok=True)
     result.model_versions = {g: m.version for g, m in models.models.items()}
     result.stats = {
         **timer.totals,
@@ -206,7 +241,7 @@ def _unless_faulty(source: Iterator[T] | Future[T], what: str) -> T | None:
 
 
 def _score_batch(
-    batch: pa.RecordBatch, columns: Columns, models: PinnedModels, numbers: np.ndarray
+    batch: pa.RecordBatch, columns: Columns, models: PinnedModels, numbers: np.ndarray, coverage: float
 ) -> tuple[pa.RecordBatch, pa.Table | None, int]:
     """Predictions for one batch; returns (result rows, rejected rows or None, non-blank rows)."""
     n = batch.num_rows
@@ -215,7 +250,11 @@ def _score_batch(
     batch = _bound_text(batch, errors)
     frame = pd.DataFrame({c: _cell_values(batch.column(columns.source[c])) for c in schema.INPUT_COLUMNS})
     price = np.full(n, np.nan)
+    low = np.full(n, np.nan)  # stays NaN (empty) where the model has no calibration
+    high = np.full(n, np.nan)
     version = np.zeros(n, dtype=np.int64)
+    model_id = np.full(n, None, dtype=object)
+    out_of_range = np.full(n, None, dtype=object)  # stays None (empty) where nothing is, or no reference
 
     groups = frame[schema.GROUP_FIELD].astype("string").str.strip()
     assigned = np.zeros(n, dtype=bool)
@@ -230,7 +269,9 @@ def _score_batch(
             for i in rows:
                 errors[int(i)].append(RowError(int(i), schema.GROUP_FIELD, reason))
             continue
-        _score_group(frame, rows, model, price, version, errors)
+        _score_group(frame, rows, model, price, version, model_id, out_of_range, errors)
+        if model.calibration is not None:
+            low[rows], high[rows] = conformal.bounds(price[rows], model.calibration.factor(coverage))
     for i in np.flatnonzero(~assigned & ~blank):
         raw = _plain(frame[schema.GROUP_FIELD].iloc[i])
         # Quoted as the features are (a number or boolean cell as such: 1, TRUE; text as 'D').
@@ -243,7 +284,11 @@ def _score_batch(
     scored = np.isfinite(price)
     out = batch.select(columns.kept)
     out = out.append_column(PRICE, pa.array(price, mask=~scored))
+    out = out.append_column(PRICE_LOW, pa.array(low, mask=~(scored & np.isfinite(low))))
+    out = out.append_column(PRICE_HIGH, pa.array(high, mask=~(scored & np.isfinite(high))))
+    out = out.append_column(OUT_OF_RANGE, pa.array(np.where(scored, out_of_range, None), pa.string()))
     out = out.append_column(VERSION, pa.array(version, mask=~scored))
+    out = out.append_column(MODEL_ID, pa.array(np.where(scored, model_id, None), pa.string()))
     if len(keep) < n:
         out = out.take(pa.array(keep))
 
@@ -263,6 +308,8 @@ def _score_group(
     model: LoadedModel,
     price: np.ndarray,
     version: np.ndarray,
+    model_id: np.ndarray,
+    out_of_range: np.ndarray,
     errors: dict[int, list[RowError]],
 ) -> None:
     sub = frame.iloc[rows]
@@ -270,6 +317,9 @@ def _score_group(
     if len(matrix):
         price[rows[valid]] = model.predict_onnx(matrix)
         version[rows[valid]] = model.version
+        model_id[rows[valid]] = model.model_id
+        if model.out_of_range is not None:
+            out_of_range[rows[valid]] = model.out_of_range(matrix)
     for err in found:
         errors[int(rows[err.row])].append(err)
     # encode_frame caps its report per column; rows past the cap are encoded again in slices no

@@ -75,7 +75,7 @@ def create_app(settings: AimqSettings | None = None) -> FastAPI:
         document_security(app)
         log.info("API keys required (%d configured: %s)", len(api_keys.names), ", ".join(api_keys.names))
     # Routes are matched in order, so the hot path comes first.
-    app.include_router(predict.build_router(settings.max_batch_size))
+    app.include_router(predict.build_router(settings.max_batch_size, settings.coverage))
     app.include_router(health.router)
     app.include_router(models.router)
     app.include_router(metrics.router)

@@ -158,8 +158,20 @@ def _sent(data: Any, loc: Sequence[Any], default: Any) -> Any:
 
 class Prediction(BaseModel):
     predicted_price: float = Field(description="predicted price in local currency")
+    price_low: float | None = Field(
+        description="low end of the price range at `coverage` (split conformal); null without calibration"
+    )
+    price_high: float | None = Field(description="high end of the range; null without calibration")
+    coverage: float = Field(description="the share of true prices a range of this kind holds (default 0.9)")
     model_group: str
     model_version: int = Field(description="the model version that priced this record")
+    model_id: str = Field(description="the model's short id: the first 12 hex digits of its ONNX file's SHA-256")
+    out_of_range: list[str] | None = Field(
+        description="the numeric fields whose value lies outside the range of the rows the model was trained "
+        "on (the price is a guess there); empty when none; null for a version stored without that range"
+    )
+    range_note: str | None = Field(default=None, description="why there is no range, when there is none")
+    out_of_range_note: str | None = Field(default=None, description="why out_of_range is null, when it is")
 
 
 def request_body_openapi(max_batch_size: int) -> dict[str, Any]:

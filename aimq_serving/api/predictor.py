@@ -21,15 +21,21 @@ from typing import Any, Literal
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
+from aimq_serving import signing
 from aimq_serving.api.errors import RejectedRecords
 from aimq_serving.api.metrics import ApiMetrics
 from aimq_serving.api.sklearn_batcher import SklearnBatcher
+from aimq_serving.conformal import Calibration
 from aimq_serving.features import EncodingError, FeatureSpec, RowError
-from aimq_serving.loaded_models import LoadedModel, ModelCache
+from aimq_serving.loaded_models import MODEL_ID_DIGITS, LoadedModel, ModelCache
 from aimq_serving.model_store import ModelStore
+from aimq_serving.reference import Reference
 from aimq_serving.settings import AimqSettings
 
 Route = Literal["onnx", "pickle"]
+# price, price_low, price_high (None: the version has no calibration), group, version, model id,
+# out_of_range (the fields outside the training rows' range; None: the version has no reference)
+Priced = tuple[float, float | None, float | None, str, int, str, list[str] | None]
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,9 @@ class _Runner:
 
     spec: FeatureSpec
     version: int
+    model_id: str
+    calibration: Calibration | None
+    reference: Reference | None
     run: Callable[[np.ndarray], np.ndarray] | None = None
     in_thread: bool = False
     # One encoded row -> its price, on the event loop; set where that is cheaper than ``run``.
@@ -67,12 +76,12 @@ class OnlinePredictor:
             return self.onnx_backend
         return "pickle_per_request" if self.pickle_per_request else "pickle"
 
-    async def predict(self, records: Sequence[Any], route: Route, batch: bool) -> list[tuple[float, str, int]]:
-        """(price, group, version) per record, in input order. All records of a group in one
-        request are priced by the same model version."""
+    async def predict(self, records: Sequence[Any], route: Route, batch: bool, coverage: float) -> list[Priced]:
+        """``Priced`` per record, in input order, with the range at ``coverage``. All records of a
+        group in one request are priced by the same model version."""
         backend = self.backend(route)
         if len(records) == 1:
-            return [await self._predict_one(records[0], backend, batch)]
+            return [await self._predict_one(records[0], backend, batch, coverage)]
         rows_by_group: dict[str, list[int]] = {}
         for i, record in enumerate(records):
             rows_by_group.setdefault(record.model_group, []).append(i)
@@ -90,15 +99,20 @@ class OnlinePredictor:
         if errors:
             errors.sort(key=lambda e: e.row)
             raise RejectedRecords(EncodingError(errors), batch)
-        out: list[tuple[float, str, int]] = [None] * len(records)  # type: ignore[list-item]
+        out: list[Priced] = [None] * len(records)  # type: ignore[list-item]
         for group, rows, runner, matrix in plans:
-            prices = await self._execute(runner, matrix)
+            prices = (await self._execute(runner, matrix)).tolist()
+            ref = runner.reference
+            f = None if runner.calibration is None else runner.calibration.factor(coverage)
             for j, i in enumerate(rows):
-                out[i] = (float(prices[j]), group, runner.version)
+                p = prices[j]
+                flagged = None if ref is None else ref.outside(records[i].__dict__)
+                low, high = (None, None) if f is None else (p / f, p * f)
+                out[i] = (p, low, high, group, runner.version, runner.model_id, flagged)
             self.metrics.count_predictions(group, runner.version, backend, len(rows))
         return out
 
-    async def _predict_one(self, record: Any, backend: str, batch: bool) -> tuple[float, str, int]:
+    async def _predict_one(self, record: Any, backend: str, batch: bool, coverage: float) -> Priced:
         """The common case, one record, without the bookkeeping of grouping a batch."""
         group = record.model_group
         runner = await self._runner(group, backend)
@@ -111,7 +125,11 @@ class OnlinePredictor:
         else:
             price = float((await self._execute(runner, np.array([row], dtype=np.float32)))[0])
         self.metrics.count_predictions(group, runner.version, backend, 1)
-        return price, group, runner.version
+        flagged = None if runner.reference is None else runner.reference.outside(record.__dict__)
+        if runner.calibration is None:
+            return price, None, None, group, runner.version, runner.model_id, flagged
+        f = runner.calibration.factor(coverage)
+        return price, price / f, price * f, group, runner.version, runner.model_id, flagged
 
     async def _execute(self, runner: _Runner, matrix: np.ndarray) -> np.ndarray:
         if runner.estimator is not None:
@@ -125,12 +143,13 @@ class OnlinePredictor:
         if backend == "pickle_per_request":
             return await run_in_threadpool(self._load_per_request, group)
         model = self.models.peek(group) or await run_in_threadpool(self.models.get, group)
+        known = (model.spec, model.version, model.model_id, model.calibration, model.reference)
         if backend == "onnxruntime":
-            return _Runner(model.spec, model.version, model.predict_onnx, in_thread=False, one=model.predict_one)
+            return _Runner(*known, model.predict_onnx, in_thread=False, one=model.predict_one)
         if backend == "redisai":
-            return _Runner(model.spec, model.version, self._redisai(model), in_thread=True)
+            return _Runner(*known, self._redisai(model), in_thread=True)
         estimator = model.sklearn_if_loaded() or await run_in_threadpool(model.sklearn_model)
-        return _Runner(model.spec, model.version, estimator=estimator)
+        return _Runner(*known, estimator=estimator)
 
     def _redisai(self, model: LoadedModel) -> Callable[[np.ndarray], np.ndarray]:
         return lambda matrix: model.predict_redisai(self.store, matrix)
@@ -138,4 +157,6 @@ class OnlinePredictor:
     def _load_per_request(self, group: str) -> _Runner:
         # The original demo's baseline: fetch, verify and unpickle the model for every request.
         stored = self.store.get(group)
-        return _Runner(stored.spec, stored.info.version, estimator=stored.load_sklearn())
+        model_id = signing.sha256_hex(stored.onnx)[:MODEL_ID_DIGITS]
+        known = (stored.spec, stored.info.version, model_id, stored.calibration, stored.reference)
+        return _Runner(*known, estimator=stored.load_sklearn())

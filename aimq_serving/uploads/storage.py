@@ -7,6 +7,7 @@ Layout under the root (``AIMQ_UPLOAD_DIR``, default ``data_dir/uploads``)::
     <id[:2]>/<id>/input.<xlsx|csv>  the upload, as received (never changed afterwards)
     <id[:2]>/<id>/result.<xlsx|csv> the scored file (written to a temporary name, then renamed)
     <id[:2]>/<id>/rejected.csv      rejected rows with their reasons
+    <id[:2]>/<id>/about.json        the result's provenance (upload, models, when)
     <id[:2]>/<id>/work/             scratch space of a scoring run
 
 Paths are built from the upload id only (32 hex characters, checked): the client's file name is
@@ -62,6 +63,9 @@ class UploadStorage:
 
     def rejected_path(self, upload_id: str) -> Path:
         return self.directory(upload_id) / "rejected.csv"
+
+    def about_path(self, upload_id: str) -> Path:
+        return self.directory(upload_id) / "about.json"
 
     def work_dir(self, upload_id: str) -> Path:
         path = self.directory(upload_id) / "work"

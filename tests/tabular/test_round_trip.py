@@ -12,34 +12,20 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-import shutil
-import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import dagster as dg
 import fastexcel
 import openpyxl
 import pytest
 import xlsxwriter
-from fastapi.testclient import TestClient
 from openpyxl.utils.escape import unescape
 
-from aimq_pipelines.models.resources import ModelStoreResource
-from aimq_pipelines.uploads.jobs import run_config, run_tags, score_upload_job
-from aimq_pipelines.uploads.resources import UploadsResource
 from aimq_serving import schema
-from aimq_serving.api.app import create_app
 from aimq_serving.model_store import ModelStore
-from aimq_serving.settings import AimqSettings
 from tests.helpers.corpus import good_row, with_cell
-from tests.helpers.topology import queued
-
-SOFFICE = shutil.which("soffice")
-needs_soffice = pytest.mark.skipif(
-    SOFFICE is None, reason="LibreOffice is not installed (apt-get install libreoffice-calc-nogui)"
-)
+from tests.helpers.scored_uploads import needs_soffice, result_file, soffice_convert
 
 # The kept (non-model) columns of the round-trip workbook, one per case of the issue.
 EXTRA = ["asking", "when", "time_of_day", "duration", "text", "flag"]
@@ -110,24 +96,7 @@ def openpyxl_book(path: Path, rows: list[list[Any]]) -> None:
 
 def soffice_resave(path: Path, out_dir: Path) -> Path:
     """The workbook opened and saved again by LibreOffice (its own reader and writer)."""
-    assert SOFFICE is not None
-    out_dir.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        [
-            SOFFICE,
-            "--headless",
-            f"-env:UserInstallation=file://{out_dir}/profile",
-            "--convert-to",
-            "xlsx",
-            "--outdir",
-            str(out_dir),
-            str(path),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=180,
-    )
-    return out_dir / f"{path.stem}.xlsx"
+    return soffice_convert(path, out_dir, "xlsx")
 
 
 def cells(path: Path, sheet: str | None = None) -> list[dict[str, Any]]:
@@ -152,57 +121,14 @@ def assert_kept_cells_equal(uploaded: list[dict[str, Any]], result: list[dict[st
         assert isinstance(after["predicted_price"], (int, float)), after  # scored
 
 
-# --- the API and the scoring job ---------------------------------------------------------------
-@pytest.fixture
-def client(uploads_settings: AimqSettings, trained_store: ModelStore) -> Iterator[TestClient]:
-    with TestClient(create_app(uploads_settings.model_copy(update={"rate_limit_enabled": False}))) as c:
-        yield c
-
-
-@pytest.fixture
-def upload(client: TestClient, uploads_settings: AimqSettings, instance: dg.DagsterInstance) -> Callable[..., dict]:
-    """Upload a file, run its scoring job, return the status (with the result's bytes)."""
-    resources = {
-        "uploads": UploadsResource(upload_dir=str(uploads_settings.resolved_upload_dir)),
-        "model_store": ModelStoreResource(),
-    }
-
-    def run(path: Path) -> dict:
-        response = client.post("/upload", files={"file": (path.name, path.read_bytes(), "application/octet-stream")})
-        assert response.status_code == 202, response.text
-        [message] = queued(uploads_settings)
-        score_upload_job.execute_in_process(
-            run_config=run_config(message),
-            tags=run_tags(message),
-            instance=instance,
-            resources=resources,
-            raise_on_error=False,
-        )
-        status = client.get(f"/uploads/{message.upload_id}").json()
-        if status["state"] == "succeeded":
-            result = client.get(f"/uploads/{message.upload_id}/result")
-            assert result.status_code == 200
-            status["result"] = result.content
-            status["rejected"] = client.get(f"/uploads/{message.upload_id}/rejected").content
-        return status
-
-    return run
-
-
-def result_file(status: dict, directory: Path, suffix: str = ".xlsx") -> Path:
-    assert status["state"] == "succeeded", status.get("error")
-    path = directory / f"result{suffix}"
-    path.write_bytes(status["result"])
-    return path
-
-
+# --- the API and the scoring job (tests/helpers/scored_uploads.py) -------------------------------
 @pytest.mark.parametrize("writer", [xlsxwriter_book, openpyxl_book], ids=["xlsxwriter", "openpyxl"])
-def test_every_kept_cell_comes_back(writer, upload, tmp_path: Path) -> None:
+def test_every_kept_cell_comes_back(writer, scored_upload, tmp_path: Path) -> None:
     """Cases 1-5 of the issue: markers, a number column with text, 1900 dates, times, durations,
     CR/CR LF, ``_xHHHH_``-looking text, control characters and formula-looking text."""
     source = tmp_path / "listings.xlsx"
     writer(source, _rows())
-    status = upload(source)
+    status = scored_upload(source)
     result = result_file(status, tmp_path)
     assert (status["rows_total"], status["rows_rejected"]) == (12, 0)
     assert_kept_cells_equal(cells(source), cells(result, "predictions"))
@@ -216,43 +142,43 @@ def test_every_kept_cell_comes_back(writer, upload, tmp_path: Path) -> None:
 
 @needs_soffice
 @pytest.mark.slow
-def test_libreoffice_writes_and_reads_the_round_trip(upload, tmp_path: Path) -> None:
+def test_libreoffice_writes_and_reads_the_round_trip(scored_upload, tmp_path: Path) -> None:
     source = tmp_path / "made" / "listings.xlsx"
     source.parent.mkdir()
     xlsxwriter_book(source, _rows())
     resaved = soffice_resave(source, tmp_path / "lo-in")  # an upload LibreOffice wrote
-    status = upload(resaved)
+    status = scored_upload(resaved)
     result = result_file(status, tmp_path)
     assert_kept_cells_equal(cells(resaved), cells(result, "predictions"))
     reopened = soffice_resave(result, tmp_path / "lo-out")  # the result as LibreOffice reads it
     assert_kept_cells_equal(cells(resaved), cells(reopened, "predictions"))
 
 
-def test_a_bad_feature_cell_is_quoted(upload, tmp_path: Path) -> None:
+def test_a_bad_feature_cell_is_quoted(scored_upload, tmp_path: Path) -> None:
     rows = _rows()[:3]
     rows[1] = [*rows[1][: len(EXTRA)], *with_cell(good_row(1), "kilometers", "n/a")]
     source = tmp_path / "listings.xlsx"
     xlsxwriter_book(source, rows)
-    status = upload(source)
+    status = scored_upload(source)
     rejected = cells(result_file(status, tmp_path), "rejected")
     assert [(r["row"], r["errors"]) for r in rejected] == [(3, "kilometers: 'n/a' is not a number")]
 
 
-def test_rows_are_numbered_as_the_sheet_numbers_them(upload, tmp_path: Path) -> None:
+def test_rows_are_numbered_as_the_sheet_numbers_them(scored_upload, tmp_path: Path) -> None:
     """Case 7: the header on sheet row 3, an empty row between, a bad row on sheet row 6."""
     rows = _rows()[:3]
     rows.insert(1, [None] * len(rows[0]))  # sheet row 5 is empty
     rows[2] = [*rows[2][: len(EXTRA)], *with_cell(good_row(2), "fuel_type", "Steam")]  # sheet row 6
     source = tmp_path / "listings.xlsx"
     xlsxwriter_book(source, rows, header_at=2)
-    status = upload(source)
+    status = scored_upload(source)
     assert (status["data_sheet"], status["header_row"]) == ("Data", 3)
     rejected = cells(result_file(status, tmp_path), "rejected")
     assert [r["row"] for r in rejected] == [6]
     assert rejected[0]["errors"].startswith("fuel_type: unknown value 'Steam'")
 
 
-def test_the_data_is_found_below_a_title_and_after_notes_and_hidden_sheets(upload, tmp_path: Path) -> None:
+def test_the_data_is_found_below_a_title_and_after_notes_and_hidden_sheets(scored_upload, tmp_path: Path) -> None:
     """Case 8: a hidden sheet and an instructions sheet first, a title row above the header."""
 
     def before(book: Any) -> None:
@@ -268,7 +194,7 @@ def test_the_data_is_found_below_a_title_and_after_notes_and_hidden_sheets(uploa
     book = openpyxl.load_workbook(source)
     book["Data"]["A1"] = "Price list, December"
     book.save(source)
-    status = upload(source)
+    status = scored_upload(source)
     assert (status["data_sheet"], status["header_row"], status["rows_total"]) == ("Data", 2, 4)
 
     missing = tmp_path / "no-data.xlsx"
@@ -280,7 +206,7 @@ def test_the_data_is_found_below_a_title_and_after_notes_and_hidden_sheets(uploa
     hidden.hide()
     other.add_worksheet("Prices").write_row(0, 0, ["model_group", "model"])
     other.close()
-    failed = upload(missing)
+    failed = scored_upload(missing)
     assert failed["state"] == "failed"
     assert "missing column(s): model_group, model, kilometers" in failed["error"]
     assert "visible sheets: 'Instructions', 'Prices'" in failed["error"] and "Hidden notes" not in failed["error"]
@@ -292,7 +218,7 @@ def _csv(rows: list[list[Any]]) -> bytes:
     return out.getvalue().encode()
 
 
-def test_csv_cells_come_back_and_formulas_are_neutralised(upload, tmp_path: Path) -> None:
+def test_csv_cells_come_back_and_formulas_are_neutralised(scored_upload, tmp_path: Path) -> None:
     """Case 6 (N/A, null, NA in a kept text column) and CSV injection; line numbers with a
     multi-line cell above the bad row."""
     kept = ["N/A", "null", "NA", "=1+1", "-5", "+3.5", "@SUM(A1)", '=HYPERLINK("http://x","y")', "two\nlines", ""]
@@ -300,7 +226,7 @@ def test_csv_cells_come_back_and_formulas_are_neutralised(upload, tmp_path: Path
     rows.append(["bad", *with_cell(good_row(0), "kilometers", "n/a")])  # line 13: row 11 + 1 line break above
     source = tmp_path / "listings.csv"
     source.write_bytes(_csv(rows))
-    status = upload(source)
+    status = scored_upload(source)
     result = list(csv.DictReader(io.StringIO(result_file(status, tmp_path, ".csv").read_text())))
     notes = [r["note"] for r in result]
     assert notes[:3] == ["N/A", "null", "NA"]  # no text taken for a missing value
@@ -313,11 +239,11 @@ def test_csv_cells_come_back_and_formulas_are_neutralised(upload, tmp_path: Path
 
 @needs_soffice
 @pytest.mark.slow
-def test_libreoffice_opens_the_csv_result_as_text(upload, tmp_path: Path) -> None:
+def test_libreoffice_opens_the_csv_result_as_text(scored_upload, tmp_path: Path) -> None:
     rows = [["note", *schema.INPUT_COLUMNS], ["=1+1", *good_row(0)], ["-5", *good_row(1)]]
     source = tmp_path / "listings.csv"
     source.write_bytes(_csv(rows))
-    result = result_file(upload(source), tmp_path, ".csv")
+    result = result_file(scored_upload(source), tmp_path, ".csv")
     opened = soffice_resave(result, tmp_path / "lo")
     values = [r[0] for r in openpyxl.load_workbook(opened).active.iter_rows(values_only=True)]
     assert values[1] != 2 and "1+1" in str(values[1])  # shown as text, never computed

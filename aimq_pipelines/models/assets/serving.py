@@ -21,7 +21,9 @@ def build_served_model(group: str) -> dg.AssetsDefinition:
         },
         deps=[dg.AssetKey([group, "training_data"])],
         group_name=group_name(group),
-        description="Writes ONNX, signed pickle, spec, metrics and lineage as a new version, then promotes it.",
+        description=(
+            "Writes ONNX, signed pickle, spec, calibration, reference, metrics, lineage as a new version; promotes it."
+        ),
         kinds={"redis"},
         retry_policy=dg.RetryPolicy(
             max_retries=3, delay=1, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
@@ -52,7 +54,14 @@ def build_served_model(group: str) -> dg.AssetsDefinition:
         }
         try:
             version = store.put(
-                group, onnx_model, trained_model.model, trained_model.spec, trained_model.metrics, lineage
+                group,
+                onnx_model,
+                trained_model.model,
+                trained_model.spec,
+                trained_model.metrics,
+                lineage,
+                calibration=trained_model.calibration,
+                reference=trained_model.reference,
             )
         except (redisai.ModelRefused, redisai.WrongDatabase) as exc:
             # Not transient: storing the same model again is refused again, so no retry. Nothing was

@@ -19,6 +19,7 @@ class TrainingConfig(dg.Config):
     learning_rate: float = Field(default=0.1, gt=0, le=1)
     max_leaf_nodes: int = Field(default=31, ge=2, le=1024)
     holdout_fraction: float = Field(default=0.2, gt=0, lt=1)
+    calibration_fraction: float = Field(default=0.1, gt=0, lt=1)
     seed: int = 0
 
 
@@ -56,6 +57,7 @@ def build_trained_model(group: str) -> list[dg.AssetsDefinition]:
             learning_rate=config.learning_rate,
             max_leaf_nodes=config.max_leaf_nodes,
             holdout_fraction=config.holdout_fraction,
+            calibration_fraction=config.calibration_fraction,
             seed=config.seed,
         )
         m = result.metrics
@@ -74,6 +76,11 @@ def build_trained_model(group: str) -> list[dg.AssetsDefinition]:
                 "fit_seconds": dg.MetadataValue.float(m["fit_seconds"]),
                 "train_rows": m["train_rows"],
                 "holdout_rows": m["holdout_rows"],
+                "calibration_rows": m["calibration_rows"],
+                "holdout_coverage_90": dg.MetadataValue.float(m["holdout_coverage_90"]),
+                "holdout_mean_width_90": dg.MetadataValue.float(m["holdout_mean_width_90"]),
+                # Beyond these a row is flagged out_of_range (aimq_serving/reference.py).
+                "reference_ranges": dg.MetadataValue.json(result.reference.numeric),
                 "estimator": dg.MetadataValue.json(result.model.get_params()),
                 "predicted_vs_actual": dg.MetadataValue.md(png_markdown(plot, "predicted vs actual")),
             },

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import threading
+import zipfile
+from pathlib import Path as FilePath
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
@@ -34,6 +39,7 @@ class UploadStatus(UploadRecord):
     run_url: str | None = None
     result_url: str | None = None
     rejected_url: str | None = None
+    about_url: str | None = None
 
 
 class UploadList(BaseModel):
@@ -59,6 +65,7 @@ def _status(services: UploadServices, record: UploadRecord) -> UploadStatus:
         run_url=services.run_url(record.run_id),
         result_url=f"{base}/result" if done else None,
         rejected_url=f"{base}/rejected" if done else None,
+        about_url=f"{base}/about" if done else None,
     )
 
 
@@ -160,10 +167,65 @@ _DOWNLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
     "/uploads/{upload_id}/result",
     response_class=FileResponse,
     responses=_DOWNLOAD_RESPONSES,
-    summary="Download the scored file (same format as the upload)",
+    summary="Download the scored file (same format as the upload), or a zip of it and its provenance",
+    description=(
+        "The scored file in the upload's format: an xlsx result holds its provenance in its `about` sheet. "
+        "With `bundle=zip`, a zip of the scored file and `about.json` (the provenance; also at "
+        "`/uploads/{id}/about`): the way to keep a CSV result's provenance with it."
+    ),
 )
-async def get_result(services: UploadServicesDep, upload_id: UploadId) -> Any:
-    return await _download(services, upload_id, "result")
+async def get_result(
+    services: UploadServicesDep,
+    upload_id: UploadId,
+    bundle: Annotated[
+        Literal["zip"] | None, Query(description="`zip`: the scored file and about.json in one zip")
+    ] = None,
+) -> Any:
+    return await _download(services, upload_id, "result", bundle=bundle)
+
+
+class AboutModel(BaseModel):
+    version: int
+    model_id: str
+    created_at: str
+    onnx_sha256: str
+    calibration_rows: int | None = None
+    training_ranges: dict[str, list[int]] | None = None  # per numeric feature: [min, max] of the fitted rows
+
+
+class About(BaseModel, extra="allow"):
+    """A result's provenance (``aimq_pipelines/uploads/provenance.py``); results scored before it
+    existed have none (404)."""
+
+    upload_id: str | None
+    original_name: str | None
+    sha256: str | None
+    data_sheet: str | None
+    header_row: int
+    models: dict[str, AboutModel]
+    coverage: float
+    aimq_version: str
+    scored_at: str
+
+
+def _no_about(upload_id: str) -> JSONResponse:
+    return error_response(404, f"the provenance of upload {upload_id} is not stored (scored before AIMQ kept it)")
+
+
+@router.get(
+    "/uploads/{upload_id}/about",
+    response_model=About,
+    responses=_DOWNLOAD_RESPONSES,
+    summary="The result's provenance: the upload, the sheet and header read, each group's model, when",
+)
+async def get_about(services: UploadServicesDep, upload_id: UploadId) -> Any:
+    record = await _finished(services, upload_id)
+    if isinstance(record, JSONResponse):
+        return record
+    path = services.storage.about_path(upload_id)
+    if not path.is_file():
+        return _no_about(upload_id)
+    return JSONResponse(json.loads(await run_in_threadpool(path.read_bytes)))
 
 
 @router.get(
@@ -176,8 +238,9 @@ async def get_rejected(services: UploadServicesDep, upload_id: UploadId) -> Any:
     return await _download(services, upload_id, "rejected")
 
 
-async def _download(services: UploadServices, upload_id: str, kind: str) -> Any:
-    """A finished upload's ``result`` (in the upload's format) or ``rejected`` rows (CSV)."""
+async def _download(services: UploadServices, upload_id: str, kind: str, bundle: str | None = None) -> Any:
+    """A finished upload's ``result`` (in the upload's format, or zipped with its provenance) or
+    ``rejected`` rows (CSV)."""
     record = await _finished(services, upload_id)
     if isinstance(record, JSONResponse):
         return record
@@ -191,7 +254,30 @@ async def _download(services: UploadServices, upload_id: str, kind: str) -> Any:
         )
     stem = record.original_name.rsplit(".", 1)[0].strip(" .") or "upload"
     name = f"{stem}_{'scored' if kind == 'result' else 'rejected'}.{fmt}"
+    if bundle == "zip":
+        about = services.storage.about_path(upload_id)
+        if not about.is_file():
+            return _no_about(upload_id)
+        zipped = await run_in_threadpool(_bundle, path, about, name)
+        zip_name = name.rsplit(".", 1)[0] + ".zip"
+        return FileResponse(
+            zipped, media_type="application/zip", headers={"Content-Disposition": content_disposition(zip_name)}
+        )
     return FileResponse(path, media_type=MEDIA_TYPES[fmt], headers={"Content-Disposition": content_disposition(name)})
+
+
+def _bundle(result: FilePath, about: FilePath, name: str) -> FilePath:
+    """``result`` and ``about.json`` in one zip beside them, made on the first request for it (most
+    users never ask; scoring stays as fast as before); written under a temporary name and renamed,
+    so concurrent requests each see a complete zip."""
+    target = result.with_name("result_bundle.zip")
+    if not target.is_file():
+        tmp = result.with_name(f".result_bundle.zip.{os.getpid()}.{threading.get_ident()}.tmp")
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as out:
+            out.write(result, name)
+            out.write(about, "about.json")
+        os.replace(tmp, target)
+    return target
 
 
 def content_disposition(filename: str) -> str:

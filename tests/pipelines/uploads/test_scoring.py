@@ -13,8 +13,10 @@ import openpyxl
 import pandas as pd
 import pytest
 import xlsxwriter
+from fastapi.testclient import TestClient
 
 from aimq_pipelines.uploads.input_table import BadInput, InputTable
+from aimq_pipelines.uploads.results import OUTPUT_COLUMNS
 from aimq_pipelines.uploads.scoring import PinnedModels, ScoreResult, score_file
 from aimq_serving import schema
 from aimq_serving.features import FeatureSpec
@@ -22,7 +24,9 @@ from aimq_serving.loaded_models import ModelCache
 from aimq_serving.model_store import ModelStore
 from aimq_tabular import xlsx_reader
 from tests.helpers.corpus import xlsx_via_xlsxwriter
+from tests.helpers.out_of_range import beyond_training
 from tests.helpers.paths import SAMPLES
+from tests.helpers.upload_fixtures import api_record
 
 Prices = Callable[[list[dict[str, Any]]], list[float]]
 
@@ -56,7 +60,9 @@ def score(tmp_path: Path, source: Path, pinned: PinnedModels, **kwargs: Any) -> 
     return result, result_path, rejected_path
 
 
-def test_sample_file_scores_like_the_api(tmp_path: Path, pinned: PinnedModels, api_prices: Prices) -> None:
+def test_sample_file_scores_like_the_api(
+    tmp_path: Path, pinned: PinnedModels, api_prices: Prices, api_client: TestClient
+) -> None:
     progress: list[tuple[int, int]] = []
     result, result_path, rejected_path = score(
         tmp_path, SAMPLES / "100_rows.xlsx", pinned, progress=lambda d, r: progress.append((d, r))
@@ -66,18 +72,47 @@ def test_sample_file_scores_like_the_api(tmp_path: Path, pinned: PinnedModels, a
     assert result.model_versions == {g: m.version for g, m in pinned.models.items()}
 
     book = fastexcel.read_excel(str(result_path))
-    assert book.sheet_names == ["predictions", "rejected"]
+    assert book.sheet_names == ["predictions", "rejected", "about"]
     scored = book.load_sheet(0).to_pandas()
-    assert list(scored.columns) == [*schema.INPUT_COLUMNS, "predicted_price", "model_version"]
+    assert list(scored.columns) == [*schema.INPUT_COLUMNS, *OUTPUT_COLUMNS]
     rows = sample_rows()
     assert scored[list(schema.INPUT_COLUMNS)].to_dict("records") == rows  # the same rows, unchanged
     assert scored["predicted_price"].tolist() == api_prices(rows)
+    online = api_client.post("/predict/onnx", json=[api_record(r) for r in rows]).json()
+    for column in ("price_low", "price_high", "model_id"):  # the same range, and model, as the API's
+        assert scored[column].tolist() == [o[column] for o in online]
     versions = [pinned.models[g].version for g in scored["model_group"]]
     assert scored["model_version"].tolist() == versions
     assert book.load_sheet(1).height == 0
     assert rejected_path.read_text().splitlines() == [
         ",".join(f'"{c}"' for c in ["row", "errors", *schema.INPUT_COLUMNS])
     ]
+
+
+@pytest.mark.parametrize("fmt", ["xlsx", "csv"])
+def test_out_of_range_cells_name_the_fields_the_api_names(
+    tmp_path: Path, pinned: PinnedModels, trained_store: ModelStore, api_client: TestClient, fmt: str
+) -> None:
+    """Issue 25: a row beyond its model's training data is priced and flagged, like online."""
+    cases = beyond_training(trained_store, [api_record(r) for r in sample_rows()])
+    records = [r for r, _ in cases]
+    source = tmp_path / f"beyond.{fmt}"
+    if fmt == "xlsx":
+        write_xlsx(source, list(schema.INPUT_COLUMNS), [list(r.values()) for r in records])
+    else:
+        pd.DataFrame(records).to_csv(source, index=False)
+    result, result_path, _ = score(tmp_path, source, pinned)
+    assert result.rows_rejected == 0
+    if fmt == "xlsx":
+        scored = fastexcel.read_excel(str(result_path)).load_sheet(0).to_pandas()
+    else:
+        scored = pd.read_csv(result_path, keep_default_na=False, na_values=[""])
+    online = api_client.post("/predict/onnx", json=records).json()
+    cells = [None if pd.isna(c) else c for c in scored["out_of_range"]]
+    assert cells == [", ".join(o["out_of_range"]) or None for o in online]
+    assert cells == [", ".join(expected) or None for _, expected in cases]
+    for column in ("predicted_price", "price_low", "price_high"):
+        assert scored[column].tolist() == pytest.approx([o[column] for o in online], rel=1e-12)
 
 
 def _bad_rows() -> tuple[list[str], list[list[Any]], dict[int, str]]:
@@ -158,7 +193,7 @@ def test_csv_keeps_its_delimiter_and_extra_columns(tmp_path: Path, pinned: Pinne
     assert (result.rows_total, result.rows_rejected) == (len(frame), len(reasons))
 
     out = pd.read_csv(result_path, sep=";", dtype={"listing_id": str}, keep_default_na=False, na_values=[""])
-    assert list(out.columns) == [*header, "predicted_price", "model_version"]
+    assert list(out.columns) == [*header, *OUTPUT_COLUMNS]
     assert out["listing_id"].tolist() == frame["listing_id"].tolist()
     good = out[out["listing_id"] != "bad"]
     assert good["predicted_price"].tolist() == api_prices(good[list(schema.INPUT_COLUMNS)].to_dict("records"))
@@ -177,7 +212,7 @@ def test_result_file_uploaded_again_replaces_its_predictions(tmp_path: Path, pin
     result, second, _ = score(tmp_path / "b", again, pinned)
     assert result.rows_rejected == 0
     columns = fastexcel.read_excel(str(second)).load_sheet(0).to_pandas().columns.tolist()
-    assert columns.count("predicted_price") == 1 and columns.count("model_version") == 1
+    assert all(columns.count(c) == 1 for c in OUTPUT_COLUMNS)
 
 
 def test_group_without_model_rejects_its_rows(tmp_path: Path, pinned: PinnedModels) -> None:
@@ -225,7 +260,7 @@ def test_header_only_file_succeeds_empty(tmp_path: Path, pinned: PinnedModels) -
     result, result_path, _ = score(tmp_path, source, pinned)
     assert (result.rows_total, result.rows_rejected) == (0, 0)
     rows = list(openpyxl.load_workbook(result_path).active.iter_rows(values_only=True))
-    assert rows == [(*schema.INPUT_COLUMNS, "predicted_price", "model_version")]
+    assert rows == [(*schema.INPUT_COLUMNS, *OUTPUT_COLUMNS)]
 
 
 @pytest.mark.parametrize("fmt", ["xlsx", "csv"])
@@ -260,8 +295,9 @@ def test_every_header_comes_back_exactly_as_uploaded(tmp_path: Path, pinned: Pin
     else:
         with open(result_path, newline="") as fh:
             written = list(csv.reader(fh))
-    assert written[0] == [*header, "predicted_price", "model_version"]
-    assert [str(v) for v in written[1][-6:-2]] == [sample_rows()[0]["climate"], "b", "c", "d"]
+    assert written[0] == [*header, *OUTPUT_COLUMNS]
+    kept = written[1][: len(header)]
+    assert [str(v) for v in kept[-4:]] == [sample_rows()[0]["climate"], "b", "c", "d"]
     with open(rejected_path, newline="") as fh:
         assert next(csv.reader(fh)) == ["row", "errors", *header]
 
