@@ -300,3 +300,12 @@ def test_an_upload_is_scored_in_its_own_run_container_like_predict_onnx(stack: S
     online = stack.post("/predict/onnx", json=prediction_body(original))
     assert online.status_code == 200, online.text
     assert scored["predicted_price"].tolist() == [p["predicted_price"] for p in online.json()]
+    # Each price with its range, its out-of-range flags and its model's short id, as online; the
+    # workbook says where it came from (its about sheet).
+    answers = online.json()
+    for column in ("price_low", "price_high", "model_id"):
+        assert scored[column].tolist() == [p[column] for p in answers], column
+    assert all(p["price_low"] <= p["predicted_price"] <= p["price_high"] for p in answers)
+    assert scored["out_of_range"].tolist() == [", ".join(p["out_of_range"]) for p in answers]
+    about = pd.read_excel(io.BytesIO(result.content), sheet_name="about", header=None, index_col=0)[1]
+    assert about["upload_id"] == upload_id and about["original_name"] == "100_rows.xlsx"
