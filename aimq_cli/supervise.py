@@ -47,11 +47,21 @@ _libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") el
 RELEASE = b"release\n"
 
 
+def hear_sigterm() -> None:
+    """Unblock SIGTERM and give it its default action in this process (a ``preexec_fn``'s work)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def die_with_parent(parent_pid: int) -> Callable[[], None]:
     """A ``preexec_fn``: the child gets SIGTERM when ``parent_pid`` ends (Linux; elsewhere the
     watchdog alone covers it)."""
 
     def preexec() -> None:
+        # The child must hear SIGTERM, whatever its parent's state: a signal mask and an ignored
+        # disposition pass through fork and exec, and a full CI run once had SIGTERM blocked in the
+        # test process, so that children outlived their parent and ignored the stop.
+        hear_sigterm()
         if _libc is None:
             return
         _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from aimq_cli.supervise import Watchdog, die_with_parent, group_members, stop_groups
+from aimq_cli.supervise import Watchdog, die_with_parent, group_members, hear_sigterm, stop_groups
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal and /proc: Linux")
 
@@ -49,8 +49,14 @@ def groups() -> Iterator[list[subprocess.Popen]]:
 
 
 def _start_group(groups: list[subprocess.Popen], kind: str) -> tuple[subprocess.Popen, int]:
+    # hear_sigterm: a group that starts deaf to SIGTERM (a mask inherited from the test process) would
+    # test nothing of stop_groups.
     proc = subprocess.Popen(
-        [sys.executable, "-c", _GROUP, kind], stdout=subprocess.PIPE, text=True, start_new_session=True
+        [sys.executable, "-c", _GROUP, kind],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=hear_sigterm,
     )
     groups.append(proc)
     child = int(proc.stdout.readline())
