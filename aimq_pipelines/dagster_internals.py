@@ -142,6 +142,29 @@ SQLITE_EVENT_LOG_STORAGE = Internal(
     breaks="`aimq up`'s DAGSTER_HOME/history/runs keeps a file per deleted run: it grows without end",
 )
 
+INSTIGATOR_TYPE = Internal(
+    "dagster._core.definitions.run_request",
+    "InstigatorType",
+    used_by="aimq_pipelines.uploads.sensors (pending_sensor_requests)",
+    why="selects the sensors' states among the instance's instigators; `DagsterInstance.all_instigator_state` "
+    "and `get_ticks` take it, and no public API lists another sensor's ticks",
+    breaks="the upload sensors fail every tick that takes a message delivered before: such uploads wait in the queue",
+)
+TICK_STATUS = Internal(
+    "dagster._core.scheduler.instigation",
+    "TickStatus",
+    used_by="aimq_pipelines.uploads.sensors (pending_sensor_requests)",
+    why="which ticks still have run requests the daemon will submit (STARTED: resumed; FAILURE: retried)",
+    breaks="as INSTIGATOR_TYPE",
+)
+MAX_FAILURE_RESUBMISSION_RETRIES = Internal(
+    "dagster._daemon.sensor",
+    "MAX_FAILURE_RESUBMISSION_RETRIES",
+    used_by="aimq_pipelines.uploads.sensors (pending_sensor_requests)",
+    why="how many times the daemon submits a failed tick's run requests again; past it they never are",
+    breaks="as INSTIGATOR_TYPE",
+)
+
 # Modules the code server's forkserver imports ahead of every run (aimq_pipelines.code_server.PRELOAD):
 # Dagster's run execution path and the instance's defs-state storage. multiprocessing ignores a preload
 # that fails to import, so a moved module would make runs start cold without a word: the test imports each.
@@ -164,6 +187,9 @@ INTERNALS = (
     SHOULD_RETRY,
     RETRY_CURSOR_KEY,
     SQLITE_EVENT_LOG_STORAGE,
+    INSTIGATOR_TYPE,
+    TICK_STATUS,
+    MAX_FAILURE_RESUBMISSION_RETRIES,
 )
 
 # The attribute API_SERVER's constructor sets to its multiprocessing context.
@@ -216,3 +242,26 @@ def delete_run_files(instance: dg.DagsterInstance, run_id: str) -> None:
         getattr(storage, _INITIALIZED_SHARDS_ATTRIBUTE).discard(run_id)
     # Public: every compute log manager deletes by prefix; the local one removes the whole folder.
     instance.compute_log_manager.delete_logs(prefix=[run_id])
+
+
+def pending_sensor_requests(instance: dg.DagsterInstance, sensor_names: frozenset[str]) -> list[dg.RunRequest]:
+    """The run requests that ticks of the sensors ``sensor_names`` returned and the daemon has not
+    submitted yet but will: each sensor's latest tick, STARTED (being submitted, or resumed after a
+    daemon restart) or FAILURE (submitted again at that sensor's next tick, a limited number of times).
+
+    Dagster writes a tick's requests (with their reserved run ids) before it submits any of them, and
+    de-duplicates run keys per sensor only: this is how one sensor knows another has an upload's run
+    on the way (aimq_pipelines/uploads/sensors.py)."""
+    sensor = INSTIGATOR_TYPE.load().SENSOR
+    status = TICK_STATUS.load()
+    retries = MAX_FAILURE_RESUBMISSION_RETRIES.load()
+    pending: list[dg.RunRequest] = []
+    for state in instance.all_instigator_state(instigator_type=sensor):
+        if state.instigator_name not in sensor_names:
+            continue
+        for tick in instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=1):
+            if tick.status == status.STARTED or (
+                tick.status == status.FAILURE and tick.tick_data.failure_count <= retries
+            ):
+                pending += [request for _, request in tick.unsubmitted_run_ids_with_requests]
+    return pending
