@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import json
 import multiprocessing.context
 import os
 from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
+import yaml
 
 
 class DagsterInternalsChanged(RuntimeError):
@@ -75,9 +77,10 @@ INSTANCE_REF = Internal(
 CONFIGURABLE_CLASS_DATA = Internal(
     "dagster._serdes",
     "ConfigurableClassData",
-    used_by="aimq_pipelines.code_server (instance_modules)",
-    why="how an InstanceRef names each configured class (module and class name)",
-    breaks="`aimq up` cannot start its code server",
+    used_by="aimq_pipelines.code_server (instance_modules), aimq_pipelines.run_launcher (configured_class)",
+    why="how an InstanceRef names each configured class (module and class name), and how a configured class "
+    "is made from its module, name and config (the size-routed launcher's isolated launcher)",
+    breaks="`aimq up` cannot start its code server; compose and k8s instances fail to load their run launcher",
 )
 LIST_REPOSITORIES = Internal(
     "dagster._api.list_repositories",
@@ -165,6 +168,35 @@ MAX_FAILURE_RESUBMISSION_RETRIES = Internal(
     breaks="as INSTIGATOR_TYPE",
 )
 
+RUN_LAUNCHER_TYPES = Internal(
+    "dagster._core.launcher",
+    "CheckRunHealthResult",
+    used_by="aimq_pipelines.run_launcher (code_server_run_health)",
+    why="what a run launcher's check_run_worker_health returns to run monitoring; not exported by dagster",
+    breaks="run monitoring fails its checks of runs started in the code server (compose, k8s)",
+)
+WORKER_STATUS = Internal(
+    "dagster._core.launcher",
+    "WorkerStatus",
+    used_by="aimq_pipelines.run_launcher (code_server_run_health)",
+    why="the status inside RUN_LAUNCHER_TYPES",
+    breaks="as RUN_LAUNCHER_TYPES",
+)
+GRPC_INFO_TAG = Internal(
+    "dagster._core.storage.tags",
+    "GRPC_INFO_TAG",
+    used_by="aimq_pipelines.run_launcher (code_server_run_health)",
+    why="the tag DefaultRunLauncher writes with the address of the code server it started a run in",
+    breaks="as RUN_LAUNCHER_TYPES",
+)
+GET_CURRENT_RUNS_RESULT = Internal(
+    "dagster._grpc.types",
+    "GetCurrentRunsResult",
+    used_by="aimq_pipelines.run_launcher (code_server_run_health)",
+    why="the answer of a code server's GetCurrentRuns: the runs whose processes it still has",
+    breaks="as RUN_LAUNCHER_TYPES",
+)
+
 # Modules the code server's forkserver imports ahead of every run (aimq_pipelines.code_server.PRELOAD):
 # Dagster's run execution path and the instance's defs-state storage. multiprocessing ignores a preload
 # that fails to import, so a moved module would make runs start cold without a word: the test imports each.
@@ -190,6 +222,10 @@ INTERNALS = (
     INSTIGATOR_TYPE,
     TICK_STATUS,
     MAX_FAILURE_RESUBMISSION_RETRIES,
+    RUN_LAUNCHER_TYPES,
+    WORKER_STATUS,
+    GRPC_INFO_TAG,
+    GET_CURRENT_RUNS_RESULT,
 )
 
 # The attribute API_SERVER's constructor sets to its multiprocessing context.
@@ -265,3 +301,31 @@ def pending_sensor_requests(instance: dg.DagsterInstance, sensor_names: frozense
             ):
                 pending += [request for _, request in tick.unsubmitted_run_ids_with_requests]
     return pending
+
+
+def configured_class(module: str, class_name: str, config: dict[str, Any]) -> Any:
+    """An instance of a configurable class (a run launcher ...) as dagster.yaml would make it: its
+    config checked against its schema, env sources resolved."""
+    return CONFIGURABLE_CLASS_DATA.load()(module, class_name, yaml.safe_dump(config)).rehydrate()
+
+
+def code_server_run_health(run: dg.DagsterRun) -> Any:
+    """Run monitoring's check of a run started in a code server (DefaultRunLauncher): running while
+    the server at the run's address still has its process (GetCurrentRuns); failed when that server
+    answers without it (it was restarted: its run processes went with its container); running, for
+    now, while no server answers (the next check decides)."""
+    result, status = RUN_LAUNCHER_TYPES.load(), WORKER_STATUS.load()
+    info = run.tags.get(GRPC_INFO_TAG.load())
+    if not info:
+        return result(status.NOT_FOUND, msg="the run has no code server address")
+    where = json.loads(info)
+    client = GRPC_CLIENT.load()(
+        host=where.get("host"), port=where.get("port"), socket=where.get("socket"), use_ssl=bool(where.get("use_ssl"))
+    )
+    try:
+        answer = dg.deserialize_value(client.get_current_runs(), GET_CURRENT_RUNS_RESULT.load())
+    except USER_CODE_UNREACHABLE.load() as exc:
+        return result(status.RUNNING, msg=f"the code server does not answer: {exc}", transient=True)
+    if run.run_id in answer.current_runs:
+        return result(status.RUNNING)
+    return result(status.FAILED, msg="the code server that started the run no longer has its process (restarted?)")

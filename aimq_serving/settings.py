@@ -128,6 +128,10 @@ class AimqSettings(BaseSettings):
     # thread of the daemon's sensor pool and of the code server: `sensors: num_workers` in
     # dagster.yaml must exceed this (deploy/dagster/common.yaml).
     sensor_shards: int = Field(default=4, ge=1, le=16)
+    # Compose and Kubernetes: a scoring run whose uploads weigh at most this many bytes starts in the
+    # warm code server (no container or pod: ~4 s less); larger ones, training and the purge in
+    # run containers or Jobs (aimq_pipelines/run_launcher.py). 0: every run in a container.
+    small_upload_bytes: int = Field(default=1024 * 1024, ge=0)
     # Uploads a tick finds waiting together are scored by backlog runs (score_uploads, one step
     # per upload) of at most this many: a run process start costs ~2 s of CPU, scoring a small
     # file ~0.1 s (docs/batch.md, "Many small files"). An upload alone gets a run of its own.
