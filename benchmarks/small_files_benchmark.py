@@ -8,10 +8,12 @@ against the original demo's way (one worker, one /predict/onnx request per row),
 The real platform as processes, as in ``benchmarks.batch_benchmark`` (the API under uvicorn,
 dagster-daemon with dagster.yaml as shipped for ``aimq up``, RabbitMQ, Redis), throw-away names.
 
-- single: N uploads of each file, one after the other; upload -> ``succeeded`` is the status
-  record's ``finished_at`` minus the moment the upload was sent. Where the time goes comes from the
-  status record and Dagster's run record: sensor (broker confirm -> run created), queue + process
-  start (run created -> scoring op started), op, finish.
+- single: N uploads of each file, one after the other, independent (each after 5-10 s with nothing
+  to do) and in rhythms (``--rhythms``: each sent 0, 1, 3, 7 s after the previous one succeeded, as
+  a person or a script scoring files one after the other); upload -> ``succeeded`` is the status
+  record's ``finished_at`` minus the moment the upload was sent, with the load average of each case.
+  Where the time goes comes from the status record and Dagster's run record: sensor (broker confirm
+  -> run created), queue (-> launching), launch (-> run process started), op (-> upload scored).
 - burst: all uploads sent at once (8 client threads); the time until the last one succeeded and
   the median. Each upload must have exactly one run requested by the sensor and have been scored by
   it; meanwhile a client sends /predict/onnx every 0.2 s and counts failures.

@@ -100,7 +100,7 @@ def test_a_run_created_but_never_launched_is_requested_again_only_by_its_own_sha
 
 
 def test_a_redelivered_message_whose_requests_a_dead_daemon_wrote_is_left_to_the_resumed_tick(
-    broker: Broker, uploads_settings: AimqSettings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    uploads_settings: AimqSettings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     """Dagster's sensor daemon loop, killed right after it wrote a shard's requests into its tick
     (the moment before it submits them), with the code server gone too: the message is back in the
@@ -118,7 +118,9 @@ def test_a_redelivered_message_whose_requests_a_dead_daemon_wrote_is_left_to_the
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     msg = message()
-    broker.publisher.publish(msg)
+    publisher = Broker(uploads_settings)  # closed at once: its heartbeats would go unanswered meanwhile
+    publisher.publisher.publish(msg)
+    publisher.close()
     names = frozenset(shard_names(2))
     crash = {name: {"RUN_IDS_RESERVED": RuntimeError("the daemon dies here")} for name in names}
     target = ModuleTarget(
@@ -137,11 +139,16 @@ def test_a_redelivered_message_whose_requests_a_dead_daemon_wrote_is_left_to_the
                     debug_crash_flags=crash,
                 )
             )
-        # The workspace's code server is gone, and its held connection with it.
-        assert broker.ready() == 1
         pending = dagster_internals.pending_sensor_requests(instance, names)
         assert [r.tags[upload_tag(msg.upload_id)] for r in pending] == [msg.upload_id]
         assert runs_of(instance, msg.upload_id) == []
+        # The workspace's code server is gone (or going), and its held connection with it.
+        broker = Broker(uploads_settings)
+        request.addfinalizer(broker.close)
+        deadline = time.monotonic() + 60
+        while broker.count(broker.topology.queue) == 0:
+            assert time.monotonic() < deadline, "the message did not come back"
+            time.sleep(0.2)
 
         uploads = resource(uploads_settings)
         for name in names:
