@@ -181,7 +181,7 @@ def request_again(run: dg.DagsterRun) -> dg.RunRequest:
 def plan_runs(messages: Sequence[UploadMessage], uploads_per_run: int, parallel_runs: int) -> list[dg.RunRequest]:
     """Runs for the new uploads of one tick. One upload: a ``score_upload`` run of its own, keyed by
     its id. Several (a burst, a backlog): split into backlog runs (``score_uploads``), at most
-    ``uploads_per_run`` each and at least as many runs as may run at once, so every run slot
+    ``uploads_per_run`` each and at least ``parallel_runs`` (the free run slots), so every slot
     works; a backlog run's key is derived from its uploads."""
     if not messages:
         return []
@@ -219,6 +219,25 @@ def parallel_runs(instance: dg.DagsterInstance) -> int:
         return 1
     limit = coordinator.get_run_queue_config().max_concurrent_runs
     return limit if limit > 0 else sys.maxsize  # unlimited: every upload its own run
+
+
+# Runs that hold or wait for a slot of the run queue (not NOT_STARTED: one a dead daemon left
+# behind never takes a slot until it is requested again).
+_BUSY = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
+
+def free_run_slots(instance: dg.DagsterInstance) -> int:
+    """Run slots no run holds or waits for (at least 1). A burst taken by several ticks in turn (the
+    upload sensors) is split to fill the slots that are free, not into ``parallel_runs`` runs per
+    tick: every run is a process start, and on a busy machine more runs than slots only queue."""
+    limit = parallel_runs(instance)
+    if limit == sys.maxsize:
+        return limit
+    return max(1, limit - instance.get_runs_count(dg.RunsFilter(statuses=_BUSY)))
 
 
 # How often a waiting tick asks the broker again (a basic_get round trip on localhost is ~1 ms).
@@ -286,7 +305,9 @@ def _poll(
         # around); the others would repeat the same scan.
         if sensor_name == UPLOAD_SENSOR:
             _sweep(instance, uploads, outcome, taker.seen if taker else set())
-    outcome.run_requests += plan_runs(outcome.new_uploads, settings.scoring_uploads_per_run, parallel_runs(instance))
+    if outcome.new_uploads:
+        slots = free_run_slots(instance)
+        outcome.run_requests += plan_runs(outcome.new_uploads, settings.scoring_uploads_per_run, slots)
     return outcome
 
 
