@@ -1,8 +1,9 @@
 """The compose deployment, for real: scripts/compose-e2e.sh builds the image from the Dockerfile and
 brings the committed docker-compose.yml up (settings only through an env file: secrets, free
 127.0.0.1 ports, lean training); these tests then train through the Dagster daemon, score the
-repository's sample through the API's /upload in its own run container, predict through /predict/onnx
-and the pickle, and the fixture takes everything down again and checks that nothing is left.
+repository's sample through the API's /upload in a run the code server starts (small: no container)
+and a file above AIMQ_SMALL_UPLOAD_BYTES in its own run container, predict through /predict/onnx and
+the pickle, and the fixture takes everything down again and checks that nothing is left.
 
 The redis service's image comes in one of two variants, named in every test id:
 - ``redis62-without-ai-module`` (the default, and what CI runs): Redis 6.2.14, the redis-server of
