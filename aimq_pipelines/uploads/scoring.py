@@ -17,6 +17,7 @@ half-written file.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -24,6 +25,7 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
@@ -49,12 +51,14 @@ from aimq_pipelines.uploads.results import (
     open_result,
     write_rejected_csv,
 )
+from aimq_pipelines.uploads.stage_times import StageTimes
 from aimq_serving import conformal, schema, values
 from aimq_serving.features import _MAX_ERRORS_PER_COLUMN, FeatureSpec, RowError, _plain
 from aimq_serving.loaded_models import LoadedModel, ModelCache
 from aimq_serving.model_store import NoModel, UnknownGroup
 from aimq_serving.schema import allowed_note
 from aimq_tabular import csv_reader, xlsx_cells, xlsx_reader
+from aimq_tabular.part_parsers import ParseFault
 from aimq_tabular.xlsx_writer import XlsxWriteError
 
 # The most characters a spreadsheet cell holds (Excel's limit). A longer text (possible in a CSV or
@@ -111,19 +115,23 @@ def score_file(
     upload: UploadFacts | None = None,
     about_path: Path | None = None,
     coverage: float = 0.9,
+    parsers: int = 1,
 ) -> ScoreResult:
     """Score ``table`` into ``result_path`` and ``rejected_path`` (and its provenance, about
     ``upload``, into ``about_path`` when given), each price with its range at ``coverage``; raise
     BadInput if it cannot be.
 
-    Three stages overlap: the reader's threads prepare the next batches, two scoring threads
-    validate and predict (ONNX Runtime and most of Arrow release the GIL; each call runs the
-    API's single-threaded session, so the numbers stay the API's), and one writer thread appends
-    the scored batches in order. At most two batches wait at each stage, which bounds memory.
+    Three stages overlap: the reader prepares the next batches (an xlsx's parts are parsed by
+    ``parsers`` worker processes), two scoring threads validate and predict (ONNX Runtime and most
+    of Arrow release the GIL; each call runs the API's single-threaded session, so the numbers stay
+    the API's), and one writer thread appends the scored batches in order. At most two batches wait
+    at each stage, which bounds memory. Each part's stages are timed (``stage_times``: the stats
+    hold each stage's total and the run's critical path).
     """
     started = time.perf_counter()
     result = ScoreResult()
     timer = _Timer()
+    stages = StageTimes()
     # In the work dir when there is one (same file system, so the rename stays atomic): a run killed
     # mid-file leaves its partial files there, and the upload's next run clears them with it.
     tmp_dir = work_dir if work_dir is not None else result_path.parent
@@ -147,7 +155,8 @@ def score_file(
                 result.rows_rejected += rejected.num_rows
                 rejected_tables.append(rejected)
             assert writer is not None
-            writing.append(write_pool.submit(writer.write, scored))
+            writing.append(write_pool.submit(_write, writer, scored, stages, written[0]))
+            written[0] += 1
             if progress is not None:
                 progress(result.rows_total, result.rows_rejected)
         while len(writing) > limit or (writing and writing[0].done()):
@@ -155,7 +164,8 @@ def score_file(
                 writing.popleft().result()
 
     merged: list[str] = []
-    batches = table.batches(chunk_rows, work_dir, merged)
+    written = [0]  # batches handed to the writer so far
+    batches = table.batches(_part_rows(table.rows_expected, chunk_rows), work_dir, merged, parsers, stages)
     result.data_sheet, result.header_row = table.data_sheet, table.header_row
     score_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="score")
     # One writer thread: batches reach the file in order, while the next ones are scored.
@@ -163,8 +173,9 @@ def score_file(
     try:
         columns: Columns | None = None
         next_row = result.header_row + 1  # rows are numbered as the sheet (or the CSV's lines) numbers them
+        part = 0
         while True:
-            with timer("read_wait_s"):
+            with timer("read_wait_s"), stages.timed("read", part) if table.fmt == "csv" else contextlib.nullcontext():
                 batch = _unless_faulty(batches, "be read")
             if batch is None:
                 break
@@ -173,7 +184,8 @@ def score_file(
                 columns = Columns.resolve(names, table.location, table.header_cells(names))
                 writer = open_result(table.fmt, tmp_result, columns.headers, table.delimiter)
             numbers, next_row = row_numbers(batch, next_row, lines=table.fmt == "csv")
-            scoring.append(score_pool.submit(_score_batch, batch, columns, models, numbers, coverage))
+            scoring.append(score_pool.submit(_score_part, batch, columns, models, numbers, coverage, stages, part))
+            part += 1
             collect(limit=2)
         collect(limit=0)
         if columns is None or writer is None:
@@ -215,8 +227,12 @@ def score_file(
     result.model_versions = {g: m.version for g, m in models.models.items()}
     result.stats = {
         **timer.totals,
+        **stages.summary(),
         "total_s": round(time.perf_counter() - started, 3),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        # The largest child this process waited for: the xlsx parser processes (forked, so sharing
+        # the run's pages until either writes them; the two peaks together bound the run's memory).
+        "workers_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
     }
     return result
 
@@ -233,15 +249,58 @@ def _unless_faulty(source: Iterator[T] | Future[T], what: str) -> T | None:
         return source.result() if isinstance(source, Future) else next(source, None)
     except (BadInput, xlsx_reader.XlsxFormatError, csv_reader.CsvFormatError, XlsxWriteError, OSError, MemoryError):
         raise
+    except BrokenProcessPool:  # a parser process died (killed for memory, say): the run's crash, retried as one
+        raise
     except BaseException as exc:  # noqa: BLE001 - see the docstring: classified, not swallowed
-        # A Rust panic in calamine arrives as pyo3's PanicException, a BaseException.
+        # A Rust panic in calamine arrives as pyo3's PanicException, a BaseException; from a parser
+        # process, as a ParseFault that names it.
         if not isinstance(exc, Exception) and type(exc).__name__ != "PanicException":
             raise
-        raise BadInput(f"the file could not {what} ({type(exc).__name__}: {exc})") from exc
+        kind = exc.kind if isinstance(exc, ParseFault) else type(exc).__name__
+        raise BadInput(f"the file could not {what} ({kind}: {exc})") from exc
+
+
+def _part_rows(expected: int | None, chunk_rows: int) -> int:
+    """Rows per part: ``chunk_rows`` (the memory bound), but at least 8 parts for a file that says
+    its size, so that a 100,000-row file too keeps both cores busy (a part's stages overlap only
+    with other parts'), and at least 10,000 rows (each part costs a fixed ~10 ms)."""
+    if expected is None:
+        return chunk_rows
+    return max(min(chunk_rows, -(-expected // 8)), min(chunk_rows, 10_000))
+
+
+def _score_part(
+    batch: pa.RecordBatch,
+    columns: Columns,
+    models: PinnedModels,
+    numbers: np.ndarray,
+    coverage: float,
+    stages: StageTimes,
+    part: int,
+) -> tuple[pa.RecordBatch, pa.Table | None, int]:
+    with stages.timed("score", part):
+        return _score_batch(batch, columns, models, numbers, coverage, lambda stage: stages.timed(stage, part))
+
+
+def _write(writer: ResultWriter, batch: pa.RecordBatch, stages: StageTimes, part: int) -> None:
+    with stages.timed("write", part):
+        writer.write(batch)
+
+
+Timed = Callable[[str], contextlib.AbstractContextManager[None]]
+
+
+def _untimed(stage: str) -> contextlib.AbstractContextManager[None]:
+    return contextlib.nullcontext()
 
 
 def _score_batch(
-    batch: pa.RecordBatch, columns: Columns, models: PinnedModels, numbers: np.ndarray, coverage: float
+    batch: pa.RecordBatch,
+    columns: Columns,
+    models: PinnedModels,
+    numbers: np.ndarray,
+    coverage: float,
+    timed: Timed = _untimed,
 ) -> tuple[pa.RecordBatch, pa.Table | None, int]:
     """Predictions for one batch; returns (result rows, rejected rows or None, non-blank rows)."""
     n = batch.num_rows
@@ -269,7 +328,7 @@ def _score_batch(
             for i in rows:
                 errors[int(i)].append(RowError(int(i), schema.GROUP_FIELD, reason))
             continue
-        _score_group(frame, rows, model, price, version, model_id, out_of_range, errors)
+        _score_group(frame, rows, model, price, version, model_id, out_of_range, errors, timed)
         if model.calibration is not None:
             low[rows], high[rows] = conformal.bounds(price[rows], model.calibration.factor(coverage))
     for i in np.flatnonzero(~assigned & ~blank):
@@ -311,11 +370,14 @@ def _score_group(
     model_id: np.ndarray,
     out_of_range: np.ndarray,
     errors: dict[int, list[RowError]],
+    timed: Timed = _untimed,
 ) -> None:
-    sub = frame.iloc[rows]
-    matrix, valid, found = _validate(model.spec, sub)
+    with timed("validate"):
+        sub = frame.iloc[rows]
+        matrix, valid, found = _validate(model.spec, sub)
     if len(matrix):
-        price[rows[valid]] = model.predict_onnx(matrix)
+        with timed("predict"):
+            price[rows[valid]] = model.predict_onnx(matrix)
         version[rows[valid]] = model.version
         model_id[rows[valid]] = model.model_id
         if model.out_of_range is not None:
