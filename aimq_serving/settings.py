@@ -124,6 +124,9 @@ class AimqSettings(BaseSettings):
     scoring_uploads_per_run: int = Field(default=25, ge=1, le=200)
     # Rows read, scored and written per step of a scoring run (bounds its memory).
     scoring_chunk_rows: int = Field(default=100_000, ge=1000)
+    # Processes a scoring run parses an xlsx's parts in (aimq_tabular/part_parsers.py; each holds
+    # one part's parse, ~300 MB at 100,000 rows of 12 columns).
+    scoring_parsers: int = Field(default=2, ge=1, le=8)
     # Where people open the Dagster UI; upload statuses link their run there.
     dagster_ui_url: str = "http://127.0.0.1:3000"
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import multiprocessing
+import os
 import signal
 import sys
 import time
@@ -30,6 +31,7 @@ from aimq_tabular import xlsx_cells
 
 _PR_SET_PDEATHSIG = 1
 _loader: xlsx_cells.PartLoader | None = None  # the worker's, made by _start
+_rss_at_start_kb = 0  # the worker's resident memory when it started: pages it shares with the run
 
 
 class ParseFault(Exception):
@@ -50,6 +52,7 @@ class ParsedPart:
     batch: pa.RecordBatch
     started: float  # time.monotonic() in the worker (the same clock in every process on one machine)
     ended: float
+    cpu: float  # the worker's CPU seconds for the part
 
 
 class PartParsers:
@@ -65,33 +68,49 @@ class PartParsers:
         # With fork, the first submit starts every worker: here, in the caller's thread, before the
         # reader starts threads of its own.
         self._pool.submit(time.monotonic)
+        self._own_peak_kb: dict[int, int] = {}
 
-    def submit(self, part: Path) -> Future[bytes]:
+    @property
+    def own_peak_mb(self) -> float:
+        """The workers' peak memory of their own, added up: each one's peak resident set less what it
+        had when forked (the run's pages, shared until either side writes them)."""
+        return sum(self._own_peak_kb.values()) / 1024
+
+    def submit(self, part: Path) -> Future[_Parsed]:
         return self._pool.submit(_parse, str(part))
 
-    @staticmethod
-    def result(future: Future[bytes]) -> ParsedPart:
-        data, started, ended = future.result()
+    def result(self, future: Future[_Parsed]) -> ParsedPart:
+        data, started, ended, cpu, pid, own_peak_kb = future.result()
+        self._own_peak_kb[pid] = max(self._own_peak_kb.get(pid, 0), own_peak_kb)
         with pa.ipc.open_stream(pa.py_buffer(data)) as stream:
             batch = stream.read_next_batch()
-        return ParsedPart(batch, started, ended)
+        return ParsedPart(batch, started, ended, cpu)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
+_Parsed = tuple[bytes, float, float, float, int, int]
+
+
 def _start(sheet: str, member: str) -> None:
-    global _loader
+    global _loader, _rss_at_start_kb
+    try:  # the peak (VmHWM) from here on, not the run's before the fork
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")
+    except OSError:
+        pass
+    _rss_at_start_kb = _status_kb("VmRSS")
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     _loader = xlsx_cells.PartLoader(sheet, member)
 
 
-def _parse(part: str) -> tuple[bytes, float, float]:
+def _parse(part: str) -> _Parsed:
     from aimq_tabular.xlsx_reader import load_part  # at run time: xlsx_reader imports this module
 
     assert _loader is not None
-    started = time.monotonic()
+    started, cpu = time.monotonic(), time.process_time()
     try:
         batch = load_part(_loader, Path(part))
     except BaseException as exc:  # noqa: BLE001 - pyo3's PanicException is made one that pickles
@@ -101,4 +120,18 @@ def _parse(part: str) -> tuple[bytes, float, float]:
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, batch.schema) as writer:
         writer.write_batch(batch)
-    return sink.getvalue().to_pybytes(), started, time.monotonic()
+    data = sink.getvalue().to_pybytes()
+    own_peak = max(_status_kb("VmHWM") - _rss_at_start_kb, 0)
+    return data, started, time.monotonic(), time.process_time() - cpu, os.getpid(), own_peak
+
+
+def _status_kb(field: str) -> int:
+    """A memory figure of this process from /proc (Linux); 0 elsewhere."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0

@@ -125,7 +125,7 @@ def iter_xlsx_batches(
     calamine holds the GIL while it parses), so the caller's work on one batch overlaps the reading
     of the next ones. At most ``parsers + 1`` parts wait at any time, which bounds memory and
     temporary disk use. ``stages``, when given, is told when each part was cut (``"split"``) and
-    parsed (``"parse"``), in ``time.monotonic()``, as its batch is yielded.
+    parsed (``"parse"``), in ``time.monotonic()``, with the CPU seconds it took, as its batch is yielded.
     """
     try:
         archive = zipfile.ZipFile(path)
@@ -144,7 +144,7 @@ def iter_xlsx_batches(
             for index, (batch, split, parsed) in enumerate(parts):
                 if stages is not None:
                     stages("split", index, *split)
-                    stages("parse", index, parsed.started, parsed.ended)
+                    stages("parse", index, parsed.started, parsed.ended, parsed.cpu)
                 if names is None:
                     names = batch.schema.names
                 elif batch.schema.names != names:
@@ -154,6 +154,8 @@ def iter_xlsx_batches(
                 yield batch
         finally:
             parts.close()
+            if stages is not None:
+                stages.parsers_memory(parts.own_peak_mb)
 
 
 def locate_data(
@@ -273,10 +275,13 @@ def _renumber(row: bytes, number: int) -> bytes:
 
 
 class StageLog(Protocol):
-    def __call__(self, stage: str, part: int, started: float, ended: float, /) -> None: ...
+    def __call__(self, stage: str, part: int, started: float, ended: float, cpu: float, /) -> None: ...
+
+    def parsers_memory(self, own_peak_mb: float, /) -> None:
+        """The parser processes' peak memory of their own, added up (``PartParsers.own_peak_mb``)."""
 
 
-_Queued = tuple["Future[bytes]", tuple[float, float]]
+_Queued = tuple["Future[tuple[bytes, float, float, float]]", tuple[float, float, float]]
 
 
 class _PartPipeline:
@@ -322,11 +327,11 @@ class _PartPipeline:
         try:
             parts = _split_sheet(archive, layout, sheet, ordinal, metadata, tmp, rows, block, merged)
             while True:
-                started = time.monotonic()
+                started, cpu = time.monotonic(), time.thread_time()
                 part = next(parts, None)
                 if part is None or self._stop.is_set():
                     break
-                self._put((self._parsers.submit(part), (started, time.monotonic())))
+                self._put((self._parsers.submit(part), (started, time.monotonic(), time.thread_time() - cpu)))
             self._put(None)
         except BaseException as exc:  # handed to the consumer, which raises it in its own thread
             self._put(exc)
@@ -339,7 +344,7 @@ class _PartPipeline:
             except queue.Full:
                 continue
 
-    def __iter__(self) -> Iterator[tuple[pa.RecordBatch, tuple[float, float], ParsedPart]]:
+    def __iter__(self) -> Iterator[tuple[pa.RecordBatch, tuple[float, float, float], ParsedPart]]:
         while True:
             item = self._queue.get()
             if item is None:
@@ -349,6 +354,10 @@ class _PartPipeline:
             future, split = item
             parsed = self._parsers.result(future)
             yield parsed.batch, split, parsed
+
+    @property
+    def own_peak_mb(self) -> float:
+        return self._parsers.own_peak_mb
 
     def close(self) -> None:
         self._stop.set()

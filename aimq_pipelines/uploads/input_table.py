@@ -102,6 +102,9 @@ class InputTable:
             self.path,
             location=self.location,
             rows_per_part=chunk_rows,
+            # A part ends at a block's end: blocks of ~1/8 of a part (at ~100+ bytes of XML per row),
+            # so parts come close to chunk_rows rows also when they are small.
+            block_bytes=min(8 << 20, max(64 << 10, chunk_rows * 16)),
             work_dir=work_dir,
             merged=merged,
             parsers=parsers,

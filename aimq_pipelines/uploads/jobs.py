@@ -141,6 +141,7 @@ def score_upload(
             models=models,
             max_rows=settings.max_upload_rows,
             chunk_rows=settings.scoring_chunk_rows,
+            parsers=settings.scoring_parsers,
             work_dir=work_dir,
             progress=progress,
             upload=UploadFacts(upload_id, message.original_name, message.sha256),

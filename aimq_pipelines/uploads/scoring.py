@@ -115,7 +115,7 @@ def score_file(
     upload: UploadFacts | None = None,
     about_path: Path | None = None,
     coverage: float = 0.9,
-    parsers: int = 1,
+    parsers: int = 2,
 ) -> ScoreResult:
     """Score ``table`` into ``result_path`` and ``rejected_path`` (and its provenance, about
     ``upload``, into ``about_path`` when given), each price with its range at ``coverage``; raise
@@ -230,9 +230,9 @@ def score_file(
         **stages.summary(),
         "total_s": round(time.perf_counter() - started, 3),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        # The largest child this process waited for: the xlsx parser processes (forked, so sharing
-        # the run's pages until either writes them; the two peaks together bound the run's memory).
-        "workers_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
+        # The xlsx parser processes' own peaks, added up (forked: the run's pages they share are in
+        # peak_rss_mb); the two together bound the run's memory.
+        "workers_peak_rss_mb": round(stages.parsers_peak_mb, 1),
     }
     return result
 

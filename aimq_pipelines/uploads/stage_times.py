@@ -30,10 +30,16 @@ class StageTimes:
         self.started = time.monotonic()
         self._spans: dict[str, dict[int, tuple[float, float]]] = defaultdict(dict)
         self._inside: dict[str, dict[int, float]] = defaultdict(lambda: defaultdict(float))
+        self._cpu: dict[str, float] = defaultdict(float)
         self._lock = threading.Lock()
+        self.parsers_peak_mb = 0.0
 
-    def __call__(self, stage: str, part: int, started: float, ended: float) -> None:
+    def parsers_memory(self, own_peak_mb: float) -> None:
+        self.parsers_peak_mb = own_peak_mb
+
+    def __call__(self, stage: str, part: int, started: float, ended: float, cpu: float) -> None:
         with self._lock:
+            self._cpu[stage] += cpu
             if stage in INSIDE_SCORE:
                 self._inside[stage][part] += ended - started
             else:
@@ -41,14 +47,15 @@ class StageTimes:
 
     @contextmanager
     def timed(self, stage: str, part: int) -> Iterator[None]:
-        started = time.monotonic()
+        started, cpu = time.monotonic(), time.thread_time()
         try:
             yield
         finally:
-            self(stage, part, started, time.monotonic())
+            self(stage, part, started, time.monotonic(), time.thread_time() - cpu)
 
     def summary(self, ended: float | None = None) -> dict[str, float]:
-        """``stage_<s>_s``: the time each stage spent (over all parts; parallel parts add up);
+        """``stage_<s>_s``: the time each stage spent (over all parts; parallel parts add up), and
+        ``cpu_<s>_s`` the CPU time it used (less than its time when it waited for a core);
         ``critical_<s>_s``: its share of the critical path, ``critical_wait_s`` the waits on it,
         ``critical_start_s`` the time before the first part's first stage and ``critical_finish_s``
         the time after the last write; these add up to the run's length."""
@@ -61,6 +68,7 @@ class StageTimes:
                 total = sum(e - s for s, e in self._spans.get(stage, {}).values())
             if total:
                 out[f"stage_{stage}_s"] = round(total, 3)
+                out[f"cpu_{stage}_s"] = round(self._cpu[stage], 3)
         critical: dict[str, float] = defaultdict(float)
         path = self._critical_path()
         for stage, part, wait in path:
