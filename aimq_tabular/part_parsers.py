@@ -63,10 +63,11 @@ class PartParsers:
             max_workers=workers,
             mp_context=multiprocessing.get_context("fork"),
             initializer=_start,
-            initargs=(sheet, member),
+            initargs=(sheet, member, os.getpid()),
         )
-        # With fork, the first submit starts every worker: here, in the caller's thread, before the
-        # reader starts threads of its own.
+        # With fork, the first submit starts every worker (and none later): here, in the caller's
+        # thread, before the reader starts threads of its own. The workers' parent-death signal
+        # comes when this thread ends, which is after the reader closed them.
         self._pool.submit(time.monotonic)
         self._own_peak_kb: dict[int, int] = {}
 
@@ -93,7 +94,7 @@ class PartParsers:
 _Parsed = tuple[bytes, float, float, float, int, int]
 
 
-def _start(sheet: str, member: str) -> None:
+def _start(sheet: str, member: str, parent: int) -> None:
     global _loader, _rss_at_start_kb
     try:  # the peak (VmHWM) from here on, not the run's before the fork
         with open("/proc/self/clear_refs", "w") as refs:
@@ -103,6 +104,8 @@ def _start(sheet: str, member: str) -> None:
     _rss_at_start_kb = _status_kb("VmRSS")
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the run died before the signal was set
+            os._exit(1)
     _loader = xlsx_cells.PartLoader(sheet, member)
 
 

@@ -70,6 +70,13 @@ class InputTable:
         return cls(path, fmt, location, None, rows)
 
     @property
+    def columns_expected(self) -> int:
+        """The header's columns with a name (what the batches hold, give or take unnamed ones)."""
+        if self.csv_header is not None:
+            return len(self.csv_header.names)
+        return len(self.location.header) if self.location is not None else 0
+
+    @property
     def data_sheet(self) -> str | None:
         return self.location.sheet if self.location is not None else None
 

@@ -5,8 +5,10 @@ Same numbers as ``/predict/onnx``: rows are grouped by model group, encoded with
 Models are pinned once per file, so every row of a group is scored by the same version.
 
 The input (``input_table``: its bytes checked, its table found and its rows parsed, each once) is
-streamed in batches (bounded memory); each batch is validated, scored and appended to the result
-before the next one is read. Rejected rows (a bad cell, an unknown group, a group with
+streamed in batches (bounded memory) through a pipeline: an xlsx's parts are parsed in worker
+processes while earlier batches are validated and predicted in two threads and written, in order,
+in a third (docs/batch.md, "Reading and writing large files"; ``stage_times`` times each part's
+stages). Rejected rows (a bad cell, an unknown group, a group with
 no model) keep their place in the result with an empty prediction, and are listed with their
 reasons in a ``rejected`` sheet (xlsx) and in ``rejected.csv``. Completely blank rows (a
 spreadsheet's formatted but empty rows) are skipped and not counted.
@@ -165,7 +167,8 @@ def score_file(
 
     merged: list[str] = []
     written = [0]  # batches handed to the writer so far
-    batches = table.batches(_part_rows(table.rows_expected, chunk_rows), work_dir, merged, parsers, stages)
+    part_rows = _part_rows(table.rows_expected, chunk_rows, table.columns_expected)
+    batches = table.batches(part_rows, work_dir, merged, parsers, stages)
     result.data_sheet, result.header_row = table.data_sheet, table.header_row
     score_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="score")
     # One writer thread: batches reach the file in order, while the next ones are scored.
@@ -260,13 +263,18 @@ def _unless_faulty(source: Iterator[T] | Future[T], what: str) -> T | None:
         raise BadInput(f"the file could not {what} ({kind}: {exc})") from exc
 
 
-def _part_rows(expected: int | None, chunk_rows: int) -> int:
-    """Rows per part: ``chunk_rows`` (the memory bound), but at least 8 parts for a file that says
-    its size, so that a 100,000-row file too keeps both cores busy (a part's stages overlap only
-    with other parts'), and at least 10,000 rows (each part costs a fixed ~10 ms)."""
+def _part_rows(expected: int | None, chunk_rows: int, columns: int) -> int:
+    """Rows per part: ``chunk_rows`` of the listings' 12 columns (the memory bound: a wider table
+    gets as many cells per part, in fewer rows), but at least 8 parts for a file that says its
+    size, so that a 100,000-row file too keeps both cores busy (a part's stages overlap only with
+    other parts'), and at least 10,000 rows (each part costs a fixed ~10 ms)."""
+    bound = max(1000, chunk_rows * _COLUMNS // max(columns, _COLUMNS))
     if expected is None:
-        return chunk_rows
-    return max(min(chunk_rows, -(-expected // 8)), min(chunk_rows, 10_000))
+        return bound
+    return max(min(bound, -(-expected // 8)), min(bound, 10_000))
+
+
+_COLUMNS = len(schema.INPUT_COLUMNS)  # chunk_rows counts rows of this many columns
 
 
 def _score_part(
