@@ -7,7 +7,7 @@ RabbitMQ, Redis) with a throw-away Redis prefix, queue names, DAGSTER_HOME and u
 models trained by the real pipeline. Each file goes the user's way: POST /upload, poll
 GET /uploads/{id}, download GET /uploads/{id}/result; the clock runs from the first byte sent to the
 last byte of the result received. Peak RSS is the run process's own (getrusage in the scoring op)
-plus its largest parser process's.
+plus its parser processes' own (each one's peak less the pages it shared with the run when forked).
 
 Each file's time is set against the file reader's in the same run: a single-threaded fastexcel read
 of the whole xlsx sheet (calamine is single-threaded), or pyarrow's CSV reader with
@@ -206,7 +206,7 @@ def compare_readers_and_writers(path: Path, work: Path) -> list[list[Any]]:
         lambda: ((t := pa.Table.from_batches([fastexcel.read_excel(str(path)).load_sheet(0, eager=True)])).num_rows, t),
     )
     timed(
-        "AIMQ reader (parts of 100k rows)",
+        "AIMQ reader (parts of 100k rows, 1 parser process)",
         "read",
         lambda: (sum(b.num_rows for b in iter_xlsx_batches(path, work_dir=work)), None),
     )
@@ -404,7 +404,8 @@ def main() -> None:
         "location before it starts). 'run s' is the scoring op (read, validate, "
         "predict, write); 'reader s' the format's reader alone on the whole file, on one thread, in a fresh "
         "process right after (fastexcel for xlsx, pyarrow.csv for CSV), and 'x reader' upload-to-result over it. "
-        "Peak RSS is the run process's plus its largest parser process's (forked: shared pages count twice). "
+        "Peak RSS is the run process's plus its parser processes' own (each one's peak less the pages it shared "
+        "with the run when forked). "
         "'load' is the 1-minute load average after the file.\n\n"
         f"The run's stages, from its status record (seconds):\n\n{stages_md}\n\n"
         "Its critical path (seconds; adds up to the run): the chain of spans, followed back from the last write, "
