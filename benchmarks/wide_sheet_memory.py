@@ -130,8 +130,8 @@ def main() -> None:
         ],
         extra={"stats": stats},
         notes="Peak MB = the scoring process's peak RSS + its parser processes' own peaks (each one's peak less the "
-        "pages it shared when forked). 'CPU s' adds up the stages' CPU (split, parse, score, write); 'load' is the "
-        "1-minute load average after the run.",
+        "pages it shared when forked). 's' is the scoring process's, its imports included; 'CPU s' adds up the "
+        "stages' CPU (split, parse, score, write); 'load' is the 1-minute load average after the run.",
     )
 
 
