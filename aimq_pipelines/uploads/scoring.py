@@ -20,6 +20,7 @@ half-written file.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import resource
@@ -157,8 +158,7 @@ def score_file(
                 result.rows_rejected += rejected.num_rows
                 rejected_tables.append(rejected)
             assert writer is not None
-            writing.append(write_pool.submit(_write, writer, scored, stages, written[0]))
-            written[0] += 1
+            writing.append(write_pool.submit(_write, writer, scored, stages, next(write_order)))
             if progress is not None:
                 progress(result.rows_total, result.rows_rejected)
         while len(writing) > limit or (writing and writing[0].done()):
@@ -166,7 +166,7 @@ def score_file(
                 writing.popleft().result()
 
     merged: list[str] = []
-    written = [0]  # batches handed to the writer so far
+    write_order = itertools.count()  # the part each batch handed to the writer is
     part_rows = _part_rows(table.rows_expected, chunk_rows, table.columns_expected)
     batches = table.batches(part_rows, work_dir, merged, parsers, stages)
     result.data_sheet, result.header_row = table.data_sheet, table.header_row
