@@ -34,6 +34,7 @@ import dagster as dg
 from pydantic import ValidationError
 
 from aimq_pipelines.models.resources import ModelStoreResource
+from aimq_pipelines.monitoring import scored_uploads
 from aimq_pipelines.uploads.input_table import BadInput, InputTable
 from aimq_pipelines.uploads.provenance import UploadFacts
 from aimq_pipelines.uploads.resources import UploadsResource
@@ -149,6 +150,8 @@ def score_upload(
         )
     except (BadInput, TamperedModel) as exc:
         status.fail(upload_id, str(exc))
+        if isinstance(exc, BadInput):
+            scored_uploads.report_refused(context, upload_id, str(exc))
         raise dg.Failure(
             description=f"upload {upload_id} failed: {exc}",
             metadata={"upload_id": upload_id, "reason": str(exc)},
@@ -169,6 +172,16 @@ def score_upload(
         stats=result.stats,
         data_sheet=result.data_sheet,
         header_row=result.header_row,
+    )
+    # Once its status is recorded: the upload's partition of scored_uploads, with its checks.
+    scored_uploads.report_scored(
+        context,
+        upload_id,
+        original_name=message.original_name,
+        rows_total=result.rows_total,
+        rows_rejected=result.rows_rejected,
+        model_versions=result.model_versions,
+        drift=None,
     )
     context.log.info(
         f"upload {upload_id} scored: {result.rows_total:,} rows, {result.rows_rejected:,} rejected, "

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import dagster as dg
 
 from aimq_pipelines import dagster_internals
-from aimq_pipelines.models.jobs import train_models_job
+from aimq_pipelines.models.jobs import groups_trained, train_models_job
 from aimq_pipelines.uploads.jobs import SCORING_JOBS, uploads_of
 from aimq_serving import schema
 from aimq_serving.uploads.status import UploadStatusStore
@@ -113,12 +113,6 @@ def purge_purge_runs(
     return report
 
 
-def _groups_trained(run: dg.DagsterRun) -> set[str]:
-    if not run.asset_selection:
-        return set(schema.MODEL_GROUPS)
-    return {key.path[0] for key in run.asset_selection if key.path[0] in schema.MODEL_GROUPS}
-
-
 def purge_training_runs(
     instance: dg.DagsterInstance, *, keep_per_group: int, report: RunPurgeReport | None = None
 ) -> RunPurgeReport:
@@ -128,7 +122,7 @@ def purge_training_runs(
     seen = dict.fromkeys(schema.MODEL_GROUPS, 0)
     doomed: list[str] = []
     for run in _finished_runs(instance, train_models_job.name):
-        groups = _groups_trained(run)
+        groups = groups_trained(run)
         kept = any(seen[group] < keep_per_group for group in groups)
         for group in groups:
             seen[group] += 1
