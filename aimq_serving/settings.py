@@ -134,6 +134,14 @@ class AimqSettings(BaseSettings):
     # per upload) of at most this many: a run process start costs ~2 s of CPU, scoring a small
     # file ~0.1 s (docs/batch.md, "Many small files"). An upload alone gets a run of its own.
     scoring_uploads_per_run: int = Field(default=25, ge=1, le=200)
+    # Drift of each upload against its model version's profile (docs/monitoring.md): the share of clean
+    # files flagged at most (weighted Benjamini-Hochberg over every feature), the difference in a
+    # cell's share below which nothing is drift however many rows show it, the fewest rows of a group
+    # that are judged, and how much the features' importance weighs the tests (0: not at all).
+    drift_alpha: float = Field(default=0.01, gt=0, lt=1)
+    drift_margin: float = Field(default=0.01, gt=0, lt=1)
+    drift_min_rows: int = Field(default=30, ge=1)
+    drift_importance_weight: float = Field(default=0.5, ge=0, le=1)
     # Rows read, scored and written per step of a scoring run (bounds its memory).
     scoring_chunk_rows: int = Field(default=100_000, ge=1000)
     # Where people open the Dagster UI; upload statuses link their run there.

@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from aimq_serving import drift_verdict
+
 Verdict = Literal["drift", "no_drift", "not_judged"]
 Kind = Literal["numeric", "categorical"]
 DRIFT: Verdict = "drift"
@@ -102,16 +104,7 @@ class DriftReport:
 
     def summary(self) -> str:
         """One line for a person: the verdict and the drifted features by group."""
-        if self.verdict == NOT_JUDGED:
-            return f"drift: not judged ({self.reason})"
-        if self.verdict == NO_DRIFT:
-            return f"drift: none found ({self.rows_judged:,} rows judged)"
-        drifted = "; ".join(
-            f"group {g}: {', '.join(f.name for f in d.drifted_features)}"
-            for g, d in self.groups.items()
-            if d.verdict == DRIFT
-        )
-        return f"drift: DRIFT in {drifted} ({self.rows_judged:,} rows judged)"
+        return drift_verdict.summary(self.to_json())
 
     @classmethod
     def not_judged(cls, reason: str) -> DriftReport:

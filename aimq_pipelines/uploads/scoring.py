@@ -33,6 +33,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from aimq_pipelines.monitoring.drift import DriftReport
+from aimq_pipelines.monitoring.monitor import Compared, DriftMonitor, DriftSettings
+from aimq_pipelines.monitoring.sheet import drift_rows
 from aimq_pipelines.uploads import merged_cells
 from aimq_pipelines.uploads.input_table import BadInput, Columns, InputTable, row_numbers
 from aimq_pipelines.uploads.provenance import UploadFacts, about, about_rows
@@ -77,6 +80,7 @@ class ScoreResult:
     data_sheet: str | None = None
     header_row: int = 1
     about: dict[str, object] = field(default_factory=dict)  # the provenance written with the result
+    drift: DriftReport | None = None  # None: not asked for (score_file's ``drift``)
 
 
 @dataclass
@@ -111,10 +115,12 @@ def score_file(
     upload: UploadFacts | None = None,
     about_path: Path | None = None,
     coverage: float = 0.9,
+    drift: DriftSettings | None = None,
 ) -> ScoreResult:
     """Score ``table`` into ``result_path`` and ``rejected_path`` (and its provenance, about
     ``upload``, into ``about_path`` when given), each price with its range at ``coverage``; raise
-    BadInput if it cannot be.
+    BadInput if it cannot be. With ``drift`` settings, each group's rows are also compared with the
+    profile of the version that priced them (``aimq_pipelines/monitoring``): ``ScoreResult.drift``.
 
     Three stages overlap: the reader's threads prepare the next batches, two scoring threads
     validate and predict (ONNX Runtime and most of Arrow release the GIL; each call runs the
@@ -134,6 +140,11 @@ def score_file(
     rejected_tables: list[pa.Table] = []
     scoring: deque[Future[_Scored]] = deque()
     writing: deque[Future[None]] = deque()
+    monitor = (
+        DriftMonitor({g: Compared(m.version, m.spec.columns, m.profile) for g, m in models.models.items()}, drift)
+        if drift is not None
+        else None
+    )
 
     def collect(limit: int) -> None:
         """Hand finished scoring to the writer, in order; keep at most ``limit`` of each waiting."""
@@ -173,22 +184,23 @@ def score_file(
                 columns = Columns.resolve(names, table.location, table.header_cells(names))
                 writer = open_result(table.fmt, tmp_result, columns.headers, table.delimiter)
             numbers, next_row = row_numbers(batch, next_row, lines=table.fmt == "csv")
-            scoring.append(score_pool.submit(_score_batch, batch, columns, models, numbers, coverage))
+            scoring.append(score_pool.submit(_score_batch, batch, columns, models, numbers, coverage, monitor))
             collect(limit=2)
         collect(limit=0)
         if columns is None or writer is None:
             raise BadInput("the file is empty: no header row with column names")
+        result.drift = monitor.report() if monitor is not None else None
         result.about = about(
             upload,
             data_sheet=result.data_sheet,
             header_row=result.header_row,
             models=models.models,
-            extra={"coverage": coverage},
+            extra={"coverage": coverage, **({"drift": result.drift.summary()} if result.drift else {})},
             scored_at=time.time(),
         )
         with timer("finish_s"):
             rejected_tables = merged_cells.explain(rejected_tables, merged, columns.letters)
-            writer.finish(rejected_tables, about_rows(result.about))
+            writer.finish(rejected_tables, about_rows(result.about), drift_rows(result.drift))
             write_rejected_csv(tmp_rejected, rejected_tables, columns.kept, columns.headers)
             if about_path is not None:
                 tmp_about.write_text(json.dumps(result.about, indent=2, ensure_ascii=False) + "\n")
@@ -241,7 +253,12 @@ def _unless_faulty(source: Iterator[T] | Future[T], what: str) -> T | None:
 
 
 def _score_batch(
-    batch: pa.RecordBatch, columns: Columns, models: PinnedModels, numbers: np.ndarray, coverage: float
+    batch: pa.RecordBatch,
+    columns: Columns,
+    models: PinnedModels,
+    numbers: np.ndarray,
+    coverage: float,
+    monitor: DriftMonitor | None = None,
 ) -> tuple[pa.RecordBatch, pa.Table | None, int]:
     """Predictions for one batch; returns (result rows, rejected rows or None, non-blank rows)."""
     n = batch.num_rows
@@ -269,7 +286,7 @@ def _score_batch(
             for i in rows:
                 errors[int(i)].append(RowError(int(i), schema.GROUP_FIELD, reason))
             continue
-        _score_group(frame, rows, model, price, version, model_id, out_of_range, errors)
+        _score_group(frame, rows, model, price, version, model_id, out_of_range, errors, monitor)
         if model.calibration is not None:
             low[rows], high[rows] = conformal.bounds(price[rows], model.calibration.factor(coverage))
     for i in np.flatnonzero(~assigned & ~blank):
@@ -311,9 +328,12 @@ def _score_group(
     model_id: np.ndarray,
     out_of_range: np.ndarray,
     errors: dict[int, list[RowError]],
+    monitor: DriftMonitor | None = None,
 ) -> None:
     sub = frame.iloc[rows]
     matrix, valid, found = _validate(model.spec, sub)
+    if monitor is not None:  # refused rows too: an unseen category is drift, not only a bad row
+        monitor.add(model.group, matrix, sub.iloc[np.flatnonzero(~valid)])
     if len(matrix):
         price[rows[valid]] = model.predict_onnx(matrix)
         version[rows[valid]] = model.version

@@ -47,6 +47,7 @@ def test_quality_checks_are_blocking() -> None:
         for asset, name in (
             ("training_data", "schema_and_size"),
             ("trained_model", "holdout_quality"),
+            ("trained_model", "champion_challenger"),
             ("onnx_model", "matches_sklearn"),
         ):
             assert checks[(group, asset, name)].blocking

@@ -11,6 +11,7 @@ from aimq_pipelines.models.promotion import judge
 from aimq_pipelines.models.resources import ModelStoreResource
 from aimq_pipelines.models.training import TrainedModel
 from aimq_serving import redisai
+from aimq_serving.drift_profile import DriftProfile
 
 
 def build_served_model(group: str) -> dg.AssetsDefinition:
@@ -19,11 +20,13 @@ def build_served_model(group: str) -> dg.AssetsDefinition:
         ins={
             "onnx_model": dg.AssetIn([group, "onnx_model"]),
             "trained_model": dg.AssetIn([group, "trained_model"]),
+            "drift_profile": dg.AssetIn([group, "drift_profile"]),
         },
         deps=[dg.AssetKey([group, "training_data"])],
         group_name=group_name(group),
         description=(
-            "Writes ONNX, signed pickle, spec, calibration, reference, metrics, lineage as a new version; promotes it."
+            "Writes ONNX, signed pickle, spec, calibration, reference, drift profile, metrics, lineage as a new "
+            "version; promotes it."
         ),
         kinds={"redis"},
         retry_policy=dg.RetryPolicy(
@@ -35,6 +38,7 @@ def build_served_model(group: str) -> dg.AssetsDefinition:
         model_store: ModelStoreResource,
         onnx_model: bytes,
         trained_model: TrainedModel,
+        drift_profile: DriftProfile,
     ) -> dg.Output[dict]:
         try:
             # Checked here too, not only at export: whatever reaches the store must load in the deployed
@@ -73,6 +77,7 @@ def build_served_model(group: str) -> dg.AssetsDefinition:
                 lineage,
                 calibration=trained_model.calibration,
                 reference=trained_model.reference,
+                profile=drift_profile,
             )
         except (redisai.ModelRefused, redisai.WrongDatabase) as exc:
             # Not transient: storing the same model again is refused again, so no retry. Nothing was

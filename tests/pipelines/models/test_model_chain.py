@@ -21,7 +21,7 @@ from aimq_serving.model_store import ModelStore
 from tests.helpers.model_chain import export_and_serve, group_chain
 from tests.helpers.paths import SAMPLES
 
-STAGES = ("training_data", "feature_spec", "trained_model", "onnx_model", "served_model")
+STAGES = ("training_data", "feature_spec", "trained_model", "drift_profile", "onnx_model", "served_model")
 
 
 def test_whole_chain_materializes_for_every_group(training_run: dg.ExecuteInProcessResult) -> None:
