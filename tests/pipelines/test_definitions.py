@@ -55,10 +55,22 @@ def test_quality_checks_are_blocking() -> None:
 
 def test_training_job_and_schedule() -> None:
     job = defs.resolve_job_def("train_models")
-    assert {k.path[1] for k in job.asset_layer.selected_asset_keys} == set(STAGES)
+    assert {k.path[1] for k in job.asset_layer.selected_asset_keys} == {*STAGES, "drift_profile"}
     schedule = defs.resolve_schedule_def("retrain_models")
     assert schedule.job_name == "train_models"
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     context = dg.build_schedule_context(scheduled_execution_time=None)
     request = schedule.evaluate_tick(context).run_requests[0]
     assert request.job_name in (None, "train_models")
+
+
+def test_monitoring_assets_and_sensors() -> None:
+    graph = defs.resolve_asset_graph()
+    scored = graph.get(dg.AssetKey("scored_uploads"))
+    assert {dg.AssetKey([g, "served_model"]) for g in schema.MODEL_GROUPS} <= set(scored.parent_keys)
+    assert isinstance(scored.partitions_def, dg.DynamicPartitionsDefinition)
+    assert {c.name for c in scored.check_keys} == {"input_drift", "input_schema"}
+    for group in schema.MODEL_GROUPS:
+        assert dg.AssetKey("scored_uploads") in graph.get(dg.AssetKey([group, "drift_history"])).parent_keys
+    for name in ("drift_retrain", "drift_history_refresh"):
+        assert defs.resolve_sensor_def(name).default_status == dg.DefaultSensorStatus.RUNNING
