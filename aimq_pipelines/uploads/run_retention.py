@@ -101,15 +101,22 @@ def purge_scoring_runs(
     return report
 
 
+def purge_old_runs(
+    instance: dg.DagsterInstance, job_name: str, *, older_than_s: float, now: float | None = None
+) -> int:
+    """Delete the finished runs of ``job_name`` older than ``older_than_s``; how many."""
+    cutoff = (time.time() if now is None else now) - older_than_s
+    doomed = [run.run_id for run in _finished_runs(instance, job_name, before=cutoff)]
+    _delete(instance, doomed, None)
+    return len(doomed)
+
+
 def purge_purge_runs(
     instance: dg.DagsterInstance, *, older_than_s: float, now: float | None = None, report: RunPurgeReport | None = None
 ) -> RunPurgeReport:
     """Delete the finished ``purge_uploads`` runs older than ``older_than_s``."""
     report = report or RunPurgeReport()
-    cutoff = (time.time() if now is None else now) - older_than_s
-    doomed = [run.run_id for run in _finished_runs(instance, PURGE_JOB_NAME, before=cutoff)]
-    _delete(instance, doomed, None)
-    report.purge_runs_deleted += len(doomed)
+    report.purge_runs_deleted += purge_old_runs(instance, PURGE_JOB_NAME, older_than_s=older_than_s, now=now)
     return report
 
 
