@@ -106,18 +106,20 @@ def chart_png(group: str, uploads: list[GroupUpload]) -> bytes:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import MaxNLocator
 
     colours = {DRIFT: "#dc2626", NO_DRIFT: "#16a34a", NOT_JUDGED: "#9ca3af"}
     fig, ax = plt.subplots(figsize=(7, 2.6), dpi=90)
     xs = range(len(uploads))
     heights = [max(len(u.drifted), 1) if u.verdict == DRIFT else 0.15 for u in uploads]
     ax.bar(xs, heights, color=[colours.get(u.verdict, "#9ca3af") for u in uploads], width=0.8)
-    for verdict, colour in colours.items():
-        ax.bar([], [], color=colour, label=verdict.replace("_", " "))
+    legend = [Patch(color=colour, label=verdict.replace("_", " ")) for verdict, colour in colours.items()]
     ax.set_xlabel(f"last {len(uploads)} uploads with rows of group {group} (oldest left)")
     ax.set_ylabel("drifted features")
-    ax.set_title(f"Group {group}: drift per upload")
-    ax.legend(loc="upper left", fontsize=8, ncols=3)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title(f"Group {group}: drift per upload", loc="left")
+    ax.legend(handles=legend, loc="lower right", bbox_to_anchor=(1, 1), fontsize=8, ncols=3, frameon=False)
     ax.set_xticks([])
     ax.grid(axis="y", alpha=0.25)
     fig.tight_layout()
