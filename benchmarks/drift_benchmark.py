@@ -97,6 +97,16 @@ def unseen(share: float) -> Callable[[pd.DataFrame], pd.DataFrame]:
     return change
 
 
+def missing(name: str, share: float) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    def change(frame: pd.DataFrame) -> pd.DataFrame:
+        frame[name] = frame[name].astype(object)
+        frame.loc[frame.index[: round(share * len(frame))], name] = None
+        return frame
+
+    change.__doc__ = f"{share:.0%} of rows: {name} empty"
+    return change
+
+
 def all_groups(n: int, seed: int) -> pd.DataFrame:
     return pd.concat([generate_listings(g, -(-n // 3), seed=seed) for g in schema.MODEL_GROUPS]).head(n)
 
@@ -112,6 +122,12 @@ def detection_cases(models: dict[str, LoadedModel]) -> list[tuple[str, int, str,
         ("most important numeric + 2 std", 200, ">= 95%", shifted(models, 2.0), one),
         ("most important numeric + 0.5 std", 1_000, ">= 80%", shifted(models, 0.5), one),
         ("unseen category in 10% of rows", 200, ">= 95%", unseen(0.10), one),
+        # Beyond the targets: where detection ends at the default settings.
+        ("most important numeric + 0.25 std", 1_000, "-", shifted(models, 0.25), one),
+        ("most important numeric + 0.5 std", 200, "-", shifted(models, 0.5), one),
+        ("unseen category in 3% of rows", 1_000, "-", unseen(0.03), one),
+        ("unseen category in 3% of rows", 10_000, "-", unseen(0.03), one),
+        ("kilometers missing in 5% of rows", 1_000, "-", missing("kilometers", 0.05), one),
     ]
 
 
@@ -121,9 +137,12 @@ def rates(models: dict[str, LoadedModel], seeds: int) -> tuple[list[list], list[
         verdicts = [judge(models, change(draw(n, FRESH_SEED_BASE + 1000 * k + s))) for s in range(seeds)]
         flagged = sum(v == "drift" for v in verdicts) / seeds
         judged = sum(v != "not_judged" for v in verdicts) / seeds
-        bound, value = target.split()
-        met = flagged <= float(value[:-1]) / 100 if bound == "<=" else flagged >= float(value[:-1]) / 100
-        rows.append([case, change.__doc__, n, seeds, f"{flagged:.1%}", f"{judged:.0%}", target, "yes" if met else "NO"])
+        met: bool | None = None
+        if target != "-":
+            bound, value = target.split()
+            met = flagged <= float(value[:-1]) / 100 if bound == "<=" else flagged >= float(value[:-1]) / 100
+        shown = "-" if met is None else ("yes" if met else "NO")
+        rows.append([case, change.__doc__, n, seeds, f"{flagged:.1%}", f"{judged:.0%}", target, shown])
         raw.append({"case": case, "change": change.__doc__, "rows": n, "seeds": seeds, "flagged": flagged,
                     "judged": judged, "target": target, "met": met})  # fmt: skip
         print(rows[-1], flush=True)
@@ -178,7 +197,7 @@ def cost(models: dict[str, LoadedModel], rows: int, repeats: int, one_row_repeat
          "yes" if big["cpu_with"] - big["cpu_without"] <= 0.10 * big["cpu_without"] else "NO"],
         ["cost", "the same, wall clock (shared machine: noisy)", rows, repeats,
          f"{big['without']:.2f} s -> {big['with']:.2f} s ({(big['with'] - big['without']) / big['without']:+.1%})",
-         "", "<= 10% added", "yes" if big["with"] - big["without"] <= 0.10 * big["without"] else "NO"],
+         "", "(see CPU time)", "-"],
         ["cost", "the monitor's own time in that run", rows, repeats,
          f"{big['drift_s']:.2f} s ({big['drift_s'] / big['without']:.1%} of the run)", "", "<= 10% added",
          "yes" if big["drift_s"] <= 0.10 * big["without"] else "NO"],
