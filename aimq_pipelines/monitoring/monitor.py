@@ -19,6 +19,7 @@ import pandas as pd
 from aimq_pipelines.monitoring.drift import DRIFT, NO_DRIFT, NOT_JUDGED, DriftReport, FeatureDrift, GroupDrift
 from aimq_pipelines.monitoring.statistics import feature_p_value, importance_weights, weighted_bh_level
 from aimq_serving.drift_profile import NO_PROFILE, DriftProfile, FeatureProfile, missing_cells
+from aimq_serving.settings import AimqSettings
 
 STATISTIC = "cell_p_value"  # value: the feature's p-value; drifted when it is <= threshold (its BH level)
 
@@ -33,12 +34,12 @@ class DriftSettings:
     importance_weight: float = 0.5
 
     @classmethod
-    def from_settings(cls, settings: object) -> DriftSettings:
+    def from_settings(cls, settings: AimqSettings) -> DriftSettings:
         return cls(
-            alpha=settings.drift_alpha,  # type: ignore[attr-defined]
-            margin=settings.drift_margin,  # type: ignore[attr-defined]
-            min_rows=settings.drift_min_rows,  # type: ignore[attr-defined]
-            importance_weight=settings.drift_importance_weight,  # type: ignore[attr-defined]
+            alpha=settings.drift_alpha,
+            margin=settings.drift_margin,
+            min_rows=settings.drift_min_rows,
+            importance_weight=settings.drift_importance_weight,
         )
 
 
