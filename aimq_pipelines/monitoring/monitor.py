@@ -10,6 +10,7 @@ tests every feature (``statistics``) and makes the verdicts of ``drift.DriftRepo
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +19,7 @@ import pandas as pd
 from aimq_pipelines.monitoring.drift import DRIFT, NO_DRIFT, NOT_JUDGED, DriftReport, FeatureDrift, GroupDrift
 from aimq_pipelines.monitoring.statistics import feature_p_value, importance_weights, weighted_bh_level
 from aimq_serving.drift_profile import NO_PROFILE, DriftProfile, FeatureProfile, missing_cells
+from aimq_serving.settings import AimqSettings
 
 STATISTIC = "cell_p_value"  # value: the feature's p-value; drifted when it is <= threshold (its BH level)
 
@@ -32,12 +34,12 @@ class DriftSettings:
     importance_weight: float = 0.5
 
     @classmethod
-    def from_settings(cls, settings: object) -> DriftSettings:
+    def from_settings(cls, settings: AimqSettings) -> DriftSettings:
         return cls(
-            alpha=settings.drift_alpha,  # type: ignore[attr-defined]
-            margin=settings.drift_margin,  # type: ignore[attr-defined]
-            min_rows=settings.drift_min_rows,  # type: ignore[attr-defined]
-            importance_weight=settings.drift_importance_weight,  # type: ignore[attr-defined]
+            alpha=settings.drift_alpha,
+            margin=settings.drift_margin,
+            min_rows=settings.drift_min_rows,
+            importance_weight=settings.drift_importance_weight,
         )
 
 
@@ -66,36 +68,42 @@ class DriftMonitor:
         self.settings = settings or DriftSettings()
         self._groups = {g: _GroupCounts(c) for g, c in compared.items()}
         self._lock = threading.Lock()
+        self.seconds = 0.0  # spent counting and judging (all threads): the cost of drift in a run
 
     def add(self, group: str, encoded: np.ndarray, refused: pd.DataFrame) -> None:
         """Count a batch's rows of ``group``: ``encoded`` (the priced rows) and ``refused`` (raw cells)."""
+        started = time.perf_counter()
         state = self._groups[group]
         if not state.features:  # no profile: only the rows are counted
             with self._lock:
                 state.rows += len(encoded) + len(refused)
+                self.seconds += time.perf_counter() - started
             return
         parts = [f.count_encoded(encoded[:, j]) for f, j in zip(state.features, state.index)]
         empty = 0
         if len(refused):
-            raw = [f.count_raw(refused[f.name]) if f.name in refused else None for f in state.features]
             all_missing = np.ones(len(refused), dtype=bool)
             for f in state.features:
-                if f.name in refused:
-                    all_missing &= missing_cells(refused[f.name])
+                all_missing &= missing_cells(refused[f.name])
             empty = int(all_missing.sum())
-            kept = refused.loc[~all_missing] if empty else refused
-            if empty:
-                raw = [f.count_raw(kept[f.name]) if f.name in kept else None for f in state.features]
-            for k, extra in enumerate(raw):
-                if extra is not None:
-                    parts[k] = parts[k] + extra
+            kept = refused.iloc[np.flatnonzero(~all_missing)] if empty else refused
+            for k, f in enumerate(state.features):
+                parts[k] = parts[k] + f.count_raw(kept[f.name])
         with self._lock:
             for k, part in enumerate(parts):
                 state.counts[k] += part
             state.rows += len(encoded) + len(refused) - empty
             state.empty += empty
+            self.seconds += time.perf_counter() - started
 
     def report(self) -> DriftReport:
+        started = time.perf_counter()
+        try:
+            return self._report()
+        finally:
+            self.seconds += time.perf_counter() - started
+
+    def _report(self) -> DriftReport:
         s = self.settings
         judged: dict[str, tuple[_GroupCounts, np.ndarray, np.ndarray]] = {}
         reasons: dict[str, str] = {}

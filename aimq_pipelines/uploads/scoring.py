@@ -227,6 +227,7 @@ def score_file(
     result.model_versions = {g: m.version for g, m in models.models.items()}
     result.stats = {
         **timer.totals,
+        **({"drift_s": round(monitor.seconds, 3)} if monitor is not None else {}),
         "total_s": round(time.perf_counter() - started, 3),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
