@@ -121,6 +121,8 @@ def feed(
             if group not in schema.MODEL_GROUPS:
                 continue
             g = state.group(group)
+            if upload.upload_id in g.streak:
+                continue  # the same upload scored again (a re-executed run): counted once
             if verdict == NO_DRIFT:
                 g.streak, g.features = [], []
             elif verdict == DRIFT:

@@ -111,3 +111,10 @@ def test_the_cursor_survives_a_round_trip() -> None:
     feed(state, [ScoredUpload(7, "u7", {"C": "drift"}, {"C": ["fuel"]})], k=3, cooldown_s=0, last_trained={}, now=1.0)
     again = RetrainState.from_cursor(state.to_cursor())
     assert again.after == 7 and again.groups["C"].streak == ["u7"] and again.groups["C"].features == ["fuel"]
+
+
+def test_an_upload_scored_again_counts_once() -> None:
+    again = [ScoredUpload(i, "same", {"B": "drift"}, {}) for i in range(1, 4)]
+    state = RetrainState()
+    assert feed(state, again, k=3, cooldown_s=0, last_trained={}, now=0.0) == []
+    assert state.groups["B"].streak == ["same"]
