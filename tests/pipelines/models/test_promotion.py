@@ -15,7 +15,7 @@ import pytest
 from aimq_pipelines.models.resources import ModelStoreResource, TrainingDataSource
 from aimq_serving.model_store import ModelStore
 from aimq_serving.settings import AimqSettings
-from tests.helpers.cli import run_aimq
+from tests.helpers.cli import one_error_line, run_aimq
 from tests.helpers.model_chain import group_chain
 from tests.helpers.session import TEST_ROWS_PER_GROUP
 
@@ -117,3 +117,19 @@ def test_a_challenger_no_worse_is_promoted_and_rollback_still_works(
     worse = _materialize(instance, prefix, io_dir, WORSE)
     assert _check(worse).metadata["champion_version"].value == champion and not _check(worse).passed
     assert own_store.current_version(GROUP) == champion
+
+
+@pytest.mark.slow  # a cold `aimq train` process
+def test_aimq_train_says_why_a_worse_challenger_was_not_served(
+    prefix: str, own_store: ModelStore, champion: int
+) -> None:
+    served = own_store.current_version(GROUP)
+    # 1,000 rows instead of 5,000: a challenger with a clearly higher holdout error.
+    proc = run_aimq("train", "--group", GROUP, AIMQ_REDIS_PREFIX=prefix, AIMQ_TRAINING_ROWS_PER_GROUP="1000")
+    line = one_error_line(proc)
+    assert line.startswith(
+        f"aimq: error: training stopped by a check, nothing new served: {GROUP}/trained_model champion_challenger: "
+        "holdout MAE "
+    )
+    assert f"version {served} stays served" in line
+    assert own_store.current_version(GROUP) == served
