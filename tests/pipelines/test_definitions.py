@@ -13,7 +13,8 @@ from aimq_pipelines.definitions import defs
 from aimq_serving import schema
 from tests.helpers.paths import REPO
 
-STAGES = ("training_data", "feature_spec", "trained_model", "onnx_model", "served_model")
+CHAIN = ("training_data", "feature_spec", "trained_model", "onnx_model", "served_model")
+STAGES = (*CHAIN, "drift_profile")  # beside the ONNX export: trained_model -> drift_profile -> served_model
 
 
 def test_dagster_definitions_validate(dagster_home: Path) -> None:
@@ -33,10 +34,13 @@ def test_dagster_definitions_validate(dagster_home: Path) -> None:
 def test_one_chain_per_group_in_order() -> None:
     graph = defs.resolve_asset_graph()
     for group in schema.MODEL_GROUPS:
-        keys = [dg.AssetKey([group, stage]) for stage in STAGES]
+        keys = [dg.AssetKey([group, stage]) for stage in CHAIN]
         for upstream, downstream in zip(keys, keys[1:]):
             assert upstream in graph.get(downstream).parent_keys
-        assert {graph.get(k).group_name for k in keys} == {f"model_{group}"}
+        profile = dg.AssetKey([group, "drift_profile"])
+        assert graph.get(profile).parent_keys == {dg.AssetKey([group, "training_data"]), keys[2]}
+        assert profile in graph.get(keys[-1]).parent_keys
+        assert {graph.get(k).group_name for k in [*keys, profile]} == {f"model_{group}"}
 
 
 def test_quality_checks_are_blocking() -> None:
