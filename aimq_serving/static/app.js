@@ -478,9 +478,25 @@ async function predict(event) {
       }
       return;
     }
-    result.replaceChildren(
+    const parts = [
       "Predicted price: ", el("strong", { id: "predicted-price", text: fmtPrice(body.predicted_price) }),
-      ` (group ${body.model_group}, model version ${body.model_version}, ${engine})`);
+      ` (group ${body.model_group}, model version ${body.model_version}, ${engine})`,
+    ];
+    if (body.price_low !== null && body.price_high !== null) {
+      parts.push(el("div", {
+        id: "predicted-range",
+        text: `${Math.round(body.coverage * 100)}% range: ${fmtPrice(body.price_low)} – ${fmtPrice(body.price_high)}`,
+      }));
+    } else if (body.range_note) {
+      parts.push(el("div", { id: "predicted-range", text: `No range: ${body.range_note}` }));
+    }
+    if (body.out_of_range && body.out_of_range.length) {
+      parts.push(el("div", {
+        id: "predicted-out-of-range", class: "warning",
+        text: `Outside the range of the data the model was trained on: ${body.out_of_range.join(", ")}. The price is a guess there.`,
+      }));
+    }
+    result.replaceChildren(...parts);
   } catch (exc) {
     showError(errorBox, 0, { detail: "the server does not answer" });
   }
