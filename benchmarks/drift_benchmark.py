@@ -107,6 +107,20 @@ def missing(name: str, share: float) -> Callable[[pd.DataFrame], pd.DataFrame]:
     return change
 
 
+def recoloured(models: dict[str, LoadedModel], share: float) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    profile = models[GROUP].profile
+    assert profile is not None
+    importance = profile.feature("color").importance
+
+    def change(frame: pd.DataFrame) -> pd.DataFrame:
+        frame["color"] = frame["color"].astype(object)
+        frame.loc[frame.index[: round(share * len(frame))], "color"] = "Yellow"  # 3 % in training
+        return frame
+
+    change.__doc__ = f"{share:.0%} of rows: color (importance {importance:.3f}) 'Yellow' (3% in training)"
+    return change
+
+
 def all_groups(n: int, seed: int) -> pd.DataFrame:
     return pd.concat([generate_listings(g, -(-n // 3), seed=seed) for g in schema.MODEL_GROUPS]).head(n)
 
@@ -123,10 +137,14 @@ def detection_cases(models: dict[str, LoadedModel]) -> list[tuple[str, int, str,
         ("most important numeric + 0.5 std", 1_000, ">= 80%", shifted(models, 0.5), one),
         ("unseen category in 10% of rows", 200, ">= 95%", unseen(0.10), one),
         # Beyond the targets: where detection ends at the default settings.
-        ("most important numeric + 0.25 std", 1_000, "-", shifted(models, 0.25), one),
-        ("most important numeric + 0.5 std", 200, "-", shifted(models, 0.5), one),
-        ("unseen category in 3% of rows", 1_000, "-", unseen(0.03), one),
-        ("unseen category in 3% of rows", 10_000, "-", unseen(0.03), one),
+        ("most important numeric + 0.1 std", 1_000, "-", shifted(models, 0.1), one),
+        ("most important numeric + 0.1 std", 10_000, "-", shifted(models, 0.1), one),
+        ("most important numeric + 0.25 std", 200, "-", shifted(models, 0.25), one),
+        ("unseen category in 10% of rows", 50, "-", unseen(0.10), one),
+        ("unseen category in 2% of rows", 1_000, "-", unseen(0.02), one),
+        ("unseen category in 2% of rows", 10_000, "-", unseen(0.02), one),
+        ("a feature of little importance: 5% of rows recoloured", 1_000, "-", recoloured(models, 0.05), one),
+        ("kilometers missing in 2% of rows", 1_000, "-", missing("kilometers", 0.02), one),
         ("kilometers missing in 5% of rows", 1_000, "-", missing("kilometers", 0.05), one),
     ]
 
