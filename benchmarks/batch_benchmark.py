@@ -277,8 +277,8 @@ def reader_seconds(path: Path) -> float:
     return float(done.stdout.strip())
 
 
-STAGES = ("split", "read", "parse", "validate", "predict", "score", "write")
-CRITICAL = ("start", "split", "read", "parse", "validate", "predict", "score_other", "write", "wait", "finish")
+STAGES = ("split", "read", "parse", "validate", "drift", "predict", "score", "write")
+CRITICAL = ("start", "split", "read", "parse", "validate", "drift", "predict", "score_other", "write", "wait", "finish")
 
 
 def stage_rows(label: str, stats: dict[str, Any]) -> list[list[Any]]:

@@ -38,6 +38,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from aimq_pipelines.monitoring.drift import DriftReport
+from aimq_pipelines.monitoring.monitor import Compared, DriftMonitor, DriftSettings
+from aimq_pipelines.monitoring.sheet import drift_rows
 from aimq_pipelines.uploads import merged_cells
 from aimq_pipelines.uploads.input_table import BadInput, Columns, InputTable, row_numbers
 from aimq_pipelines.uploads.provenance import UploadFacts, about, about_rows
@@ -84,6 +87,7 @@ class ScoreResult:
     data_sheet: str | None = None
     header_row: int = 1
     about: dict[str, object] = field(default_factory=dict)  # the provenance written with the result
+    drift: DriftReport | None = None  # None: not asked for (score_file's ``drift``)
 
 
 @dataclass
@@ -119,10 +123,12 @@ def score_file(
     about_path: Path | None = None,
     coverage: float = 0.9,
     parsers: int = 2,
+    drift: DriftSettings | None = None,
 ) -> ScoreResult:
     """Score ``table`` into ``result_path`` and ``rejected_path`` (and its provenance, about
     ``upload``, into ``about_path`` when given), each price with its range at ``coverage``; raise
-    BadInput if it cannot be.
+    BadInput if it cannot be. With ``drift`` settings, each group's rows are also compared with the
+    profile of the version that priced them (``aimq_pipelines/monitoring``): ``ScoreResult.drift``.
 
     Three stages overlap: the reader prepares the next batches (an xlsx's parts are parsed by
     ``parsers`` worker processes), two scoring threads validate and predict (ONNX Runtime and most
@@ -145,6 +151,11 @@ def score_file(
     rejected_tables: list[pa.Table] = []
     scoring: deque[Future[_Scored]] = deque()
     writing: deque[Future[None]] = deque()
+    monitor = (
+        DriftMonitor({g: Compared(m.version, m.spec.columns, m.profile) for g, m in models.models.items()}, drift)
+        if drift is not None
+        else None
+    )
 
     def collect(limit: int) -> None:
         """Hand finished scoring to the writer, in order; keep at most ``limit`` of each waiting."""
@@ -187,23 +198,26 @@ def score_file(
                 columns = Columns.resolve(names, table.location, table.header_cells(names))
                 writer = open_result(table.fmt, tmp_result, columns.headers, table.delimiter)
             numbers, next_row = row_numbers(batch, next_row, lines=table.fmt == "csv")
-            scoring.append(score_pool.submit(_score_part, batch, columns, models, numbers, coverage, stages, part))
+            scoring.append(
+                score_pool.submit(_score_part, batch, columns, models, numbers, coverage, stages, part, monitor)
+            )
             part += 1
             collect(limit=2)
         collect(limit=0)
         if columns is None or writer is None:
             raise BadInput("the file is empty: no header row with column names")
+        result.drift = monitor.report() if monitor is not None else None
         result.about = about(
             upload,
             data_sheet=result.data_sheet,
             header_row=result.header_row,
             models=models.models,
-            extra={"coverage": coverage},
+            extra={"coverage": coverage, **({"drift": result.drift.summary()} if result.drift else {})},
             scored_at=time.time(),
         )
         with timer("finish_s"):
             rejected_tables = merged_cells.explain(rejected_tables, merged, columns.letters)
-            writer.finish(rejected_tables, about_rows(result.about))
+            writer.finish(rejected_tables, about_rows(result.about), drift_rows(result.drift))
             write_rejected_csv(tmp_rejected, rejected_tables, columns.kept, columns.headers)
             if about_path is not None:
                 tmp_about.write_text(json.dumps(result.about, indent=2, ensure_ascii=False) + "\n")
@@ -231,6 +245,7 @@ def score_file(
     result.stats = {
         **timer.totals,
         **stages.summary(),
+        **({"drift_s": round(monitor.seconds, 3)} if monitor is not None else {}),
         "total_s": round(time.perf_counter() - started, 3),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         # The xlsx parser processes' own peaks, added up (forked: the run's pages they share are in
@@ -285,9 +300,10 @@ def _score_part(
     coverage: float,
     stages: StageTimes,
     part: int,
+    monitor: DriftMonitor | None = None,
 ) -> tuple[pa.RecordBatch, pa.Table | None, int]:
     with stages.timed("score", part):
-        return _score_batch(batch, columns, models, numbers, coverage, lambda stage: stages.timed(stage, part))
+        return _score_batch(batch, columns, models, numbers, coverage, lambda stage: stages.timed(stage, part), monitor)
 
 
 def _write(writer: ResultWriter, batch: pa.RecordBatch, stages: StageTimes, part: int) -> None:
@@ -309,6 +325,7 @@ def _score_batch(
     numbers: np.ndarray,
     coverage: float,
     timed: Timed = _untimed,
+    monitor: DriftMonitor | None = None,
 ) -> tuple[pa.RecordBatch, pa.Table | None, int]:
     """Predictions for one batch; returns (result rows, rejected rows or None, non-blank rows)."""
     n = batch.num_rows
@@ -336,7 +353,7 @@ def _score_batch(
             for i in rows:
                 errors[int(i)].append(RowError(int(i), schema.GROUP_FIELD, reason))
             continue
-        _score_group(frame, rows, model, price, version, model_id, out_of_range, errors, timed)
+        _score_group(frame, rows, model, price, version, model_id, out_of_range, errors, timed, monitor)
         if model.calibration is not None:
             low[rows], high[rows] = conformal.bounds(price[rows], model.calibration.factor(coverage))
     for i in np.flatnonzero(~assigned & ~blank):
@@ -379,10 +396,14 @@ def _score_group(
     out_of_range: np.ndarray,
     errors: dict[int, list[RowError]],
     timed: Timed = _untimed,
+    monitor: DriftMonitor | None = None,
 ) -> None:
     with timed("validate"):
         sub = frame.iloc[rows]
         matrix, valid, found = _validate(model.spec, sub)
+    if monitor is not None:  # refused rows too: an unseen category is drift, not only a bad row
+        with timed("drift"):
+            monitor.add(model.group, matrix, sub.iloc[np.flatnonzero(~valid)])
     if len(matrix):
         with timed("predict"):
             price[rows[valid]] = model.predict_onnx(matrix)

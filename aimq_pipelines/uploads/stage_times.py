@@ -1,8 +1,8 @@
 """When each part of an upload went through each stage of its scoring, and the run's critical path.
 
 A scoring run is a pipeline: parts are cut from the file (``split``, xlsx) or read (``read``, CSV),
-parsed (``parse``, xlsx: in worker processes), scored (``score``: ``validate`` and ``predict``
-within it) and written (``write``), and the stages of different parts overlap. Stage totals say
+parsed (``parse``, xlsx: in worker processes), scored (``score``: ``validate``, ``drift`` (counting
+the cells the drift report needs) and ``predict`` within it) and written (``write``), and the stages of different parts overlap. Stage totals say
 what the run spent; the critical path says what its length is made of. It is followed back from
 the last write: each span waited for the latest-ending of its predecessors (the same part's
 previous stage, or the previous part in the same stage: parts are written in order, and a stage
@@ -20,7 +20,7 @@ from contextlib import contextmanager
 
 # In pipeline order; a part passes through split or read, then parse (xlsx), score, write.
 ORDER = ("split", "read", "parse", "score", "write")
-INSIDE_SCORE = ("validate", "predict")  # measured within score, summed per part
+INSIDE_SCORE = ("validate", "drift", "predict")  # measured within score, summed per part
 
 
 class StageTimes:

@@ -53,6 +53,10 @@ def test_upload_the_sample_file_watch_it_and_download_the_result(scored_page: Pa
     assert details["Rows scored"] == "100" and details["Rows rejected"] == "0"
     assert re.fullmatch(r"A v\d+, B v\d+, C v\d+", details["Model versions"])
     assert page.locator("#rejected").is_hidden()
+    # the sample file is drawn like the training data: judged, no drift, no chart
+    assert page.locator("#drift-verdict").get_attribute("data-verdict") == "no_drift"
+    assert page.locator("#drift-verdict").inner_text() == "No drift: 100 rows judged look like the training data."
+    assert page.locator("figure.drift-figure").count() == 0
     screenshot(page, "upload-page-succeeded")
 
     with page.expect_download() as info:
