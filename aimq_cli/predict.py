@@ -44,7 +44,24 @@ def cmd_predict(
         print(json.dumps(answer))
         return 0
     rows = answer if batch else [answer]
-    print(f"{'#':>4} {'group':5} {'version':>7} {'predicted price':>16}")
-    for i, row in enumerate(rows):
-        print(f"{i:>4} {row['model_group']:5} {row['model_version']:>7} {row['predicted_price']:>16,.2f}")
+    print(format_table(rows))
     return 0
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """The priced rows as the terminal shows them: price and its range, then a line per row whose
+    numbers lie outside the training data's range (the price is a guess there)."""
+    coverage = rows[0]["coverage"] if rows else 0.9
+    lines = [f"{'#':>4} {'group':5} {'version':>7} {'predicted price':>16} {f'{coverage:.0%} range':>25}"]
+    notes = []
+    for i, row in enumerate(rows):
+        low, high = row.get("price_low"), row.get("price_high")
+        span = "-" if low is None or high is None else f"{low:,.2f} - {high:,.2f}"
+        lines.append(
+            f"{i:>4} {row['model_group']:5} {row['model_version']:>7} {row['predicted_price']:>16,.2f} {span:>25}"
+        )
+        if row.get("out_of_range"):
+            notes.append(f"row {i}: outside the training data's range: {', '.join(row['out_of_range'])}")
+        elif low is None and row.get("range_note"):
+            notes.append(f"row {i}: no range: {row['range_note']}")
+    return "\n".join(lines + notes)

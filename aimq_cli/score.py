@@ -19,6 +19,7 @@ import httpx
 from aimq_cli.client import Api, api_error
 from aimq_cli.errors import CliError
 from aimq_cli.progress_bar import ProgressLine
+from aimq_serving import drift_verdict
 from aimq_tabular.formats import MEDIA_TYPES
 
 # How long polling rides out an unreachable API or status store (a restart, a Redis failover)
@@ -264,6 +265,7 @@ def _print_summary(record: Mapping[str, Any], out: Path, rejected: list[tuple[st
     versions = record.get("model_versions") or {}
     print(f"file:     {record['original_name']}  ({total:,} rows: {total - bad:,} scored, {bad:,} rejected)")
     print("models:   " + (", ".join(f"{g} v{v}" for g, v in sorted(versions.items())) or "none"))
+    print(drift_verdict.summary(record.get("drift")))
     print(f"result:   {out}")
     if record.get("run_url"):
         print(f"run:      {record['run_url']}")

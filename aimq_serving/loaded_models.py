@@ -20,6 +20,7 @@ from threadpoolctl import ThreadpoolController
 
 from aimq_serving import redisai, schema, signing
 from aimq_serving.conformal import Calibration
+from aimq_serving.drift_profile import DriftProfile
 from aimq_serving.features import FeatureSpec
 from aimq_serving.model_store import ModelStore, ModelStoreError, NoModel, StoredModel, UnknownGroup, VersionInfo
 from aimq_serving.reference import Flags, Reference
@@ -131,6 +132,11 @@ class LoadedModel:
     def calibration(self) -> Calibration | None:
         """The version's price-range calibration; None for a version stored before issue 25."""
         return self._stored.calibration
+
+    @property
+    def profile(self) -> DriftProfile | None:
+        """The version's drift profile; None for a version stored before issue 24."""
+        return self._stored.profile
 
     @property
     def reference(self) -> Reference | None:

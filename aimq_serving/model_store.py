@@ -4,9 +4,9 @@ Keys (prefix ``P``, group ``G``, version number ``N``):
 
 - ``P:models:G:seq``        counter that hands out version numbers
 - ``P:models:G:versions``   sorted set of version numbers (score = number)
-- ``P:models:G:v:N``        hash: onnx, pickle, spec, calibration, reference, metrics, lineage, created_at,
-  signature, manifest (``calibration``, ``reference``: since issue 25; a version stored before has
-  none, and is still served)
+- ``P:models:G:v:N``        hash: onnx, pickle, spec, calibration, reference, profile, metrics, lineage,
+  created_at, signature, manifest (``calibration``, ``reference``: since issue 25, ``profile``: since
+  issue 24; a version stored before has none, and is still served)
 - ``P:models:G:current``    the current version number
 - ``P:models:G:ai:N``       the RedisAI model of version N (only where the server has the module)
 - channel ``P:models:events`` JSON ``{"event", "group", "version"}`` on every promote and delete
@@ -27,6 +27,7 @@ import redis
 
 from aimq_serving import redisai, schema, signing
 from aimq_serving.conformal import Calibration
+from aimq_serving.drift_profile import DriftProfile
 from aimq_serving.features import FeatureSpec
 from aimq_serving.redis_errors import redis_available
 from aimq_serving.reference import Reference
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 ARTIFACTS = ("onnx", "pickle", "spec")
 # Signed like the others when present; a version stored before they existed has none, and its
 # signature covers the others only. Removing one from a version that has it breaks its signature.
-OPTIONAL_ARTIFACTS = ("calibration", "reference")
+OPTIONAL_ARTIFACTS = ("calibration", "reference", "profile")
 _META_FIELDS = ("metrics", "lineage", "created_at", "spec_version", "onnx_bytes", "pickle_bytes", "redisai")
 
 # Promotion must be atomic with its notification, and must refuse a version that is not stored.
@@ -102,6 +103,7 @@ class StoredModel:
     _pickle: bytes = field(repr=False)
     calibration: Calibration | None = None  # None: stored before ranges were calibrated
     reference: Reference | None = None  # None: stored before out-of-range flags
+    profile: DriftProfile | None = None  # None: stored before drift profiles
 
     def load_sklearn(self) -> Any:
         # Safe: the bytes were verified against the HMAC in ModelStore.get before this object existed.
@@ -147,6 +149,7 @@ class ModelStore:
         *,
         calibration: Calibration | None = None,
         reference: Reference | None = None,
+        profile: DriftProfile | None = None,
         use_redisai: bool | None = None,
     ) -> int:
         """Store a new immutable version (not yet current) and return its number."""
@@ -157,6 +160,8 @@ class ModelStore:
             artifacts["calibration"] = calibration.to_json()
         if reference is not None:
             artifacts["reference"] = reference.to_json()
+        if profile is not None:
+            artifacts["profile"] = profile.to_json()  # ProfileTooLarge past MAX_PROFILE_BYTES: nothing stored
         with _available():
             version = int(self.client.incr(self._k(group, "seq")))
             with_ai = self.uses_redisai() if use_redisai is None else use_redisai
@@ -326,6 +331,7 @@ class ModelStore:
             _pickle=artifacts["pickle"],
             calibration=Calibration.from_json(optional["calibration"]) if "calibration" in optional else None,
             reference=Reference.from_json(optional["reference"]) if "reference" in optional else None,
+            profile=DriftProfile.from_json(optional["profile"]) if "profile" in optional else None,
         )
 
     def _refuse(

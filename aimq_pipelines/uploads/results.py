@@ -1,7 +1,8 @@
 """Writing a scored file in the upload's format, and the rejected rows beside it.
 
 xlsx: sheet ``predictions`` (the upload's columns, then ``OUTPUT_COLUMNS``: ``predicted_price``,
-``price_low``, ``price_high``, ``out_of_range``, ``model_version``, ``model_id``), sheet ``rejected`` (``row``,
+``price_low``, ``price_high``, ``out_of_range``, ``model_version``, ``model_id``), sheet ``drift`` (one row per
+model group and feature: ``aimq_pipelines/monitoring/sheet.py``), sheet ``rejected`` (``row``,
 ``errors``, the upload's columns), and sheet ``about`` (the provenance: ``provenance.py``). CSV:
 the same columns with the upload's delimiter; its provenance is ``about.json`` beside it. Both
 formats also get ``rejected.csv``.
@@ -54,6 +55,7 @@ MODEL_ID = "model_id"  # the model's short id: the start of its ONNX file's SHA-
 # The columns a result adds to the upload's; a result uploaded again gets them replaced.
 OUTPUT_COLUMNS = (PRICE, PRICE_LOW, PRICE_HIGH, OUT_OF_RANGE, VERSION, MODEL_ID)
 ABOUT_SHEET = "about"
+DRIFT_SHEET = "drift"
 ROW = "row"
 ERRORS = "errors"
 
@@ -61,9 +63,9 @@ ERRORS = "errors"
 class ResultWriter(Protocol):
     def write(self, batch: pa.RecordBatch) -> None: ...
 
-    def finish(self, rejected: list[pa.Table], about: list[tuple[str, str]]) -> None:
-        """Complete the file, adding the rejected rows and the provenance (field, value) where the
-        format keeps them."""
+    def finish(self, rejected: list[pa.Table], about: list[tuple[str, str]], drift: pa.Table | None = None) -> None:
+        """Complete the file, adding the rejected rows, the provenance (field, value) and the drift
+        table where the format keeps them."""
 
     def abort(self) -> None:
         """Release the file after a failure (the caller removes it)."""
@@ -85,8 +87,12 @@ class XlsxResult:
     def write(self, batch: pa.RecordBatch) -> None:
         self.sheet.write(batch)
 
-    def finish(self, rejected: list[pa.Table], about: list[tuple[str, str]]) -> None:
+    def finish(self, rejected: list[pa.Table], about: list[tuple[str, str]], drift: pa.Table | None = None) -> None:
         self.sheet.close()
+        if drift is not None:
+            sheet = self.book.add_sheet(DRIFT_SHEET, drift.schema.names)
+            sheet.write(drift)
+            sheet.close()
         sheet = self.book.add_sheet("rejected", [ROW, ERRORS, *self.headers])
         for table in rejected:
             sheet.write(table)
@@ -123,8 +129,9 @@ class CsvResult:
         batch = batch.rename_columns(self.schema.names).cast(self.schema)
         self.writer.write_batch(_empty_unquoted(neutralise_formulas(batch)))
 
-    def finish(self, rejected: list[pa.Table], about: list[tuple[str, str]]) -> None:
-        self.writer.close()  # rejected rows and provenance go beside it: rejected.csv, about.json
+    def finish(self, rejected: list[pa.Table], about: list[tuple[str, str]], drift: pa.Table | None = None) -> None:
+        # Rejected rows, provenance and the drift verdict go beside it: rejected.csv, about.json.
+        self.writer.close()
         self.done = True
 
     def abort(self) -> None:

@@ -104,6 +104,18 @@ function downloadLink(href, text, attrs = {}) {
 }
 
 // -- upload and follow -----------------------------------------------------------------------
+// An upload opened by its link (#upload=<id>, from the recent uploads): its status, drift and result.
+function showLinkedUpload() {
+  const match = /^#upload=(.+)$/.exec(window.location.hash);
+  if (!match) return;
+  const id = decodeURIComponent(match[1]);
+  hideError($("upload-error"));
+  clearTimeout(pollTimer);
+  resetJob(id);
+  setState("queued", "Loading");
+  pollStatus(`/uploads/${encodeURIComponent(id)}`, POLL_MS);
+}
+
 function startUpload(file) {
   const errorBox = $("upload-error");
   hideError(errorBox);
@@ -150,6 +162,8 @@ function resetJob(name) {
   $("job-links").replaceChildren();
   $("rejected").hidden = true;
   $("rejected-rows").replaceChildren();
+  $("drift").hidden = true;
+  $("drift-charts").replaceChildren();
   setState("uploading", "Uploading");
   setProgress(0, "");
 }
@@ -208,6 +222,7 @@ function rowsText(record) {
 }
 
 function renderRecord(record) {
+  if (record.original_name) $("job-name").textContent = record.original_name;
   const phases = { queued: "Queued: waiting for its scoring run", running: "Scoring", succeeded: "Done", failed: "Failed" };
   setState(record.state, phases[record.state] || record.state);
   if (record.state === "queued") setProgress(null, "");
@@ -234,6 +249,7 @@ function renderRecord(record) {
   if (record.state === "failed") {
     showError($("upload-error"), 0, { detail: `Scoring failed: ${record.error || "no reason recorded"}` });
   }
+  if (record.state === "succeeded") renderDrift(record.drift);
   if (record.state === "succeeded") {
     links.append(downloadLink(record.result_url, "Download result", { class: "button" }));
     if (record.rows_rejected) {
@@ -241,6 +257,82 @@ function renderRecord(record) {
       loadRejected(record);
     }
   }
+}
+
+// -- drift: the verdict, and per drifted feature its cells, upload against training data ------------
+const VERDICTS = { drift: "Drift", no_drift: "No drift", not_judged: "Not judged" };
+const SVG = "http://www.w3.org/2000/svg";
+
+function svg(tag, attrs = {}, text = null) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, value);
+  if (text !== null) node.textContent = text;
+  return node;
+}
+
+function driftText(drift) {
+  if (drift.verdict === "not_judged") return `Not judged: ${drift.reason}`;
+  if (drift.verdict === "no_drift") return `No drift: ${fmtInt(drift.rows_judged)} rows judged look like the training data.`;
+  const parts = Object.entries(drift.groups)
+    .filter(([, g]) => g.verdict === "drift")
+    .map(([name, g]) => `group ${name} (v${g.model_version}): ${g.features.filter((f) => f.drifted).map((f) => f.name).join(", ")}`);
+  return `Drift in ${parts.join("; ")} (${fmtInt(drift.rows_judged)} rows judged).`;
+}
+
+function renderDrift(drift) {
+  const box = $("drift");
+  const charts = $("drift-charts");
+  charts.replaceChildren();
+  if (!drift) {
+    box.hidden = true;
+    return;
+  }
+  box.hidden = false;
+  const verdict = $("drift-verdict");
+  verdict.dataset.verdict = drift.verdict;
+  verdict.textContent = driftText(drift);
+  for (const [group, judged] of Object.entries(drift.groups || {})) {
+    if (judged.verdict === "not_judged" && drift.verdict !== "not_judged") {
+      charts.append(el("p", { class: "hint", text: `Group ${group} not judged: ${judged.reason}` }));
+    }
+    for (const feature of judged.features || []) {
+      if (feature.drifted) charts.append(driftChart(group, feature));
+    }
+  }
+}
+
+// A bar pair per cell (a bin, a category, unseen, missing) with any share: training data, upload.
+function driftChart(group, feature) {
+  const chart = feature.chart || { cells: [], reference: [], upload: [] };
+  const cells = chart.cells.map((name, i) => ({ name, ref: chart.reference[i], up: chart.upload[i] }))
+    .filter((c) => c.ref > 0 || c.up > 0);
+  const width = 520, rowH = 22, left = 170, top = 24;
+  const height = top + rowH * cells.length + 8;
+  const top_share = Math.max(...cells.map((c) => Math.max(c.ref, c.up)), 0.01);
+  const scale = (share) => (share / top_share) * (width - left - 60);
+  const pct = (share) => `${(share * 100).toFixed(1)} %`;
+  const label = `group ${group}, ${feature.name}: share of rows per ${feature.kind === "numeric" ? "range" : "value"}, upload against training data`;
+  const image = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": label, class: "drift-chart" });
+  image.append(svg("rect", { x: left, y: 6, width: 12, height: 10, class: "bar-reference" }));
+  image.append(svg("text", { x: left + 16, y: 15 }, "training data"));
+  image.append(svg("rect", { x: left + 120, y: 6, width: 12, height: 10, class: "bar-upload" }));
+  image.append(svg("text", { x: left + 136, y: 15 }, "this upload"));
+  cells.forEach((c, i) => {
+    const y = top + i * rowH;
+    image.append(svg("text", { x: left - 6, y: y + 14, "text-anchor": "end" }, c.name));
+    const ref = svg("rect", { x: left, y: y + 2, width: scale(c.ref), height: 8, class: "bar-reference" });
+    ref.append(svg("title", {}, `training data: ${pct(c.ref)}`));
+    const up = svg("rect", { x: left, y: y + 10, width: scale(c.up), height: 8, class: "bar-upload" });
+    up.append(svg("title", {}, `this upload: ${pct(c.up)}`));
+    image.append(ref, up, svg("text", { x: left + Math.max(scale(c.ref), scale(c.up)) + 4, y: y + 16, class: "bar-value" }, pct(c.up)));
+  });
+  const caption = el("figcaption", {
+    text: `Group ${group} · ${feature.name} (importance ${(feature.importance * 100).toFixed(0)} %): p = ${feature.value.toPrecision(2)}, drift at p ≤ ${feature.threshold.toPrecision(2)}`
+      + (feature.unseen_share ? ` · unseen ${pct(feature.unseen_share)}` : "")
+      + (feature.out_of_range_share ? ` · outside training range ${pct(feature.out_of_range_share)}` : "")
+      + (feature.missing_rate ? ` · missing ${pct(feature.missing_rate)}` : ""),
+  });
+  return el("figure", { class: "drift-figure", "data-feature": feature.name, "data-group": group }, caption, image);
 }
 
 // -- rejected rows -----------------------------------------------------------------------------
@@ -302,7 +394,7 @@ async function loadRecent() {
       if (u.result_url && u.rows_rejected) downloads.append(" ", downloadLink(u.rejected_url, "rejected"));
       if (u.run_url) downloads.append(" ", el("a", { href: u.run_url, text: "run" }));
       return el("tr", {},
-        el("td", { text: u.original_name }),
+        el("td", {}, el("a", { href: `#upload=${encodeURIComponent(u.upload_id)}`, text: u.original_name })),
         el("td", {}, el("span", { class: "state", "data-state": u.state, text: u.state })),
         el("td", { class: "num", text: u.rows_total !== null && u.rows_total !== undefined ? fmtInt(u.rows_total) : fmtInt(u.rows_done) }),
         el("td", { class: "num", text: fmtInt(u.rows_rejected) }),
@@ -386,9 +478,25 @@ async function predict(event) {
       }
       return;
     }
-    result.replaceChildren(
+    const parts = [
       "Predicted price: ", el("strong", { id: "predicted-price", text: fmtPrice(body.predicted_price) }),
-      ` (group ${body.model_group}, model version ${body.model_version}, ${engine})`);
+      ` (group ${body.model_group}, model version ${body.model_version}, ${engine})`,
+    ];
+    if (body.price_low !== null && body.price_high !== null) {
+      parts.push(el("div", {
+        id: "predicted-range",
+        text: `${Math.round(body.coverage * 100)}% range: ${fmtPrice(body.price_low)} – ${fmtPrice(body.price_high)}`,
+      }));
+    } else if (body.range_note) {
+      parts.push(el("div", { id: "predicted-range", text: `No range: ${body.range_note}` }));
+    }
+    if (body.out_of_range && body.out_of_range.length) {
+      parts.push(el("div", {
+        id: "predicted-out-of-range", class: "warning",
+        text: `Outside the range of the data the model was trained on: ${body.out_of_range.join(", ")}. The price is a guess there.`,
+      }));
+    }
+    result.replaceChildren(...parts);
   } catch (exc) {
     showError(errorBox, 0, { detail: "the server does not answer" });
   }
@@ -435,6 +543,8 @@ async function start() {
     showError($("predict-error"), 0, { detail: "could not load the form: the server does not answer" });
   }
   loadRecent();
+  window.addEventListener("hashchange", showLinkedUpload);
+  showLinkedUpload();
   document.body.dataset.ready = "true";
 }
 

@@ -29,7 +29,7 @@ from aimq_tabular.formats import Format
 
 State = Literal["queued", "running", "succeeded", "failed"]
 STATES: tuple[State, ...] = ("queued", "running", "succeeded", "failed")
-_JSON_FIELDS = ("model_versions", "stats")
+_JSON_FIELDS = ("model_versions", "stats", "drift")
 _INT_FIELDS = ("size", "rows_total", "rows_expected", "rows_done", "rows_rejected", "header_row")
 _FLOAT_FIELDS = ("created_at", "started_at", "finished_at", "updated_at")
 
@@ -85,6 +85,9 @@ class UploadRecord(BaseModel):
     # as the sheet numbers it (CSV: its line); the rejected rows' numbers count the same way.
     data_sheet: str | None = None
     header_row: int | None = None
+    # Once finished: the file's drift against the profiles of the versions that priced it (the JSON of
+    # aimq_pipelines/monitoring/drift.py's DriftReport; docs/monitoring.md); null before, or when not asked.
+    drift: dict[str, Any] | None = None
 
 
 class UploadStatusStore:
@@ -129,7 +132,7 @@ class UploadStatusStore:
         with _available():
             pipe = self.client.pipeline(transaction=True)
             pipe.hset(key, mapping=_identity(message))
-            pipe.hdel(key, "error", "finished_at", "rows_total", "rows_expected", "model_versions", "stats")
+            pipe.hdel(key, "error", "finished_at", "rows_total", "rows_expected", "model_versions", "stats", "drift")
             pipe.hset(
                 key,
                 mapping={
@@ -167,9 +170,12 @@ class UploadStatusStore:
         stats: dict[str, float],
         data_sheet: str | None = None,
         header_row: int | None = None,
+        drift: dict[str, Any] | None = None,
     ) -> None:
         now = repr(time.time())
         where: dict[str, Any] = {"header_row": header_row} if header_row is not None else {}
+        if drift is not None:
+            where["drift"] = json.dumps(drift, separators=(",", ":"))
         if data_sheet is not None:
             where["data_sheet"] = data_sheet
         with _available():

@@ -21,8 +21,24 @@ def test_predict_from_argument_and_stdin(platform: Platform) -> None:
     proc = run_aimq("predict", json.dumps(RECORD), AIMQ_API_URL=platform.api_url)
     assert proc.returncode == 0, proc.stderr
     header, row = proc.stdout.strip().splitlines()
-    assert header.split() == ["#", "group", "version", "predicted", "price"]
-    assert row.split() == ["0", "A", str(direct["model_version"]), f"{direct['predicted_price']:,.2f}"]
+    assert header.split() == ["#", "group", "version", "predicted", "price", "90%", "range"]
+    assert row.split() == [
+        "0",
+        "A",
+        str(direct["model_version"]),
+        f"{direct['predicted_price']:,.2f}",
+        f"{direct['price_low']:,.2f}",
+        "-",
+        f"{direct['price_high']:,.2f}",
+    ]
+    assert direct["price_low"] < direct["predicted_price"] < direct["price_high"]
+
+    # A record beyond the training data: the table says which of its numbers, under the rows.
+    far = {**RECORD, "kilometers": 1_999_999}
+    assert httpx.post(f"{platform.api_url}/predict/onnx", json=far).json()["out_of_range"] == ["kilometers"]
+    proc = run_aimq("predict", json.dumps([RECORD, far]), AIMQ_API_URL=platform.api_url)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[3:] == ["row 1: outside the training data's range: kilometers"]
 
     batch = [RECORD, {**RECORD, "model_group": "C"}]
     proc = run_aimq("predict", "--json", "--engine", "pickle", AIMQ_API_URL=platform.api_url, stdin=json.dumps(batch))

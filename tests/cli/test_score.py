@@ -33,6 +33,7 @@ def test_score_the_sample_file_end_to_end(platform: Platform, tmp_path: Path) ->
     versions = {g: int(v) for g, v in scored.groupby("model_group")["model_version"].first().items()}
     assert "models:   " + ", ".join(f"{g} v{v}" for g, v in sorted(versions.items())) in summary
     assert f"result:   {out}" in summary
+    assert "drift: none found (100 rows judged)" in summary
     assert f"run:      {platform.dagster_url}/runs/" in summary
 
     # the result is never overwritten without --force, and nothing is uploaded then

@@ -53,6 +53,10 @@ def test_upload_the_sample_file_watch_it_and_download_the_result(scored_page: Pa
     assert details["Rows scored"] == "100" and details["Rows rejected"] == "0"
     assert re.fullmatch(r"A v\d+, B v\d+, C v\d+", details["Model versions"])
     assert page.locator("#rejected").is_hidden()
+    # the sample file is drawn like the training data: judged, no drift, no chart
+    assert page.locator("#drift-verdict").get_attribute("data-verdict") == "no_drift"
+    assert page.locator("#drift-verdict").inner_text() == "No drift: 100 rows judged look like the training data."
+    assert page.locator("figure.drift-figure").count() == 0
     screenshot(page, "upload-page-succeeded")
 
     with page.expect_download() as info:
@@ -153,6 +157,19 @@ def test_predict_form_prices_a_record_and_shows_field_errors(platform: Platform,
     # to the cent (JavaScript rounds a half cent up, Python to even)
     assert float(shown.replace(",", "")) == pytest.approx(expected["predicted_price"], abs=0.0051)
     assert f"group C, model version {expected['model_version']}, onnx" in page.locator("#predict-result").inner_text()
+    low, high = page.locator("#predicted-range").inner_text().removeprefix("90% range: ").split(" – ")
+    assert float(low.replace(",", "")) == pytest.approx(expected["price_low"], abs=0.0051)
+    assert float(high.replace(",", "")) == pytest.approx(expected["price_high"], abs=0.0051)
+    assert page.locator("#predicted-out-of-range").count() == 0
+
+    # Beyond the training data: the page says which field, as the API does.
+    page.get_by_label("kilometers", exact=True).fill("1999999")
+    far = httpx.post(f"{platform.api_url}/predict/onnx", json={**record, "model_group": "C", "kilometers": 1999999})
+    assert far.json()["out_of_range"] == ["kilometers"]
+    page.get_by_role("button", name="Predict").click()
+    page.locator("#predicted-out-of-range").wait_for()
+    assert "trained on: kilometers. The price is a guess there." in page.locator("#predicted-out-of-range").inner_text()
+    screenshot(page, "upload-page-predict-out-of-range")
 
     page.get_by_label("kilometers", exact=True).fill("-5")
     page.get_by_role("button", name="Predict").click()

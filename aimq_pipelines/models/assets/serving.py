@@ -7,9 +7,11 @@ import onnx
 
 from aimq_pipelines.models.groups import group_name
 from aimq_pipelines.models.onnx_export import BeyondDeployedRuntime, check_redisai_compatible
+from aimq_pipelines.models.promotion import judge
 from aimq_pipelines.models.resources import ModelStoreResource
 from aimq_pipelines.models.training import TrainedModel
 from aimq_serving import redisai
+from aimq_serving.drift_profile import DriftProfile
 
 
 def build_served_model(group: str) -> dg.AssetsDefinition:
@@ -18,11 +20,13 @@ def build_served_model(group: str) -> dg.AssetsDefinition:
         ins={
             "onnx_model": dg.AssetIn([group, "onnx_model"]),
             "trained_model": dg.AssetIn([group, "trained_model"]),
+            "drift_profile": dg.AssetIn([group, "drift_profile"]),
         },
         deps=[dg.AssetKey([group, "training_data"])],
         group_name=group_name(group),
         description=(
-            "Writes ONNX, signed pickle, spec, calibration, reference, metrics, lineage as a new version; promotes it."
+            "Writes ONNX, signed pickle, spec, calibration, reference, drift profile, metrics, lineage as a new "
+            "version; promotes it."
         ),
         kinds={"redis"},
         retry_policy=dg.RetryPolicy(
@@ -34,6 +38,7 @@ def build_served_model(group: str) -> dg.AssetsDefinition:
         model_store: ModelStoreResource,
         onnx_model: bytes,
         trained_model: TrainedModel,
+        drift_profile: DriftProfile,
     ) -> dg.Output[dict]:
         try:
             # Checked here too, not only at export: whatever reaches the store must load in the deployed
@@ -42,6 +47,16 @@ def build_served_model(group: str) -> dg.AssetsDefinition:
         except BeyondDeployedRuntime as exc:
             raise dg.Failure(description=f"group {group}: not stored: {exc}", allow_retries=False) from None
         store = model_store.store()
+        # Judged again here, not only by the champion_challenger check: this asset can be materialized
+        # alone from the UI (outside any run with the check), and a rollback may have changed the
+        # served version since the check ran.
+        verdict = judge(trained_model, store, group, model_store.settings().promotion_margin)
+        if not verdict.passed:
+            raise dg.Failure(
+                description=f"group {group}: not stored: {verdict.reason}",
+                metadata=verdict.metadata(),
+                allow_retries=False,
+            )
         data_event = context.instance.get_latest_materialization_event(dg.AssetKey([group, "training_data"]))
         data_meta = data_event.asset_materialization.metadata if data_event and data_event.asset_materialization else {}
         lineage = {
@@ -62,6 +77,7 @@ def build_served_model(group: str) -> dg.AssetsDefinition:
                 lineage,
                 calibration=trained_model.calibration,
                 reference=trained_model.reference,
+                profile=drift_profile,
             )
         except (redisai.ModelRefused, redisai.WrongDatabase) as exc:
             # Not transient: storing the same model again is refused again, so no retry. Nothing was
@@ -79,6 +95,7 @@ def build_served_model(group: str) -> dg.AssetsDefinition:
                 "redisai": info.redisai,
                 "pruned_versions": dg.MetadataValue.json(pruned),
                 "lineage": dg.MetadataValue.json(lineage),
+                "promoted_because": verdict.reason,
             },
         )
 

@@ -21,14 +21,14 @@ from aimq_serving.model_store import ModelStore
 from tests.helpers.model_chain import export_and_serve, group_chain
 from tests.helpers.paths import SAMPLES
 
-STAGES = ("training_data", "feature_spec", "trained_model", "onnx_model", "served_model")
+STAGES = ("training_data", "feature_spec", "trained_model", "drift_profile", "onnx_model", "served_model")
 
 
 def test_whole_chain_materializes_for_every_group(training_run: dg.ExecuteInProcessResult) -> None:
     materialized = {tuple(e.asset_key.path) for e in training_run.get_asset_materialization_events()}
     assert materialized == {(g, s) for g in schema.MODEL_GROUPS for s in STAGES}
     evaluations = training_run.get_asset_check_evaluations()
-    assert len(evaluations) == 3 * len(schema.MODEL_GROUPS)
+    assert len(evaluations) == 4 * len(schema.MODEL_GROUPS)
     assert all(e.passed for e in evaluations), [e.description for e in evaluations if not e.passed]
 
 

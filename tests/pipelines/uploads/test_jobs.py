@@ -98,6 +98,15 @@ def test_scores_and_records_the_upload(resources, storage, status, instance, tra
     assert output.step_key == "score_file"
     logs = [e.message for e in instance.all_logs(result.run_id) if e.message]
     assert any("100 rows done, 0 rejected" in m for m in logs)  # progress, in the run's log
+    # drift against each version's profile: the sample file is drawn like the training data
+    assert record.drift is not None and record.drift["verdict"] == "no_drift"
+    assert {g: d["model_version"] for g, d in record.drift["groups"].items()} == record.model_versions
+    assert any(m.endswith("drift: none found (100 rows judged)") for m in logs)
+    book = fastexcel.read_excel(str(storage.result_path(message.upload_id, "xlsx")))
+    assert book.sheet_names == ["predictions", "drift", "rejected", "about"]
+    sheet = book.load_sheet("drift").to_pandas()
+    assert len(sheet) == 3 * 11 and not sheet["drifted"].any()
+    assert set(sheet["feature"]) == set(schema.FEATURE_FIELDS)
 
 
 @pytest.mark.parametrize(

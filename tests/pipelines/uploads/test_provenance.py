@@ -56,11 +56,13 @@ def test_the_xlsx_result_has_an_about_sheet_and_model_ids(
     source.write_bytes(xlsx_via_xlsxwriter(list(schema.INPUT_COLUMNS), rows))
     status = scored_upload(source)
     book = openpyxl.load_workbook(result_file(status, tmp_path), read_only=True)
-    assert book.sheetnames == ["predictions", "rejected", "about"]
+    assert book.sheetnames == ["predictions", "drift", "rejected", "about"]
     sheet = {field: value for field, value in book["about"].iter_rows(min_row=2, values_only=True)}
     about = upload_client.get(status["about_url"]).json()
     _check_about(about, source, trained_store, "Sheet1", 1)
     assert sheet["upload_id"] == status["upload_id"] == about["upload_id"]
+    # 6 rows (2 per group): too few to judge, said in the provenance as in the status
+    assert sheet["drift"] == about["drift"] and about["drift"].startswith("drift: not judged (too few rows to judge")
     for group, model in about["models"].items():
         assert sheet[f"model {group} model_id"] == model["model_id"]
         assert sheet[f"model {group} onnx_sha256"] == model["onnx_sha256"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -386,3 +387,41 @@ def test_a_merged_feature_cell_is_rejected_naming_its_range(tmp_path: Path, pinn
             "fuel_type: value is missing: the cell is in the merged range D3:D5, whose value only its first "
             "cell D3 holds; unmerge the range and fill in each cell (allowed: "
         )
+
+
+def test_drift_is_judged_per_group_and_written_beside_the_predictions(tmp_path: Path, pinned: PinnedModels) -> None:
+    from aimq_pipelines.models.synthetic import generate_listings
+    from aimq_pipelines.monitoring.monitor import DriftSettings
+
+    # group A: 200 rows, a fifth of them with a fuel the model never saw (refused, still counted);
+    # group B: 5 rows, too few to judge
+    a = generate_listings("A", 200, seed=41)
+    a["fuel_type"] = a["fuel_type"].where(a.index % 5 != 0, "Hydrogen")
+    frame = pd.concat([a, generate_listings("B", 5, seed=42)])[list(schema.INPUT_COLUMNS)]
+    source = tmp_path / "drifted.csv"
+    frame.to_csv(source, index=False)
+    about_path = tmp_path / "about.json"
+    result, _, _ = score(tmp_path, source, pinned, drift=DriftSettings(), about_path=about_path)
+    assert result.rows_rejected == 40 and result.drift is not None
+    assert (result.drift.verdict, result.drift.rows_judged) == ("drift", 200)
+    groups = result.drift.groups
+    assert [f.name for f in groups["A"].drifted_features] == ["fuel_type"]
+    assert groups["A"].model_version == groups["A"].profile_version == pinned.models["A"].version
+    assert groups["B"].verdict == "not_judged" and groups["B"].reason.startswith("too few rows to judge: 5 rows")
+    assert "C" not in groups
+    assert result.stats["drift_s"] >= 0
+    # CSV: the verdict line goes with the provenance
+    summary = f"drift: DRIFT in group A (v{groups['A'].model_version}): fuel_type (200 rows judged)"
+    assert json.loads(about_path.read_text())["drift"] == summary
+
+    xlsx = tmp_path / "drifted.xlsx"
+    write_xlsx(xlsx, list(frame.columns), frame.values.tolist())
+    result, result_path, _ = score(tmp_path, xlsx, pinned, drift=DriftSettings())
+    book = fastexcel.read_excel(str(result_path))
+    assert book.sheet_names == ["predictions", "drift", "rejected", "about"]
+    sheet = book.load_sheet("drift").to_pandas()
+    assert len(sheet) == 11 + 1  # group A's features, and group B's one row with its reason
+    fuel = sheet[sheet["feature"] == "fuel_type"].iloc[0]
+    assert fuel["drifted"] and fuel["unseen_share"] == pytest.approx(0.2) and fuel["value"] <= fuel["threshold"]
+    b = sheet[sheet["model_group"] == "B"].iloc[0]
+    assert b["group_verdict"] == "not_judged" and b["reason"].startswith("too few rows to judge")

@@ -191,3 +191,28 @@ def test_broker_down_is_503_and_keeps_nothing(uploads_settings: AimqSettings, ma
     assert stored_files(uploads_settings) == []
     after = {u["upload_id"] for u in client.get("/uploads", params={"limit": 500}).json()["uploads"]}
     assert after == before  # no record of the refused upload
+
+
+def test_the_status_carries_the_drift_report(uploads_settings: AimqSettings, make_client) -> None:
+    from aimq_pipelines.monitoring.drift import DriftReport, FeatureDrift, GroupDrift
+    from aimq_serving.uploads.status import UploadStatusStore
+
+    client = make_client(uploads_settings)
+    response = client.post("/upload", files={"file": ("listings.xlsx", SAMPLE)})
+    upload_id = response.json()["upload_id"]
+    age = FeatureDrift("age_in_months", "numeric", "cell_p_value", 1e-9, 0.004, True, 0.5, 0.0, 0.0, 0.1)
+    report = DriftReport("drift", None, 40, {"A": GroupDrift("A", "drift", None, 40, 3, 3, (age,))})
+    UploadStatusStore.from_settings(uploads_settings).succeed(
+        upload_id, rows_total=40, rows_rejected=0, model_versions={"A": 3}, stats={}, drift=report.to_json()
+    )
+    body = client.get(f"/uploads/{upload_id}").json()
+    assert body["drift"] == json.loads(json.dumps(report.to_json()))
+    feature = body["drift"]["groups"]["A"]["features"][0]
+    assert (feature["name"], feature["value"], feature["threshold"], feature["drifted"]) == (
+        "age_in_months",
+        1e-9,
+        0.004,
+        True,
+    )
+    listed = client.get("/uploads").json()["uploads"]
+    assert next(u for u in listed if u["upload_id"] == upload_id)["drift"]["verdict"] == "drift"

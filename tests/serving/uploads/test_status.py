@@ -53,6 +53,13 @@ def test_lifecycle(status: UploadStatusStore) -> None:
     assert (record.state, record.rows_total, record.rows_done, record.rows_rejected) == ("succeeded", 100, 100, 3)
     assert record.model_versions == {"A": 2} and record.stats == {"total_s": 1.5}
     assert record.finished_at is not None and record.error is None
+    assert record.drift is None  # a run that did not judge drift
+
+    drift = {"verdict": "not_judged", "reason": "too few rows to judge", "rows_judged": 0, "groups": {}}
+    status.succeed(msg.upload_id, rows_total=1, rows_rejected=0, model_versions={}, stats={}, drift=drift)
+    assert status.get(msg.upload_id).drift == drift
+    status.start(msg, "run-3")  # a rerun judges again
+    assert status.get(msg.upload_id).drift is None
 
 
 def test_register_after_the_run_started_keeps_the_runs_state(status: UploadStatusStore) -> None:

@@ -1,0 +1,42 @@
+"""The soak benchmark's growth rule (benchmarks/soak_benchmark.py ``growth``): a count that swings with
+what is in flight is not growth, one that rises steadily is, whatever its swings."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from benchmarks.soak_benchmark import growth
+
+# Minutes 20-30 of a 30-minute soak sampled every 30 s, judged over the 20 minutes after the warm-up.
+TIMES = np.arange(1200.0, 1801.0, 30.0)
+SPAN_S = 1200.0
+LEVEL = 25e6  # the upload folder's level in the soak (bytes)
+ALLOWED = 0.1 * LEVEL
+
+
+def swings(seed: int) -> np.ndarray:
+    """+-30 % from sample to sample, as the upload folder showed with a few 10,000-row files in flight."""
+    return LEVEL * (1 + np.random.default_rng(seed).uniform(-0.3, 0.3, TIMES.size))
+
+
+def test_a_level_that_swings_does_not_grow() -> None:
+    for seed in range(20):
+        _, _, grows = growth(list(zip(TIMES, swings(seed), strict=True)), SPAN_S, ALLOWED)
+        assert not grows, seed
+
+
+def test_a_steady_rise_grows_through_the_same_swings() -> None:
+    # 4.7 MB per 10 minutes: one model version per group per retrain, as Redis showed before versions
+    # were capped in the soak; 9.4 MB per 20 minutes against 2.5 MB allowed.
+    rise = (TIMES - TIMES[0]) * 4.7e6 / 600
+    for seed in range(20):
+        projected, noise, grows = growth(list(zip(TIMES, 0.2 * swings(seed) + rise, strict=True)), SPAN_S, ALLOWED)
+        assert grows, (seed, projected, noise)
+
+
+def test_a_straight_line_is_judged_on_its_slope_alone() -> None:
+    flat = [(t, 5.0) for t in TIMES]
+    assert growth(flat, SPAN_S, 1.0) == (0.0, 0.0, False)
+    rising = [(t, t / 60) for t in TIMES]  # one a minute: 20 more in 20 minutes
+    projected, noise, grows = growth(rising, SPAN_S, 16.0)
+    assert round(projected, 6) == 20.0 and round(noise, 6) == 0.0 and grows
