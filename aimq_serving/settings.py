@@ -138,7 +138,7 @@ class AimqSettings(BaseSettings):
     # unwatched until the daemon's next loop (up to 5 s). With several, the others' ticks are still
     # open and take the next upload at once (docs/batch.md, "Many small files"). Each tick holds a
     # thread of the daemon's sensor pool and of the code server: `sensors: num_workers` in
-    # dagster.yaml must exceed this (deploy/dagster/common.yaml).
+    # dagster.yaml must exceed this by the other sensors (deploy/dagster/common.yaml).
     sensor_shards: int = Field(default=4, ge=1, le=16)
     # Compose and Kubernetes: a scoring run whose uploads weigh at most this many bytes starts in the
     # warm code server (no container or pod: ~4 s less); larger ones, training and the purge in
