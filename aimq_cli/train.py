@@ -36,6 +36,11 @@ def cmd_train(settings: AimqSettings, groups: Sequence[str]) -> int:
             tags={"aimq/trigger": "cli"},
         )
     if not result.success:
+        # A blocking check that failed (e.g. champion_challenger: the served version stays) says why itself.
+        stopped = [e for e in result.get_asset_check_evaluations() if not e.passed]
+        if stopped:
+            why = "; ".join(f"{e.asset_key.to_user_string()} {e.check_name}: {e.description}" for e in stopped)
+            raise CliError(f"training stopped by a check, nothing new served: {why} (run {result.run_id})")
         failures = [e for e in result.all_events if e.is_step_failure]
         failed = [e.step_key for e in failures]
         # The first failure's own reason (e.g. RedisAI refusing a model), not only where it happened.

@@ -142,6 +142,25 @@ SQLITE_EVENT_LOG_STORAGE = Internal(
     breaks="`aimq up`'s DAGSTER_HOME/history/runs keeps a file per deleted run: it grows without end",
 )
 
+ASSET_CHECK_EXECUTIONS_TABLE = Internal(
+    "dagster._core.storage.event_log.schema",
+    "AssetCheckExecutionsTable",
+    used_by="aimq_pipelines.monitoring.retention (delete_check_executions)",
+    why="the check results of a purged upload's scored_uploads partition are rows of this table; "
+    "DagsterInstance.delete_run deletes a run's events but not these rows, delete_dynamic_partition "
+    "neither, and wipe_asset_partitions is not implemented by the SQL storages",
+    breaks="the check results of purged uploads stay in Dagster's database for ever (the purge job fails "
+    "with this message instead of growing it silently)",
+)
+SQL_EVENT_LOG_STORAGE = Internal(
+    "dagster._core.storage.event_log.sql_event_log",
+    "SqlEventLogStorage",
+    used_by="aimq_pipelines.monitoring.retention (delete_check_executions)",
+    why="its index_connection is where ASSET_CHECK_EXECUTIONS_TABLE lives, for SQLite (local) and PostgreSQL "
+    "(compose, k8s) alike",
+    breaks="as ASSET_CHECK_EXECUTIONS_TABLE",
+)
+
 # Modules the code server's forkserver imports ahead of every run (aimq_pipelines.code_server.PRELOAD):
 # Dagster's run execution path and the instance's defs-state storage. multiprocessing ignores a preload
 # that fails to import, so a moved module would make runs start cold without a word: the test imports each.
@@ -164,6 +183,8 @@ INTERNALS = (
     SHOULD_RETRY,
     RETRY_CURSOR_KEY,
     SQLITE_EVENT_LOG_STORAGE,
+    ASSET_CHECK_EXECUTIONS_TABLE,
+    SQL_EVENT_LOG_STORAGE,
 )
 
 # The attribute API_SERVER's constructor sets to its multiprocessing context.
@@ -216,3 +237,27 @@ def delete_run_files(instance: dg.DagsterInstance, run_id: str) -> None:
         getattr(storage, _INITIALIZED_SHARDS_ATTRIBUTE).discard(run_id)
     # Public: every compute log manager deletes by prefix; the local one removes the whole folder.
     instance.compute_log_manager.delete_logs(prefix=[run_id])
+
+
+# Rows deleted per statement: a long-neglected instance may have very many purged partitions.
+_CHECK_DELETE_CHUNK = 500
+
+
+def delete_check_executions(instance: dg.DagsterInstance, asset_key: dg.AssetKey, partitions: list[str]) -> int:
+    """Delete the asset check results (every check) of ``asset_key``'s ``partitions``; how many rows."""
+    storage = instance.event_log_storage
+    if not isinstance(storage, SQL_EVENT_LOG_STORAGE.load()):
+        raise DagsterInternalsChanged(SQL_EVENT_LOG_STORAGE.changed(f"the event log is a {type(storage).__name__}"))
+    table = ASSET_CHECK_EXECUTIONS_TABLE.load()
+    for column in ("asset_key", "partition"):
+        if column not in table.c:
+            raise DagsterInternalsChanged(ASSET_CHECK_EXECUTIONS_TABLE.changed(f"it has no {column} column"))
+    deleted = 0
+    with storage.index_connection() as conn:
+        for start in range(0, len(partitions), _CHECK_DELETE_CHUNK):
+            chunk = partitions[start : start + _CHECK_DELETE_CHUNK]
+            result = conn.execute(
+                table.delete().where(table.c.asset_key == asset_key.to_string()).where(table.c.partition.in_(chunk))
+            )
+            deleted += result.rowcount or 0
+    return deleted

@@ -1,4 +1,4 @@
-"""The AIMQ code location: the models and uploads domains merged, with the resources they share."""
+"""The AIMQ code location: the models, uploads and monitoring domains merged, with the resources they share."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import dagster as dg
 
 from aimq_pipelines.models import definitions as models
 from aimq_pipelines.models.resources import ModelStoreResource, TrainingDataSource
+from aimq_pipelines.monitoring import definitions as monitoring
 from aimq_pipelines.uploads import definitions as uploads
 from aimq_pipelines.uploads.resources import UploadsResource
 from aimq_serving.settings import get_settings
@@ -26,4 +27,4 @@ def build_resources() -> dict[str, dg.ConfigurableResource | dg.ConfigurableIOMa
     }
 
 
-defs = dg.Definitions.merge(models.defs, uploads.defs, dg.Definitions(resources=build_resources()))
+defs = dg.Definitions.merge(models.defs, uploads.defs, monitoring.defs, dg.Definitions(resources=build_resources()))

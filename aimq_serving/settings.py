@@ -39,6 +39,18 @@ class AimqSettings(BaseSettings):
     # instead of the generated data set.
     training_csv_dir: Path | None = None
     retrain_cron: str = "0 3 * * *"
+    # A new model version is served only if its holdout error (MAE) is at most this fraction above the
+    # current version's on the same holdout rows (the champion_challenger check); 0 allows no worse at all.
+    promotion_margin: float = Field(default=0.02, ge=0, le=1)
+    # Retraining on drift (aimq_pipelines/monitoring/retrain.py): a group's chain is requested once this
+    # many consecutive judged uploads of the group drifted, and at most once per cooldown (counted from
+    # the group's last training run, whatever started it).
+    retrain_drift_uploads: int = Field(default=3, ge=1, le=1000)
+    retrain_cooldown_s: float = Field(default=6 * 3600.0, ge=0)
+    # The drift_history asset of each group: how many recent scored uploads it summarizes, and how often
+    # (at most) the monitoring sensor refreshes it while uploads arrive.
+    drift_history_uploads: int = Field(default=50, ge=1, le=1000)
+    drift_history_refresh_s: float = Field(default=300.0, ge=0)
     # Finished train_models runs kept per model group in Dagster's storage (with their event logs); older
     # ones are deleted by the purge_uploads job (aimq_pipelines/uploads/run_retention.py).
     training_runs_kept: int = Field(default=10, ge=1)
@@ -132,6 +144,9 @@ class AimqSettings(BaseSettings):
     drift_importance_weight: float = Field(default=0.5, ge=0, le=1)
     # Rows read, scored and written per step of a scoring run (bounds its memory).
     scoring_chunk_rows: int = Field(default=100_000, ge=1000)
+    # Processes a scoring run parses an xlsx's parts in (aimq_tabular/part_parsers.py; each holds
+    # one part's parse, ~300 MB at 100,000 rows of 12 columns).
+    scoring_parsers: int = Field(default=2, ge=1, le=8)
     # Where people open the Dagster UI; upload statuses link their run there.
     dagster_ui_url: str = "http://127.0.0.1:3000"
 

@@ -82,6 +82,10 @@ class PartLoader:
         self._member = member  # its XML in the part (``xl/worksheets/sheet1.xml``)
         self._as_text: list[str] = []  # columns strict reading refused in this or an earlier part
 
+    @property
+    def sheet(self) -> str:
+        return self._sheet
+
     def load(self, path: Path) -> pa.RecordBatch:
         reader = fastexcel.read_excel(str(path))
         earlier = len(self._as_text)

@@ -21,18 +21,20 @@ import queue
 import re
 import tempfile
 import threading
+import time
 import zipfile
 from collections.abc import Collection, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO
+from typing import IO, Protocol
 from xml.etree import ElementTree
 
 import fastexcel
 import pyarrow as pa
 
-from aimq_tabular import xlsx_cells, xlsx_guard
+from aimq_tabular import deflate, xlsx_cells, xlsx_guard
+from aimq_tabular.part_parsers import ParsedPart, PartParsers
 
 _MAIN_NS = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
 _REL_NS = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
@@ -102,6 +104,8 @@ def iter_xlsx_batches(
     work_dir: Path | None = None,
     block_bytes: int = 8 << 20,
     merged: list[str] | None = None,
+    parsers: int = 1,
+    stages: StageLog | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """Yield a sheet's rows below its header as record batches; the header holds the column names.
 
@@ -117,9 +121,11 @@ def iter_xlsx_batches(
     per batch: a column whose cells are of one kind gets that type, a column mixing kinds gets
     ``xlsx_cells.MIXED`` (every cell keeps its kind), so callers must not assume one schema.
 
-    Cutting the next part and parsing the current one run in two threads (calamine releases the
-    GIL), so the caller's work on one batch overlaps the reading of the next. At most two parts
-    are waiting at any time, which bounds memory and temporary disk use.
+    Parts are cut in a thread and parsed by ``parsers`` worker processes (``part_parsers``:
+    calamine holds the GIL while it parses), so the caller's work on one batch overlaps the reading
+    of the next ones. At most ``parsers + 1`` parts wait at any time, which bounds memory and
+    temporary disk use. ``stages``, when given, is told when each part was cut (``"split"``) and
+    parsed (``"parse"``), in ``time.monotonic()``, with the CPU seconds it took, as its batch is yielded.
     """
     try:
         archive = zipfile.ZipFile(path)
@@ -130,10 +136,15 @@ def iter_xlsx_batches(
         sheet = layout.sheet(location.sheet if location else None)
         ordinal = location.header_ordinal if location else 0
         metadata = {name: _read_member(archive, name) for name in layout.keep}
-        parts = _PartPipeline(archive, layout, sheet, ordinal, metadata, Path(tmp), rows_per_part, block_bytes, merged)
+        parts = _PartPipeline(
+            archive, layout, sheet, ordinal, metadata, Path(tmp), rows_per_part, block_bytes, merged, parsers
+        )
         names: list[str] | None = None
         try:
-            for batch in parts:
+            for index, (batch, split, parsed) in enumerate(parts):
+                if stages is not None:
+                    stages("split", index, *split)
+                    stages("parse", index, parsed.started, parsed.ended, parsed.cpu)
                 if names is None:
                     names = batch.schema.names
                 elif batch.schema.names != names:
@@ -143,6 +154,8 @@ def iter_xlsx_batches(
                 yield batch
         finally:
             parts.close()
+            if stages is not None:
+                stages.parsers_memory(parts.own_peak_mb)
 
 
 def locate_data(
@@ -261,6 +274,16 @@ def _renumber(row: bytes, number: int) -> bytes:
     return _CELL_REF.sub(lambda m: m.group(1) + m.group(2) + text + b'"', out)
 
 
+class StageLog(Protocol):
+    def __call__(self, stage: str, part: int, started: float, ended: float, cpu: float, /) -> None: ...
+
+    def parsers_memory(self, own_peak_mb: float, /) -> None:
+        """The parser processes' peak memory of their own, added up (``PartParsers.own_peak_mb``)."""
+
+
+_Queued = tuple["Future[tuple[bytes, float, float, float]]", tuple[float, float, float]]
+
+
 class _PartPipeline:
     """split thread -> queue of parse futures (bounded) -> the consumer, in order."""
 
@@ -275,10 +298,12 @@ class _PartPipeline:
         rows: int,
         block: int,
         merged: list[str] | None,
+        parsers: int,
     ):
-        self._queue: queue.Queue[Future[pa.RecordBatch] | BaseException | None] = queue.Queue(maxsize=2)
+        self._queue: queue.Queue[_Queued | BaseException | None] = queue.Queue(maxsize=parsers + 1)
         self._stop = threading.Event()
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xlsx-parse")
+        # Forked before the split thread starts (part_parsers); each worker reads its parts in order.
+        self._parsers = PartParsers(sheet.name, sheet.part, parsers)
         self._thread = threading.Thread(
             target=self._split,
             args=(archive, layout, sheet, ordinal, metadata, tmp, rows, block, merged),
@@ -300,17 +325,18 @@ class _PartPipeline:
         merged: list[str] | None,
     ) -> None:
         try:
-            # One loader for the sheet: its parts are parsed one at a time, in order (one worker).
-            loader = xlsx_cells.PartLoader(sheet.name, sheet.part)
-            for part in _split_sheet(archive, layout, sheet, ordinal, metadata, tmp, rows, block, merged):
-                if self._stop.is_set():
-                    return
-                self._put(self._pool.submit(_load_and_delete, loader, part, sheet.name))
+            parts = _split_sheet(archive, layout, sheet, ordinal, metadata, tmp, rows, block, merged)
+            while True:
+                started, cpu = time.monotonic(), time.thread_time()
+                part = next(parts, None)
+                if part is None or self._stop.is_set():
+                    break
+                self._put((self._parsers.submit(part), (started, time.monotonic(), time.thread_time() - cpu)))
             self._put(None)
         except BaseException as exc:  # handed to the consumer, which raises it in its own thread
             self._put(exc)
 
-    def _put(self, item: Future[pa.RecordBatch] | BaseException | None) -> None:
+    def _put(self, item: _Queued | BaseException | None) -> None:
         while not self._stop.is_set():
             try:
                 self._queue.put(item, timeout=0.2)
@@ -318,19 +344,25 @@ class _PartPipeline:
             except queue.Full:
                 continue
 
-    def __iter__(self) -> Iterator[pa.RecordBatch]:
+    def __iter__(self) -> Iterator[tuple[pa.RecordBatch, tuple[float, float, float], ParsedPart]]:
         while True:
             item = self._queue.get()
             if item is None:
                 return
             if isinstance(item, BaseException):
                 raise item
-            yield item.result()
+            future, split = item
+            parsed = self._parsers.result(future)
+            yield parsed.batch, split, parsed
+
+    @property
+    def own_peak_mb(self) -> float:
+        return self._parsers.own_peak_mb
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._parsers.close()
 
 
 def _read_member(archive: zipfile.ZipFile, name: str) -> bytes:
@@ -411,7 +443,7 @@ class _OpenSheet:
 
 def _open_sheet(archive: zipfile.ZipFile, sheet: Sheet, block: int) -> tuple[IO[bytes], _OpenSheet]:
     try:
-        stream = archive.open(sheet.part)
+        stream = deflate.inflating(archive.open(sheet.part))
     except (zipfile.BadZipFile, OSError, RuntimeError) as exc:
         raise XlsxFormatError(f"the xlsx file is damaged ({sheet.part}: {exc})") from exc
     try:
@@ -623,11 +655,12 @@ def _last_row_number(chunk: bytes, prefix: bytes) -> int | None:
     return int(match.group(2)) if match else None
 
 
-def _load_and_delete(loader: xlsx_cells.PartLoader, part: Path, sheet: str) -> pa.RecordBatch:
+def load_part(loader: xlsx_cells.PartLoader, part: Path) -> pa.RecordBatch:
+    """A part (from ``_split_sheet``) as a batch; the part's file is deleted. Runs in a parser process."""
     try:
         return loader.load(part)
     except Exception as exc:  # fastexcel raises its own hierarchy; all of it means "cannot read"
-        raise XlsxFormatError(f"the worksheet {sheet!r} cannot be read: {exc}") from exc
+        raise XlsxFormatError(f"the worksheet {loader.sheet!r} cannot be read: {exc}") from exc
     finally:
         part.unlink(missing_ok=True)
 

@@ -1,12 +1,19 @@
-"""Batch scoring: upload-to-result time and the run's peak memory for 10k, 100k and 1M-row xlsx files.
+"""Batch scoring: upload-to-result time and the run's peak memory for 10k, 100k and 1M-row files.
 
-    .venv/bin/python -m benchmarks.batch_benchmark [--sizes 10000 100000 1000000]
+    .venv/bin/python -m benchmarks.batch_benchmark [--sizes 10000 100000 1000000] [--csv-sizes 1000000]
 
 Runs the real platform as processes (the API under uvicorn, dagster-daemon launching run processes,
 RabbitMQ, Redis) with a throw-away Redis prefix, queue names, DAGSTER_HOME and upload folder, over
 models trained by the real pipeline. Each file goes the user's way: POST /upload, poll
 GET /uploads/{id}, download GET /uploads/{id}/result; the clock runs from the first byte sent to the
-last byte of the result received. Peak RSS is the run process's own (getrusage in the scoring op).
+last byte of the result received. Peak RSS is the run process's own (getrusage in the scoring op)
+plus its parser processes' own (each one's peak less the pages it shared with the run when forked).
+
+Each file's time is set against the file reader's in the same run: a single-threaded fastexcel read
+of the whole xlsx sheet (calamine is single-threaded), or pyarrow's CSV reader with
+``use_threads=False``, each in a fresh process, right after the file was scored. The run's own
+stage times (``stage_times.py``: what each stage spent over all parts, and what the critical path
+is made of) come from the upload's status record.
 
 In the same run, on the 100k-row file and in this process: the readers (openpyxl read-only,
 fastexcel on the whole sheet, AIMQ's bounded-memory reader) and the writers (xlsxwriter in
@@ -40,7 +47,7 @@ BIN = Path(sys.executable).parent
 
 
 def generate(path: Path, rows: int) -> None:
-    """Listings of all groups, shuffled, written with xlsxwriter's constant_memory mode."""
+    """Listings of all groups, shuffled: an xlsx written with xlsxwriter's constant_memory mode, or a CSV."""
     import pandas as pd
     import xlsxwriter
 
@@ -52,6 +59,10 @@ def generate(path: Path, rows: int) -> None:
         [generate_listings(g, n, seed=11) for g, n in zip(schema.MODEL_GROUPS, per_group)], ignore_index=True
     ).sample(frac=1.0, random_state=3)[list(schema.INPUT_COLUMNS)]
     tmp = path.with_suffix(".tmp")
+    if path.suffix == ".csv":
+        frame.to_csv(tmp, index=False)
+        tmp.rename(path)
+        return
     book = xlsxwriter.Workbook(str(tmp), {"constant_memory": True})
     sheet = book.add_worksheet()
     sheet.write_row(0, 0, list(frame.columns))
@@ -195,7 +206,7 @@ def compare_readers_and_writers(path: Path, work: Path) -> list[list[Any]]:
         lambda: ((t := pa.Table.from_batches([fastexcel.read_excel(str(path)).load_sheet(0, eager=True)])).num_rows, t),
     )
     timed(
-        "AIMQ reader (parts of 100k rows)",
+        "AIMQ reader (parts of 100k rows, 1 parser process)",
         "read",
         lambda: (sum(b.num_rows for b in iter_xlsx_batches(path, work_dir=work)), None),
     )
@@ -215,9 +226,71 @@ def compare_readers_and_writers(path: Path, work: Path) -> list[list[Any]]:
             book.add_sheet("predictions", table.column_names).write(table)
         return table.num_rows, None
 
+    def rustpy_write() -> tuple[int, None]:
+        from rustpy_xlsxwriter import FastExcel
+
+        FastExcel(str(work / "rustpy.xlsx")).sheet("predictions", table.to_pandas()).save()
+        return table.num_rows, None
+
     timed("xlsxwriter (constant_memory)", "write", xlsxwriter_write)
+    timed("rustpy-xlsxwriter (from pandas)", "write", rustpy_write)
     timed("AIMQ writer", "write", aimq_write)
+
+    # The writer's deflate, on the sheet XML it wrote: zlib (zipfile's own) against ISA-L (aimq_tabular.deflate).
+    import zipfile
+    import zlib
+
+    from isal import isal_zlib
+
+    with zipfile.ZipFile(work / "aimq.xlsx") as book:
+        xml = book.read("xl/worksheets/sheet1.xml")
+    for name, module in (("zlib level 1", zlib), ("ISA-L level 1 (AIMQ)", isal_zlib)):
+
+        def deflate(module: Any = module) -> tuple[int, None]:
+            compressor = module.compressobj(1, zlib.DEFLATED, -15)
+            compressor.compress(xml)
+            compressor.flush()
+            return table.num_rows, None
+
+        timed(name, "deflate the written sheet", deflate)
     return rows
+
+
+_READ_XLSX = """
+import sys, time, fastexcel
+started = time.perf_counter()
+fastexcel.read_excel(sys.argv[1]).load_sheet(0, eager=True)
+print(time.perf_counter() - started)
+"""
+_READ_CSV = """
+import sys, time, pyarrow.csv as pcsv
+started = time.perf_counter()
+pcsv.read_csv(sys.argv[1], read_options=pcsv.ReadOptions(use_threads=False))
+print(time.perf_counter() - started)
+"""
+
+
+def reader_seconds(path: Path) -> float:
+    """The whole file read by the format's reader on one thread, in a fresh process (its import not counted)."""
+    code = _READ_CSV if path.suffix == ".csv" else _READ_XLSX
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
+    return float(done.stdout.strip())
+
+
+STAGES = ("split", "read", "parse", "validate", "drift", "predict", "score", "write")
+CRITICAL = ("start", "split", "read", "parse", "validate", "drift", "predict", "score_other", "write", "wait", "finish")
+
+
+def stage_rows(label: str, stats: dict[str, Any]) -> list[list[Any]]:
+    """The run's stages: each one's time and CPU time over all parts (parallel parts add up)."""
+    return [
+        [label, "time", *(stats.get(f"stage_{s}_s", "") for s in STAGES)],
+        [label, "CPU", *(stats.get(f"cpu_{s}_s", "") for s in STAGES)],
+    ]
+
+
+def critical_rows(label: str, stats: dict[str, Any]) -> list[list[Any]]:
+    return [[label] + [stats.get(f"critical_{s}_s", "") for s in CRITICAL] + [stats.get("total_s", "")]]
 
 
 def per_row_http(api: str, path: Path, rows: int = 1000) -> float:
@@ -236,17 +309,19 @@ def per_row_http(api: str, path: Path, rows: int = 1000) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--csv-sizes", type=int, nargs="*", default=[1_000_000])
     parser.add_argument("--files-dir", type=Path, default=Path(tempfile.gettempdir()) / "aimq-batch-bench")
     parser.add_argument("--train-rows", type=int, default=100_000, help="rows per group to train on")
     args = parser.parse_args()
 
     args.files_dir.mkdir(parents=True, exist_ok=True)
     files = {}
-    for size in args.sizes:
-        files[size] = args.files_dir / f"listings_{size}.xlsx"
-        if not files[size].exists():
-            print(f"generating {files[size]} ...", flush=True)
-            generate(files[size], size)
+    cases = [("xlsx", size) for size in args.sizes] + [("csv", size) for size in args.csv_sizes]
+    for fmt, size in cases:
+        files[fmt, size] = args.files_dir / f"listings_{size}.{fmt}"
+        if not files[fmt, size].exists():
+            print(f"generating {files[fmt, size]} ...", flush=True)
+            generate(files[fmt, size], size)
 
     tag = f"aimqbench-{uuid.uuid4().hex[:8]}"
     work = Path(tempfile.mkdtemp(prefix="aimq-batch-bench-"))
@@ -271,36 +346,47 @@ def main() -> None:
         assert trained.success
 
     results: list[list[Any]] = []
+    stage_table: list[list[Any]] = []
+    critical_table: list[list[Any]] = []
     extra: dict[str, Any] = {"runs": {}}
     try:
         with Platform({**os.environ}, work) as platform:
             # Warm-up: the daemon's first tick and code server start are not part of any file's time.
-            score_via_api(platform.api, files[min(args.sizes)], work / "warmup.xlsx")
-            for size in args.sizes:
-                print(f"scoring {size:,} rows ...", flush=True)
-                run = score_via_api(platform.api, files[size], work / f"result_{size}.xlsx")
+            score_via_api(platform.api, files["xlsx", min(args.sizes)], work / "warmup.xlsx")
+            for fmt, size in cases:
+                print(f"scoring {size:,} rows ({fmt}) ...", flush=True)
+                run = score_via_api(platform.api, files[fmt, size], work / f"result_{size}.{fmt}")
+                reader_s = reader_seconds(files[fmt, size])
+                load = os.getloadavg()[0]
                 stats = run["record"]["stats"]
-                extra["runs"][str(size)] = run
+                extra["runs"][f"{fmt}-{size}"] = {**run, "reader_s": reader_s, "load_average_1min": load}
+                label = f"{size:,} {fmt}"
                 results.append(
                     [
-                        f"{size:,}",
-                        round(files[size].stat().st_size / 1e6, 1),
+                        label,
+                        round(files[fmt, size].stat().st_size / 1e6, 1),
                         round(run["upload_s"], 2),
                         round(run["to_run_start_s"], 2),
                         round(stats["total_s"], 2),
                         round(run["download_s"], 2),
                         round(run["total_s"], 2),
+                        round(reader_s, 2),
+                        round(run["total_s"] / reader_s, 2),
                         int(size / run["total_s"]),
-                        stats["peak_rss_mb"],
+                        round(stats["peak_rss_mb"] + stats.get("workers_peak_rss_mb", 0.0), 1),
+                        round(load, 1),
                     ]
                 )
-            one_k = per_row_http(platform.api, files[min(args.sizes)])
-        comparisons = compare_readers_and_writers(files[100_000] if 100_000 in files else files[min(args.sizes)], work)
+                stage_table.extend(stage_rows(label, stats))
+                critical_table.extend(critical_rows(label, stats))
+            one_k = per_row_http(platform.api, files["xlsx", min(args.sizes)])
+        compare_on = files["xlsx", 100_000] if 100_000 in args.sizes else files["xlsx", min(args.sizes)]
+        comparisons = compare_readers_and_writers(compare_on, work)
     finally:
         remove_throwaway(settings, work)
 
-    biggest = results[-1]
-    per_row_total = one_k / 1000 * int(biggest[0].replace(",", ""))
+    biggest = max((r for r in results if r[0].endswith("xlsx")), key=lambda r: int(r[0].split()[0].replace(",", "")))
+    per_row_total = one_k / 1000 * int(biggest[0].split()[0].replace(",", ""))
     extra.update(
         {
             "per_row_http_1000_s": one_k,
@@ -309,12 +395,23 @@ def main() -> None:
         }
     )
     compare_table = report.markdown_table(["step", "library", "rows", "s", "rows/s"], comparisons)
+    stages_md = report.markdown_table(["file", "over all parts", *STAGES], stage_table)
+    critical_md = report.markdown_table(["file", *CRITICAL, "run s"], critical_table)
     notes = (
         "upload-to-result = POST /upload (streamed) + sensor tick + Dagster queue + run start + scoring + download. "
         "'to run start' is the broker confirm to the scoring op's start (the sensor picks an upload up "
         "within ~0.1 s while it waits inside its tick; Dagster's run queue; a run process imports the code "
         "location before it starts). 'run s' is the scoring op (read, validate, "
-        "predict, write); peak RSS is the run process's.\n\n"
+        "predict, write); 'reader s' the format's reader alone on the whole file, on one thread, in a fresh "
+        "process right after (fastexcel for xlsx, pyarrow.csv for CSV), and 'x reader' upload-to-result over it. "
+        "Peak RSS is the run process's plus its parser processes' own (each one's peak less the pages it shared "
+        "with the run when forked). "
+        "'load' is the 1-minute load average after the file.\n\n"
+        f"The run's stages, from its status record (seconds):\n\n{stages_md}\n\n"
+        "Its critical path (seconds; adds up to the run): the chain of spans, followed back from the last write, "
+        "each waiting for the latest-ending of its predecessors; 'wait' is time on that chain when no stage "
+        "of it ran (no free core, the GIL, hand-overs), 'start' before the first part, 'finish' after the "
+        f"last write (the rejected and about sheets, the zip's end):\n\n{critical_md}\n\n"
         f"The original demo's way, one /predict/onnx request per row: {one_k:.2f} s for 1,000 rows here, so "
         f"{per_row_total / 3600:.2f} h for {biggest[0]} rows, {per_row_total / biggest[6]:.0f}x the batch path.\n\n"
         f"Readers and writers on the 100k-row file, in this process:\n\n{compare_table}\n\n"
@@ -322,7 +419,7 @@ def main() -> None:
     )
     report.write(
         "batch",
-        "Batch scoring: upload to result, xlsx",
+        "Batch scoring: upload to result",
         "python -m benchmarks.batch_benchmark " + " ".join(sys.argv[1:]),
         [
             "rows",
@@ -332,8 +429,11 @@ def main() -> None:
             "run s",
             "download s",
             "upload-to-result s",
+            "reader s",
+            "x reader",
             "rows/s",
             "run peak RSS MB",
+            "load",
         ],
         results,
         extra=extra,

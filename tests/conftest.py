@@ -141,7 +141,9 @@ def platform(
     from tests.helpers.platform import make_platform
 
     own = unique_topology_settings(settings, run_id, session_dir / "e2e-uploads")
-    own = own.model_copy(update={"sensor_interval_s": 1})
+    # drift_history refreshed on every sensor tick that finds new uploads (default: at most every 5 minutes),
+    # so a test sees its upload there within a tick.
+    own = own.model_copy(update={"sensor_interval_s": 1, "drift_history_refresh_s": 0})
     running = make_platform(own, {"DAGSTER_HOME": str(dagster_home)}, session_dir / "e2e-logs")
     try:
         running.start_daemon()

@@ -1,4 +1,4 @@
-"""The ``train_models`` job: every group's model chain, in one process."""
+"""The ``train_models`` job: every group's model chain, in one process (or one group's, by asset selection)."""
 
 from __future__ import annotations
 
@@ -17,3 +17,10 @@ train_models_job = dg.define_asset_job(
     executor_def=dg.in_process_executor,
     description="Materialize the model chain of every model group and promote the new versions.",
 )
+
+
+def groups_trained(run: dg.DagsterRun) -> set[str]:
+    """The model groups a train_models run trains (a run without an asset selection trains all)."""
+    if not run.asset_selection:
+        return set(schema.MODEL_GROUPS)
+    return {key.path[0] for key in run.asset_selection if key.path[0] in schema.MODEL_GROUPS}

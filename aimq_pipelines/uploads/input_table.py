@@ -70,6 +70,13 @@ class InputTable:
         return cls(path, fmt, location, None, rows)
 
     @property
+    def columns_expected(self) -> int:
+        """The header's columns with a name (what the batches hold, give or take unnamed ones)."""
+        if self.csv_header is not None:
+            return len(self.csv_header.names)
+        return len(self.location.header) if self.location is not None else 0
+
+    @property
     def data_sheet(self) -> str | None:
         return self.location.sheet if self.location is not None else None
 
@@ -84,16 +91,31 @@ class InputTable:
         return self.csv_header.delimiter if self.csv_header is not None else ","
 
     def batches(
-        self, chunk_rows: int, work_dir: Path | None, merged: list[str] | None = None
+        self,
+        chunk_rows: int,
+        work_dir: Path | None,
+        merged: list[str] | None = None,
+        parsers: int = 1,
+        stages: xlsx_reader.StageLog | None = None,
     ) -> Iterator[pa.RecordBatch]:
         """The rows below the header, parsed in batches of about ``chunk_rows``; an xlsx's merged
-        ranges go to ``merged`` once the last batch was read."""
+        ranges go to ``merged`` once the last batch was read, its parts are parsed by ``parsers``
+        processes and timed into ``stages`` (``xlsx_reader.iter_xlsx_batches``)."""
         if self.csv_header is not None:
             # ~80 bytes per row in a typical listings CSV: blocks of about chunk_rows rows.
             block_bytes = max(1 << 20, chunk_rows * 80)
             return csv_reader.iter_csv_batches(self.path, self.csv_header, block_bytes=block_bytes)
         return xlsx_reader.iter_xlsx_batches(
-            self.path, location=self.location, rows_per_part=chunk_rows, work_dir=work_dir, merged=merged
+            self.path,
+            location=self.location,
+            rows_per_part=chunk_rows,
+            # A part ends at a block's end: blocks of ~1/8 of a part (at ~100+ bytes of XML per row),
+            # so parts come close to chunk_rows rows also when they are small.
+            block_bytes=min(8 << 20, max(64 << 10, chunk_rows * 16)),
+            work_dir=work_dir,
+            merged=merged,
+            parsers=parsers,
+            stages=stages,
         )
 
     def header_cells(self, names: list[str]) -> list[HeaderCell]:

@@ -34,6 +34,7 @@ import dagster as dg
 from pydantic import ValidationError
 
 from aimq_pipelines.models.resources import ModelStoreResource
+from aimq_pipelines.monitoring import scored_uploads
 from aimq_pipelines.monitoring.monitor import DriftSettings
 from aimq_pipelines.uploads.input_table import BadInput, InputTable
 from aimq_pipelines.uploads.provenance import UploadFacts
@@ -142,6 +143,7 @@ def score_upload(
             models=models,
             max_rows=settings.max_upload_rows,
             chunk_rows=settings.scoring_chunk_rows,
+            parsers=settings.scoring_parsers,
             work_dir=work_dir,
             progress=progress,
             upload=UploadFacts(upload_id, message.original_name, message.sha256),
@@ -151,6 +153,8 @@ def score_upload(
         )
     except (BadInput, TamperedModel) as exc:
         status.fail(upload_id, str(exc))
+        if isinstance(exc, BadInput):
+            scored_uploads.report_refused(context, upload_id, str(exc))
         raise dg.Failure(
             description=f"upload {upload_id} failed: {exc}",
             metadata={"upload_id": upload_id, "reason": str(exc)},
@@ -175,6 +179,16 @@ def score_upload(
     )
     if result.drift is not None:
         context.log.info(f"upload {upload_id}: {result.drift.summary()}")
+    # Once its status is recorded: the upload's partition of scored_uploads, with its checks.
+    scored_uploads.report_scored(
+        context,
+        upload_id,
+        original_name=message.original_name,
+        rows_total=result.rows_total,
+        rows_rejected=result.rows_rejected,
+        model_versions=result.model_versions,
+        drift=result.drift.to_json() if result.drift is not None else None,
+    )
     context.log.info(
         f"upload {upload_id} scored: {result.rows_total:,} rows, {result.rows_rejected:,} rejected, "
         f"stats {result.stats}"

@@ -1,10 +1,12 @@
 """The purge_uploads job: delete finished uploads older than AIMQ_UPLOAD_RETENTION_DAYS
 (``aimq_serving/uploads/retention.py``), then the Dagster runs of purged uploads and all but the last
-AIMQ_TRAINING_RUNS_KEPT training runs per group (``run_retention.py``); and the purge_uploads schedule
-that runs it (AIMQ_UPLOAD_RETENTION_CRON)."""
+AIMQ_TRAINING_RUNS_KEPT training runs per group (``run_retention.py``), and the purged uploads'
+scored_uploads partitions with their check results (``monitoring/retention.py``); and the purge_uploads
+schedule that runs it (AIMQ_UPLOAD_RETENTION_CRON)."""
 
 import dagster as dg
 
+from aimq_pipelines.monitoring.retention import MonitoringPurgeReport, purge_monitoring
 from aimq_pipelines.uploads.jobs import RETRY_POLICY
 from aimq_pipelines.uploads.resources import UploadsResource
 from aimq_pipelines.uploads.run_retention import (
@@ -56,7 +58,8 @@ def purge_finished_uploads_op(context: dg.OpExecutionContext, uploads: UploadsRe
     ins={"uploads_purged": dg.In(dg.Nothing)},
     retry_policy=RETRY_POLICY,
     description="Delete the Dagster runs (and event logs) of purged uploads and this job's own runs older "
-    "than the retention, and all but the newest AIMQ_TRAINING_RUNS_KEPT training runs per model group.",
+    "than the retention, all but the newest AIMQ_TRAINING_RUNS_KEPT training runs per model group, and the "
+    "purged uploads' scored_uploads partitions with their check results.",
 )
 def purge_dagster_runs_op(context: dg.OpExecutionContext, uploads: UploadsResource) -> dg.Output[int]:
     settings = uploads.settings()
@@ -71,12 +74,17 @@ def purge_dagster_runs_op(context: dg.OpExecutionContext, uploads: UploadsResour
             on_progress=lambda done: context.log.info(f"{done:,} scoring runs deleted so far"),
         )
         purge_purge_runs(context.instance, older_than_s=days * _DAY_S, report=report)
+        monitoring = purge_monitoring(context.instance, uploads.status_store(), older_than_s=days * _DAY_S)
+    else:
+        monitoring = MonitoringPurgeReport()
     purge_training_runs(context.instance, keep_per_group=settings.training_runs_kept, report=report)
     context.log.info(
         f"deleted {report.scoring_runs_deleted:,} scoring runs of purged uploads (kept {report.scoring_runs_kept:,} "
         f"older ones whose uploads are kept), {report.purge_runs_deleted:,} runs of this job older than the "
         f"retention and {report.training_runs_deleted:,} training runs beyond the newest "
-        f"{settings.training_runs_kept} per group"
+        f"{settings.training_runs_kept} per group; {monitoring.partitions_deleted:,} scored_uploads partitions "
+        f"of purged uploads with {monitoring.check_results_deleted:,} check results, and "
+        f"{monitoring.history_runs_deleted:,} drift_history refresh runs older than the retention"
     )
     return dg.Output(
         report.scoring_runs_deleted + report.purge_runs_deleted + report.training_runs_deleted,
@@ -86,6 +94,9 @@ def purge_dagster_runs_op(context: dg.OpExecutionContext, uploads: UploadsResour
             "purge_runs_deleted": report.purge_runs_deleted,
             "training_runs_deleted": report.training_runs_deleted,
             "training_runs_kept_per_group": settings.training_runs_kept,
+            "scored_upload_partitions_deleted": monitoring.partitions_deleted,
+            "check_results_deleted": monitoring.check_results_deleted,
+            "drift_history_runs_deleted": monitoring.history_runs_deleted,
         },
     )
 

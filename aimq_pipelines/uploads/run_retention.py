@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import dagster as dg
 
 from aimq_pipelines import dagster_internals
-from aimq_pipelines.models.jobs import train_models_job
+from aimq_pipelines.models.jobs import groups_trained, train_models_job
 from aimq_pipelines.uploads.jobs import SCORING_JOBS, uploads_of
 from aimq_serving import schema
 from aimq_serving.uploads.status import UploadStatusStore
@@ -101,22 +101,23 @@ def purge_scoring_runs(
     return report
 
 
+def purge_old_runs(
+    instance: dg.DagsterInstance, job_name: str, *, older_than_s: float, now: float | None = None
+) -> int:
+    """Delete the finished runs of ``job_name`` older than ``older_than_s``; how many."""
+    cutoff = (time.time() if now is None else now) - older_than_s
+    doomed = [run.run_id for run in _finished_runs(instance, job_name, before=cutoff)]
+    _delete(instance, doomed, None)
+    return len(doomed)
+
+
 def purge_purge_runs(
     instance: dg.DagsterInstance, *, older_than_s: float, now: float | None = None, report: RunPurgeReport | None = None
 ) -> RunPurgeReport:
     """Delete the finished ``purge_uploads`` runs older than ``older_than_s``."""
     report = report or RunPurgeReport()
-    cutoff = (time.time() if now is None else now) - older_than_s
-    doomed = [run.run_id for run in _finished_runs(instance, PURGE_JOB_NAME, before=cutoff)]
-    _delete(instance, doomed, None)
-    report.purge_runs_deleted += len(doomed)
+    report.purge_runs_deleted += purge_old_runs(instance, PURGE_JOB_NAME, older_than_s=older_than_s, now=now)
     return report
-
-
-def _groups_trained(run: dg.DagsterRun) -> set[str]:
-    if not run.asset_selection:
-        return set(schema.MODEL_GROUPS)
-    return {key.path[0] for key in run.asset_selection if key.path[0] in schema.MODEL_GROUPS}
 
 
 def purge_training_runs(
@@ -128,7 +129,7 @@ def purge_training_runs(
     seen = dict.fromkeys(schema.MODEL_GROUPS, 0)
     doomed: list[str] = []
     for run in _finished_runs(instance, train_models_job.name):
-        groups = _groups_trained(run)
+        groups = groups_trained(run)
         kept = any(seen[group] < keep_per_group for group in groups)
         for group in groups:
             seen[group] += 1

@@ -5,8 +5,10 @@ Same numbers as ``/predict/onnx``: rows are grouped by model group, encoded with
 Models are pinned once per file, so every row of a group is scored by the same version.
 
 The input (``input_table``: its bytes checked, its table found and its rows parsed, each once) is
-streamed in batches (bounded memory); each batch is validated, scored and appended to the result
-before the next one is read. Rejected rows (a bad cell, an unknown group, a group with
+streamed in batches (bounded memory) through a pipeline: an xlsx's parts are parsed in worker
+processes while earlier batches are validated and predicted in two threads and written, in order,
+in a third (docs/batch.md, "Reading and writing large files"; ``stage_times`` times each part's
+stages). Rejected rows (a bad cell, an unknown group, a group with
 no model) keep their place in the result with an empty prediction, and are listed with their
 reasons in a ``rejected`` sheet (xlsx) and in ``rejected.csv``. Completely blank rows (a
 spreadsheet's formatted but empty rows) are skipped and not counted.
@@ -17,6 +19,8 @@ half-written file.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import os
 import resource
@@ -24,6 +28,7 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
@@ -52,12 +57,14 @@ from aimq_pipelines.uploads.results import (
     open_result,
     write_rejected_csv,
 )
+from aimq_pipelines.uploads.stage_times import StageTimes
 from aimq_serving import conformal, schema, values
 from aimq_serving.features import _MAX_ERRORS_PER_COLUMN, FeatureSpec, RowError, _plain
 from aimq_serving.loaded_models import LoadedModel, ModelCache
 from aimq_serving.model_store import NoModel, UnknownGroup
 from aimq_serving.schema import allowed_note
 from aimq_tabular import csv_reader, xlsx_cells, xlsx_reader
+from aimq_tabular.part_parsers import ParseFault
 from aimq_tabular.xlsx_writer import XlsxWriteError
 
 # The most characters a spreadsheet cell holds (Excel's limit). A longer text (possible in a CSV or
@@ -115,6 +122,7 @@ def score_file(
     upload: UploadFacts | None = None,
     about_path: Path | None = None,
     coverage: float = 0.9,
+    parsers: int = 2,
     drift: DriftSettings | None = None,
 ) -> ScoreResult:
     """Score ``table`` into ``result_path`` and ``rejected_path`` (and its provenance, about
@@ -122,14 +130,17 @@ def score_file(
     BadInput if it cannot be. With ``drift`` settings, each group's rows are also compared with the
     profile of the version that priced them (``aimq_pipelines/monitoring``): ``ScoreResult.drift``.
 
-    Three stages overlap: the reader's threads prepare the next batches, two scoring threads
-    validate and predict (ONNX Runtime and most of Arrow release the GIL; each call runs the
-    API's single-threaded session, so the numbers stay the API's), and one writer thread appends
-    the scored batches in order. At most two batches wait at each stage, which bounds memory.
+    Three stages overlap: the reader prepares the next batches (an xlsx's parts are parsed by
+    ``parsers`` worker processes), two scoring threads validate and predict (ONNX Runtime and most
+    of Arrow release the GIL; each call runs the API's single-threaded session, so the numbers stay
+    the API's), and one writer thread appends the scored batches in order. At most two batches wait
+    at each stage, which bounds memory. Each part's stages are timed (``stage_times``: the stats
+    hold each stage's total and the run's critical path).
     """
     started = time.perf_counter()
     result = ScoreResult()
     timer = _Timer()
+    stages = StageTimes()
     # In the work dir when there is one (same file system, so the rename stays atomic): a run killed
     # mid-file leaves its partial files there, and the upload's next run clears them with it.
     tmp_dir = work_dir if work_dir is not None else result_path.parent
@@ -158,7 +169,7 @@ def score_file(
                 result.rows_rejected += rejected.num_rows
                 rejected_tables.append(rejected)
             assert writer is not None
-            writing.append(write_pool.submit(writer.write, scored))
+            writing.append(write_pool.submit(_write, writer, scored, stages, next(write_order)))
             if progress is not None:
                 progress(result.rows_total, result.rows_rejected)
         while len(writing) > limit or (writing and writing[0].done()):
@@ -166,7 +177,9 @@ def score_file(
                 writing.popleft().result()
 
     merged: list[str] = []
-    batches = table.batches(chunk_rows, work_dir, merged)
+    write_order = itertools.count()  # the part each batch handed to the writer is
+    part_rows = _part_rows(table.rows_expected, chunk_rows, table.columns_expected)
+    batches = table.batches(part_rows, work_dir, merged, parsers, stages)
     result.data_sheet, result.header_row = table.data_sheet, table.header_row
     score_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="score")
     # One writer thread: batches reach the file in order, while the next ones are scored.
@@ -174,8 +187,9 @@ def score_file(
     try:
         columns: Columns | None = None
         next_row = result.header_row + 1  # rows are numbered as the sheet (or the CSV's lines) numbers them
+        part = 0
         while True:
-            with timer("read_wait_s"):
+            with timer("read_wait_s"), stages.timed("read", part) if table.fmt == "csv" else contextlib.nullcontext():
                 batch = _unless_faulty(batches, "be read")
             if batch is None:
                 break
@@ -184,7 +198,10 @@ def score_file(
                 columns = Columns.resolve(names, table.location, table.header_cells(names))
                 writer = open_result(table.fmt, tmp_result, columns.headers, table.delimiter)
             numbers, next_row = row_numbers(batch, next_row, lines=table.fmt == "csv")
-            scoring.append(score_pool.submit(_score_batch, batch, columns, models, numbers, coverage, monitor))
+            scoring.append(
+                score_pool.submit(_score_part, batch, columns, models, numbers, coverage, stages, part, monitor)
+            )
+            part += 1
             collect(limit=2)
         collect(limit=0)
         if columns is None or writer is None:
@@ -227,9 +244,13 @@ def score_file(
     result.model_versions = {g: m.version for g, m in models.models.items()}
     result.stats = {
         **timer.totals,
+        **stages.summary(),
         **({"drift_s": round(monitor.seconds, 3)} if monitor is not None else {}),
         "total_s": round(time.perf_counter() - started, 3),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        # The xlsx parser processes' own peaks, added up (forked: the run's pages they share are in
+        # peak_rss_mb); the two together bound the run's memory.
+        "workers_peak_rss_mb": round(stages.parsers_peak_mb, 1),
     }
     return result
 
@@ -246,11 +267,55 @@ def _unless_faulty(source: Iterator[T] | Future[T], what: str) -> T | None:
         return source.result() if isinstance(source, Future) else next(source, None)
     except (BadInput, xlsx_reader.XlsxFormatError, csv_reader.CsvFormatError, XlsxWriteError, OSError, MemoryError):
         raise
+    except BrokenProcessPool:  # a parser process died (killed for memory, say): the run's crash, retried as one
+        raise
     except BaseException as exc:  # noqa: BLE001 - see the docstring: classified, not swallowed
-        # A Rust panic in calamine arrives as pyo3's PanicException, a BaseException.
+        # A Rust panic in calamine arrives as pyo3's PanicException, a BaseException; from a parser
+        # process, as a ParseFault that names it.
         if not isinstance(exc, Exception) and type(exc).__name__ != "PanicException":
             raise
-        raise BadInput(f"the file could not {what} ({type(exc).__name__}: {exc})") from exc
+        kind = exc.kind if isinstance(exc, ParseFault) else type(exc).__name__
+        raise BadInput(f"the file could not {what} ({kind}: {exc})") from exc
+
+
+def _part_rows(expected: int | None, chunk_rows: int, columns: int) -> int:
+    """Rows per part: ``chunk_rows`` of the listings' 12 columns (the memory bound: a wider table
+    gets as many cells per part, in fewer rows), but at least 8 parts for a file that says its
+    size, so that a 100,000-row file too keeps both cores busy (a part's stages overlap only with
+    other parts'), and at least 10,000 rows (each part costs a fixed ~10 ms)."""
+    bound = max(1000, chunk_rows * _COLUMNS // max(columns, _COLUMNS))
+    if expected is None:
+        return bound
+    return max(min(bound, -(-expected // 8)), min(bound, 10_000))
+
+
+_COLUMNS = len(schema.INPUT_COLUMNS)  # chunk_rows counts rows of this many columns
+
+
+def _score_part(
+    batch: pa.RecordBatch,
+    columns: Columns,
+    models: PinnedModels,
+    numbers: np.ndarray,
+    coverage: float,
+    stages: StageTimes,
+    part: int,
+    monitor: DriftMonitor | None = None,
+) -> tuple[pa.RecordBatch, pa.Table | None, int]:
+    with stages.timed("score", part):
+        return _score_batch(batch, columns, models, numbers, coverage, lambda stage: stages.timed(stage, part), monitor)
+
+
+def _write(writer: ResultWriter, batch: pa.RecordBatch, stages: StageTimes, part: int) -> None:
+    with stages.timed("write", part):
+        writer.write(batch)
+
+
+Timed = Callable[[str], contextlib.AbstractContextManager[None]]
+
+
+def _untimed(stage: str) -> contextlib.AbstractContextManager[None]:
+    return contextlib.nullcontext()
 
 
 def _score_batch(
@@ -259,6 +324,7 @@ def _score_batch(
     models: PinnedModels,
     numbers: np.ndarray,
     coverage: float,
+    timed: Timed = _untimed,
     monitor: DriftMonitor | None = None,
 ) -> tuple[pa.RecordBatch, pa.Table | None, int]:
     """Predictions for one batch; returns (result rows, rejected rows or None, non-blank rows)."""
@@ -287,7 +353,7 @@ def _score_batch(
             for i in rows:
                 errors[int(i)].append(RowError(int(i), schema.GROUP_FIELD, reason))
             continue
-        _score_group(frame, rows, model, price, version, model_id, out_of_range, errors, monitor)
+        _score_group(frame, rows, model, price, version, model_id, out_of_range, errors, timed, monitor)
         if model.calibration is not None:
             low[rows], high[rows] = conformal.bounds(price[rows], model.calibration.factor(coverage))
     for i in np.flatnonzero(~assigned & ~blank):
@@ -329,14 +395,18 @@ def _score_group(
     model_id: np.ndarray,
     out_of_range: np.ndarray,
     errors: dict[int, list[RowError]],
+    timed: Timed = _untimed,
     monitor: DriftMonitor | None = None,
 ) -> None:
-    sub = frame.iloc[rows]
-    matrix, valid, found = _validate(model.spec, sub)
+    with timed("validate"):
+        sub = frame.iloc[rows]
+        matrix, valid, found = _validate(model.spec, sub)
     if monitor is not None:  # refused rows too: an unseen category is drift, not only a bad row
-        monitor.add(model.group, matrix, sub.iloc[np.flatnonzero(~valid)])
+        with timed("drift"):
+            monitor.add(model.group, matrix, sub.iloc[np.flatnonzero(~valid)])
     if len(matrix):
-        price[rows[valid]] = model.predict_onnx(matrix)
+        with timed("predict"):
+            price[rows[valid]] = model.predict_onnx(matrix)
         version[rows[valid]] = model.version
         model_id[rows[valid]] = model.model_id
         if model.out_of_range is not None:

@@ -8,6 +8,7 @@ import ast
 import importlib
 import inspect
 
+import dagster as dg
 import pytest
 
 from aimq_pipelines import dagster_internals
@@ -63,3 +64,19 @@ def test_no_other_module_imports_dagster_internals() -> None:
                     names = [alias.name for alias in node.names]
                 offenders += [f"{path.relative_to(REPO)}:{node.lineno} {n}" for n in names if n.startswith("dagster._")]
     assert not offenders, offenders
+
+
+def test_delete_check_executions_deletes_only_the_given_partitions_of_the_asset() -> None:
+    key = dg.AssetKey("scored_uploads")
+    with dg.instance_for_test() as instance:
+        for asset, partition in ((key, "a"), (key, "b"), (dg.AssetKey("other"), "a")):
+            instance.report_runless_asset_event(
+                dg.AssetCheckEvaluation(asset_key=asset, check_name="c", passed=True, partition=partition)
+            )
+        assert dagster_internals.delete_check_executions(instance, key, ["a"]) == 1
+
+        def left(asset: dg.AssetKey) -> list[str | None]:
+            history = instance.event_log_storage.get_asset_check_execution_history(dg.AssetCheckKey(asset, "c"), 10)
+            return [r.partition for r in history]
+
+        assert left(key) == ["b"] and left(dg.AssetKey("other")) == ["a"]

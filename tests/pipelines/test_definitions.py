@@ -51,6 +51,7 @@ def test_quality_checks_are_blocking() -> None:
         for asset, name in (
             ("training_data", "schema_and_size"),
             ("trained_model", "holdout_quality"),
+            ("trained_model", "champion_challenger"),
             ("onnx_model", "matches_sklearn"),
         ):
             assert checks[(group, asset, name)].blocking
@@ -65,3 +66,15 @@ def test_training_job_and_schedule() -> None:
     context = dg.build_schedule_context(scheduled_execution_time=None)
     request = schedule.evaluate_tick(context).run_requests[0]
     assert request.job_name in (None, "train_models")
+
+
+def test_monitoring_assets_and_sensors() -> None:
+    graph = defs.resolve_asset_graph()
+    scored = graph.get(dg.AssetKey("scored_uploads"))
+    assert {dg.AssetKey([g, "served_model"]) for g in schema.MODEL_GROUPS} <= set(scored.parent_keys)
+    assert isinstance(scored.partitions_def, dg.DynamicPartitionsDefinition)
+    assert {c.name for c in scored.check_keys} == {"input_drift", "input_schema"}
+    for group in schema.MODEL_GROUPS:
+        assert dg.AssetKey("scored_uploads") in graph.get(dg.AssetKey([group, "drift_history"])).parent_keys
+    for name in ("drift_retrain", "drift_history_refresh"):
+        assert defs.resolve_sensor_def(name).default_status == dg.DefaultSensorStatus.RUNNING

@@ -13,6 +13,7 @@ from aimq_pipelines.models.assets.data import build_training_data
 from aimq_pipelines.models.assets.export import build_onnx_model
 from aimq_pipelines.models.assets.features import build_feature_spec
 from aimq_pipelines.models.assets.profile import build_drift_profile
+from aimq_pipelines.models.assets.promotion import build_champion_challenger
 from aimq_pipelines.models.assets.serving import build_served_model
 from aimq_pipelines.models.assets.training import build_trained_model
 from aimq_pipelines.models.groups import group_name
@@ -24,6 +25,7 @@ def build_model_chain(group: str) -> list[dg.AssetsDefinition | dg.AssetChecksDe
         *build_training_data(group),
         build_feature_spec(group),
         *build_trained_model(group),
+        build_champion_challenger(group),
         build_drift_profile(group),
         *build_onnx_model(group),
         build_served_model(group),

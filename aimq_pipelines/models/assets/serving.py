@@ -7,6 +7,7 @@ import onnx
 
 from aimq_pipelines.models.groups import group_name
 from aimq_pipelines.models.onnx_export import BeyondDeployedRuntime, check_redisai_compatible
+from aimq_pipelines.models.promotion import judge
 from aimq_pipelines.models.resources import ModelStoreResource
 from aimq_pipelines.models.training import TrainedModel
 from aimq_serving import redisai
@@ -46,6 +47,16 @@ def build_served_model(group: str) -> dg.AssetsDefinition:
         except BeyondDeployedRuntime as exc:
             raise dg.Failure(description=f"group {group}: not stored: {exc}", allow_retries=False) from None
         store = model_store.store()
+        # Judged again here, not only by the champion_challenger check: this asset can be materialized
+        # alone from the UI (outside any run with the check), and a rollback may have changed the
+        # served version since the check ran.
+        verdict = judge(trained_model, store, group, model_store.settings().promotion_margin)
+        if not verdict.passed:
+            raise dg.Failure(
+                description=f"group {group}: not stored: {verdict.reason}",
+                metadata=verdict.metadata(),
+                allow_retries=False,
+            )
         data_event = context.instance.get_latest_materialization_event(dg.AssetKey([group, "training_data"]))
         data_meta = data_event.asset_materialization.metadata if data_event and data_event.asset_materialization else {}
         lineage = {
@@ -84,6 +95,7 @@ def build_served_model(group: str) -> dg.AssetsDefinition:
                 "redisai": info.redisai,
                 "pruned_versions": dg.MetadataValue.json(pruned),
                 "lineage": dg.MetadataValue.json(lineage),
+                "promoted_because": verdict.reason,
             },
         )
 

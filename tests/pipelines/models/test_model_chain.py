@@ -28,7 +28,7 @@ def test_whole_chain_materializes_for_every_group(training_run: dg.ExecuteInProc
     materialized = {tuple(e.asset_key.path) for e in training_run.get_asset_materialization_events()}
     assert materialized == {(g, s) for g in schema.MODEL_GROUPS for s in STAGES}
     evaluations = training_run.get_asset_check_evaluations()
-    assert len(evaluations) == 3 * len(schema.MODEL_GROUPS)
+    assert len(evaluations) == 4 * len(schema.MODEL_GROUPS)
     assert all(e.passed for e in evaluations), [e.description for e in evaluations if not e.passed]
 
 
