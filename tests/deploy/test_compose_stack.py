@@ -276,6 +276,25 @@ def test_predict_onnx_answers_on_the_variants_backend_and_pickle_agrees(stack: S
         assert a["predicted_price"] == pytest.approx(b["predicted_price"], rel=1e-4)
 
 
+SCORED_UPLOAD = """
+query ($partition: String!) {
+  assetOrError(assetKey: {path: ["scored_uploads"]}) {
+    ... on Asset {
+      assetMaterializations(partitions: [$partition], limit: 5) { partition runId metadataEntries { label } }
+    }
+  }
+}
+"""
+
+
+def dagster_graphql(stack: Stack, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+    """The deployment's Dagster webserver, asked as its UI asks."""
+    url = f"http://127.0.0.1:{stack.env['WEBSERVER_PORT']}/graphql"
+    answer = httpx.post(url, json={"query": query, "variables": variables}, timeout=60).json()
+    assert "errors" not in answer, answer
+    return answer["data"]
+
+
 def upload_scored(stack: Stack, name: str, content: bytes) -> dict[str, Any]:
     """The status record of ``content`` uploaded as ``name``, once it succeeded."""
     accepted = stack.post("/upload", files={"file": (name, content)})
@@ -315,6 +334,22 @@ def test_an_upload_is_scored_in_the_code_server_like_predict_onnx(stack: Stack, 
     assert scored["out_of_range"].tolist() == [", ".join(p["out_of_range"]) for p in answers]
     about = pd.read_excel(io.BytesIO(result.content), sheet_name="about", header=None, index_col=0)[1]
     assert about["upload_id"] == upload_id and about["original_name"] == "100_rows.xlsx"
+
+    # Judged against the drift profile the chain stored with each version (issue 24): a verdict per
+    # group that priced rows, the result's drift sheet, and the upload as its own partition of
+    # scored_uploads in the deployment's Dagster (PostgreSQL), with its checks.
+    drift = record["drift"]
+    assert drift["verdict"] in ("drift", "no_drift"), drift
+    versions = {g: r["model_version"] for g, r in drift["groups"].items()}
+    assert versions == {p["model_group"]: p["model_version"] for p in answers}, drift
+    assert all(r["profile_version"] == r["model_version"] for r in drift["groups"].values()), drift
+    sheet = pd.read_excel(io.BytesIO(result.content), sheet_name="drift")
+    assert len(sheet) > 0
+    partition = dagster_graphql(stack, SCORED_UPLOAD, {"partition": upload_id})["assetOrError"]
+    [materialization] = partition["assetMaterializations"]
+    assert materialization["partition"] == upload_id and materialization["runId"] == record["run_id"]
+    labels = {m["label"] for m in materialization["metadataEntries"]}
+    assert {"dagster/row_count", "rows_rejected", "model_versions", "drift_verdict"} <= labels, labels
 
 
 def test_an_upload_above_the_small_size_is_scored_in_its_own_run_container(
