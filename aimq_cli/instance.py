@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
-import shutil
+import sys
 from pathlib import Path
 
 from aimq_serving.settings import AimqSettings
@@ -12,6 +13,26 @@ from aimq_serving.settings import AimqSettings
 # deploy/render_config.py from deploy/dagster/local.yaml and common.yaml, like the compose and
 # Kubernetes variants.
 DAGSTER_YAML = Path(__file__).resolve().with_name("dagster.yaml")
+# Beside the seeded dagster.yaml: the SHA-256 of the text aimq wrote there, so a later aimq can tell
+# its own earlier config (replaced by the current one) from one a user edited (kept, with a warning).
+# Replacing matters: an instance seeded before the upload sensor shards kept 2 sensor workers, which
+# starved the shards' ticks (every open tick holds a worker).
+WRITTEN = ".aimq-dagster-yaml.sha256"
+# The SHA-256 of every dagster.yaml an aimq shipped before it recorded what it wrote (git log --
+# aimq_cli/dagster.yaml): a home holding one of these was seeded by aimq and never edited.
+SHIPPED_BEFORE = frozenset(
+    {
+        "068a2158872aca2e96c349cd5b0038e579f1fc5aac8eede6b7c3f34787eb5dc7",
+        "a68e4cc0d3d0081ec48e1d3b1822853119e6b8f506203829fcc143f83b74af03",
+        "d688938bf1596960342c7f7d1083099fdec30d07b644dc7a5df98c62873a7fbe",
+        "a147b7729bc2af387667c158acc62331c6e93bad3e3c16e535ce3cc563e2d0bb",
+        "a3e653e98b47087c0f8735500cdb43c3cd0f29f0fe6b1c43d00cfb8631f69c49",
+    }
+)
+# The SHA-256 of DAGSTER_YAML as this aimq ships it. Changing dagster.yaml: move this value into
+# SHIPPED_BEFORE and set the new one here (tests/cli/test_instance.py fails until then), so that homes
+# seeded with the old text get the new one.
+SHIPPED = "7163ae1ead48ae83f41b99f0206f78d46cd4e98657a4dda9af663911beda4d01"
 
 
 def dagster_home(settings: AimqSettings) -> Path:
@@ -20,7 +41,35 @@ def dagster_home(settings: AimqSettings) -> Path:
         return Path(os.environ["DAGSTER_HOME"])
     home = settings.data_dir / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
-    if not (home / "dagster.yaml").exists():
-        shutil.copyfile(DAGSTER_YAML, home / "dagster.yaml")
+    seed_config(home)
     os.environ["DAGSTER_HOME"] = str(home)
     return home
+
+
+def seed_config(home: Path) -> None:
+    """Write the current ``DAGSTER_YAML`` into ``home`` unless someone edited what aimq wrote there.
+
+    A home seeded by an older aimq (its config as aimq wrote it: the recorded hash, or one of
+    ``SHIPPED_BEFORE``) gets the current config; a config edited since aimq wrote it is kept, with a
+    warning that it differs from the current one."""
+    current = DAGSTER_YAML.read_text()
+    config, record = home / "dagster.yaml", home / WRITTEN
+    if config.exists():
+        text = config.read_text()
+        if text == current:
+            record.write_text(_sha256(current))
+            return
+        wrote = record.read_text().strip() if record.exists() else None
+        if _sha256(text) not in ({wrote} if wrote else SHIPPED_BEFORE):
+            print(
+                f"aimq: warning: {config} was edited since aimq wrote it and is kept; the config this aimq "
+                f"ships differs from it: {DAGSTER_YAML}",
+                file=sys.stderr,
+            )
+            return
+    config.write_text(current)
+    record.write_text(_sha256(current))
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()

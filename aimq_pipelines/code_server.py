@@ -73,10 +73,19 @@ def warm_context() -> multiprocessing.context.BaseContext:
     return context
 
 
+# gRPC worker threads: every upload sensor's tick holds one while it waits for uploads (up to ~4 s),
+# and run launches, the run-failure sensor and the webserver need theirs meanwhile. Dagster's default
+# is the thread pool's (cores + 4: 6 on 2 cores). The compose and k8s commands pass the same.
+MAX_WORKERS = 16
+
+
 def main(argv: list[str] | None = None) -> None:
     """``dagster api grpc`` for this code location (extra arguments go to it: --host, --port ...)."""
     dagster_internals.replace_run_process_context(warm_context())
-    args = ["-m", CODE_LOCATION_MODULE, "--location-name", LOCATION_NAME, *(sys.argv[1:] if argv is None else argv)]
+    extra = sys.argv[1:] if argv is None else argv
+    if not {"-n", "--max-workers", "--max_workers"} & {a.split("=")[0] for a in extra}:
+        extra = ["--max-workers", str(MAX_WORKERS), *extra]
+    args = ["-m", CODE_LOCATION_MODULE, "--location-name", LOCATION_NAME, *extra]
     dagster_internals.GRPC_COMMAND.load().main(args=args, prog_name="python -m aimq_pipelines.code_server")
 
 

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import json
 import multiprocessing.context
 import os
 from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
+import yaml
 
 
 class DagsterInternalsChanged(RuntimeError):
@@ -75,9 +77,10 @@ INSTANCE_REF = Internal(
 CONFIGURABLE_CLASS_DATA = Internal(
     "dagster._serdes",
     "ConfigurableClassData",
-    used_by="aimq_pipelines.code_server (instance_modules)",
-    why="how an InstanceRef names each configured class (module and class name)",
-    breaks="`aimq up` cannot start its code server",
+    used_by="aimq_pipelines.code_server (instance_modules), aimq_pipelines.run_launcher (configured_class)",
+    why="how an InstanceRef names each configured class (module and class name), and how a configured class "
+    "is made from its module, name and config (the size-routed launcher's isolated launcher)",
+    breaks="`aimq up` cannot start its code server; compose and k8s instances fail to load their run launcher",
 )
 LIST_REPOSITORIES = Internal(
     "dagster._api.list_repositories",
@@ -142,6 +145,57 @@ SQLITE_EVENT_LOG_STORAGE = Internal(
     breaks="`aimq up`'s DAGSTER_HOME/history/runs keeps a file per deleted run: it grows without end",
 )
 
+INSTIGATOR_TYPE = Internal(
+    "dagster._core.definitions.run_request",
+    "InstigatorType",
+    used_by="aimq_pipelines.uploads.sensors (pending_sensor_requests)",
+    why="selects the sensors' states among the instance's instigators; `DagsterInstance.all_instigator_state` "
+    "and `get_ticks` take it, and no public API lists another sensor's ticks",
+    breaks="the upload sensors fail every tick that takes a message delivered before: such uploads wait in the queue",
+)
+TICK_STATUS = Internal(
+    "dagster._core.scheduler.instigation",
+    "TickStatus",
+    used_by="aimq_pipelines.uploads.sensors (pending_sensor_requests)",
+    why="which ticks still have run requests the daemon will submit (STARTED: resumed; FAILURE: retried)",
+    breaks="as INSTIGATOR_TYPE",
+)
+MAX_FAILURE_RESUBMISSION_RETRIES = Internal(
+    "dagster._daemon.sensor",
+    "MAX_FAILURE_RESUBMISSION_RETRIES",
+    used_by="aimq_pipelines.uploads.sensors (pending_sensor_requests)",
+    why="how many times the daemon submits a failed tick's run requests again; past it they never are",
+    breaks="as INSTIGATOR_TYPE",
+)
+
+RUN_LAUNCHER_TYPES = Internal(
+    "dagster._core.launcher",
+    "CheckRunHealthResult",
+    used_by="aimq_pipelines.run_launcher (code_server_run_health)",
+    why="what a run launcher's check_run_worker_health returns to run monitoring; not exported by dagster",
+    breaks="run monitoring fails its checks of runs started in the code server (compose, k8s)",
+)
+WORKER_STATUS = Internal(
+    "dagster._core.launcher",
+    "WorkerStatus",
+    used_by="aimq_pipelines.run_launcher (code_server_run_health)",
+    why="the status inside RUN_LAUNCHER_TYPES",
+    breaks="as RUN_LAUNCHER_TYPES",
+)
+GRPC_INFO_TAG = Internal(
+    "dagster._core.storage.tags",
+    "GRPC_INFO_TAG",
+    used_by="aimq_pipelines.run_launcher (code_server_run_health)",
+    why="the tag DefaultRunLauncher writes with the address of the code server it started a run in",
+    breaks="as RUN_LAUNCHER_TYPES",
+)
+GET_CURRENT_RUNS_RESULT = Internal(
+    "dagster._grpc.types",
+    "GetCurrentRunsResult",
+    used_by="aimq_pipelines.run_launcher (code_server_run_health)",
+    why="the answer of a code server's GetCurrentRuns: the runs whose processes it still has",
+    breaks="as RUN_LAUNCHER_TYPES",
+)
 ASSET_CHECK_EXECUTIONS_TABLE = Internal(
     "dagster._core.storage.event_log.schema",
     "AssetCheckExecutionsTable",
@@ -183,6 +237,13 @@ INTERNALS = (
     SHOULD_RETRY,
     RETRY_CURSOR_KEY,
     SQLITE_EVENT_LOG_STORAGE,
+    INSTIGATOR_TYPE,
+    TICK_STATUS,
+    MAX_FAILURE_RESUBMISSION_RETRIES,
+    RUN_LAUNCHER_TYPES,
+    WORKER_STATUS,
+    GRPC_INFO_TAG,
+    GET_CURRENT_RUNS_RESULT,
     ASSET_CHECK_EXECUTIONS_TABLE,
     SQL_EVENT_LOG_STORAGE,
 )
@@ -237,6 +298,57 @@ def delete_run_files(instance: dg.DagsterInstance, run_id: str) -> None:
         getattr(storage, _INITIALIZED_SHARDS_ATTRIBUTE).discard(run_id)
     # Public: every compute log manager deletes by prefix; the local one removes the whole folder.
     instance.compute_log_manager.delete_logs(prefix=[run_id])
+
+
+def pending_sensor_requests(instance: dg.DagsterInstance, sensor_names: frozenset[str]) -> list[dg.RunRequest]:
+    """The run requests that ticks of the sensors ``sensor_names`` returned and the daemon has not
+    submitted yet but will: each sensor's latest tick, STARTED (being submitted, or resumed after a
+    daemon restart) or FAILURE (submitted again at that sensor's next tick, a limited number of times).
+
+    Dagster writes a tick's requests (with their reserved run ids) before it submits any of them, and
+    de-duplicates run keys per sensor only: this is how one sensor knows another has an upload's run
+    on the way (aimq_pipelines/uploads/sensors.py)."""
+    sensor = INSTIGATOR_TYPE.load().SENSOR
+    status = TICK_STATUS.load()
+    retries = MAX_FAILURE_RESUBMISSION_RETRIES.load()
+    pending: list[dg.RunRequest] = []
+    for state in instance.all_instigator_state(instigator_type=sensor):
+        if state.instigator_name not in sensor_names:
+            continue
+        for tick in instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=1):
+            if tick.status == status.STARTED or (
+                tick.status == status.FAILURE and tick.tick_data.failure_count <= retries
+            ):
+                pending += [request for _, request in tick.unsubmitted_run_ids_with_requests]
+    return pending
+
+
+def configured_class(module: str, class_name: str, config: dict[str, Any]) -> Any:
+    """An instance of a configurable class (a run launcher ...) as dagster.yaml would make it: its
+    config checked against its schema, env sources resolved."""
+    return CONFIGURABLE_CLASS_DATA.load()(module, class_name, yaml.safe_dump(config)).rehydrate()
+
+
+def code_server_run_health(run: dg.DagsterRun) -> Any:
+    """Run monitoring's check of a run started in a code server (DefaultRunLauncher): running while
+    the server at the run's address still has its process (GetCurrentRuns); failed when that server
+    answers without it (it was restarted: its run processes went with its container); running, for
+    now, while no server answers (the next check decides)."""
+    result, status = RUN_LAUNCHER_TYPES.load(), WORKER_STATUS.load()
+    info = run.tags.get(GRPC_INFO_TAG.load())
+    if not info:
+        return result(status.NOT_FOUND, msg="the run has no code server address")
+    where = json.loads(info)
+    client = GRPC_CLIENT.load()(
+        host=where.get("host"), port=where.get("port"), socket=where.get("socket"), use_ssl=bool(where.get("use_ssl"))
+    )
+    try:
+        answer = dg.deserialize_value(client.get_current_runs(), GET_CURRENT_RUNS_RESULT.load())
+    except USER_CODE_UNREACHABLE.load() as exc:
+        return result(status.RUNNING, msg=f"the code server does not answer: {exc}", transient=True)
+    if run.run_id in answer.current_runs:
+        return result(status.RUNNING)
+    return result(status.FAILED, msg="the code server that started the run no longer has its process (restarted?)")
 
 
 # Rows deleted per statement: a long-neglected instance may have very many purged partitions.

@@ -126,10 +126,24 @@ class AimqSettings(BaseSettings):
     sensor_wait_s: float = Field(default=4.0, ge=0, le=4.5)
     # Once a tick has an upload to request, it goes on taking messages while they keep coming,
     # until the queue has been empty this long: a burst becomes one tick's runs, not one per tick.
-    sensor_linger_s: float = Field(default=0.3, ge=0, le=2)
+    # Every upload alone waits this long for its run: 0.1 s, not 0.3 s, since the upload sensors
+    # take turns (sensor_shards): what comes after a tick returned is taken by the next sensor's
+    # tick at once, not 5 s later.
+    sensor_linger_s: float = Field(default=0.1, ge=0, le=2)
     # 1, not 5: the daemon's loop is the real limit, and a tick stamped a moment after the loop
     # started would otherwise make the next loop skip the sensor (10 s between ticks).
     sensor_interval_s: int = Field(default=1, ge=1)
+    # Upload sensors (shards) reading the one queue. The daemon runs one tick at a time per sensor,
+    # and a tick that took an upload returns to have its run created: one sensor leaves the queue
+    # unwatched until the daemon's next loop (up to 5 s). With several, the others' ticks are still
+    # open and take the next upload at once (docs/batch.md, "Many small files"). Each tick holds a
+    # thread of the daemon's sensor pool and of the code server: `sensors: num_workers` in
+    # dagster.yaml must exceed this by the other sensors (deploy/dagster/common.yaml).
+    sensor_shards: int = Field(default=4, ge=1, le=16)
+    # Compose and Kubernetes: a scoring run whose uploads weigh at most this many bytes starts in the
+    # warm code server (no container or pod: ~4 s less); larger ones, training and the purge in
+    # run containers or Jobs (aimq_pipelines/run_launcher.py). 0: every run in a container.
+    small_upload_bytes: int = Field(default=1024 * 1024, ge=0)
     # Uploads a tick finds waiting together are scored by backlog runs (score_uploads, one step
     # per upload) of at most this many: a run process start costs ~2 s of CPU, scoring a small
     # file ~0.1 s (docs/batch.md, "Many small files"). An upload alone gets a run of its own.

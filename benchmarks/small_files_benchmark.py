@@ -8,10 +8,12 @@ against the original demo's way (one worker, one /predict/onnx request per row),
 The real platform as processes, as in ``benchmarks.batch_benchmark`` (the API under uvicorn,
 dagster-daemon with dagster.yaml as shipped for ``aimq up``, RabbitMQ, Redis), throw-away names.
 
-- single: N uploads of each file, one after the other; upload -> ``succeeded`` is the status
-  record's ``finished_at`` minus the moment the upload was sent. Where the time goes comes from the
-  status record and Dagster's run record: sensor (broker confirm -> run created), queue + process
-  start (run created -> scoring op started), op, finish.
+- single: N uploads of each file, one after the other, independent (each after 5-10 s with nothing
+  to do) and in rhythms (``--rhythms``: each sent 0, 1, 3, 7 s after the previous one succeeded, as
+  a person or a script scoring files one after the other); upload -> ``succeeded`` is the status
+  record's ``finished_at`` minus the moment the upload was sent, with the load average of each case.
+  Where the time goes comes from the status record and Dagster's run record: sensor (broker confirm
+  -> run created), queue (-> launching), launch (-> run process started), op (-> upload scored).
 - burst: all uploads sent at once (8 client threads); the time until the last one succeeded and
   the median. Each upload must have exactly one run requested by the sensor and have been scored by
   it; meanwhile a client sends /predict/onnx every 0.2 s and counts failures.
@@ -209,54 +211,94 @@ def burst_row(
     ]
 
 
+def single_case(
+    api: str, instance: Any, path: Path, size: int, arrival: str, pause: Any, repeats: int, work: Path, extra: dict
+) -> list[Any]:
+    """``repeats`` uploads of ``path``, each sent ``pause()`` seconds after the previous one finished."""
+    print(f"single uploads of {size} row(s), {arrival} ...", flush=True)
+    latencies, stages = [], []
+    loads = [os.getloadavg()[0]]
+    for _ in range(repeats):
+        time.sleep(pause())
+        upload_id, sent = upload(api, path)
+        record = finished(api, upload_id)
+        latencies.append(record["finished_at"] - sent)
+        stages.append(breakdown(instance, record))
+    loads.append(os.getloadavg()[0])
+    demo = demo_way(api, [path], work)
+    where = {k: statistics.median(s[k] for s in stages) for k in stages[0]}
+    extra["single"][f"{size} {arrival}"] = {
+        "latencies_s": latencies,
+        "stages_s": stages,
+        "stages_median_s": where,
+        "loadavg_1m": loads,
+        "demo_s": demo,
+    }
+    return [
+        f"1 file, {size:,} row(s), {arrival}",
+        round(statistics.median(latencies), 2),
+        round(pct(latencies, 0.95), 2),
+        "; ".join(f"{k} {v:.2f}" for k, v in where.items()) + f"; load {loads[0]:.1f}-{loads[1]:.1f}",
+        round(demo, 2),
+        round(demo / statistics.median(latencies), 2),
+    ]
+
+
 def singles(
     api: str,
     instance: Any,
     files: dict[int, Path],
-    repeats: int,
+    args: argparse.Namespace,
     work: Path,
     extra: dict[str, Any],
     rows: list[list[Any]],
 ) -> None:
     # Independent arrivals: each upload meets an idle platform (no upload for a whole cycle of the
     # sensor daemon, 5 s, so its ticks wait again) at a random point of that cycle: a pause of
-    # 5-10 s after the previous one finished. Back to back: each sent the moment the previous
-    # finished, which puts it in the part of the cycle after the tick that took the previous one
-    # returned: the worst case (docs/batch.md, "Many small files").
+    # 5-10 s after the previous one finished. Rhythms: each upload sent a fixed pause after the
+    # previous one finished, as a person or a script scoring files one after the other (0 s: back
+    # to back). With one upload sensor, an upload that arrives after the tick that took the previous
+    # one returned waits for the daemon's next loop (docs/batch.md, "Many small files").
     pauses = random.Random(14)
-    cases = [(size, path, "independent") for size, path in files.items()] + [(1, files[1], "back to back")]
-    for size, path, arrival in cases:
-        print(f"single uploads of {size} row(s), {arrival} ...", flush=True)
-        latencies, stages = [], []
-        for _ in range(repeats):
-            if arrival == "independent":
-                time.sleep(SENSOR_CYCLE_S + pauses.uniform(0, SENSOR_CYCLE_S))
-            upload_id, sent = upload(api, path)
-            record = finished(api, upload_id)
-            latencies.append(record["finished_at"] - sent)
-            stages.append(breakdown(instance, record))
-        demo = demo_way(api, [path], work)
-        where = {k: statistics.median(s[k] for s in stages) for k in stages[0]}
-        extra["single"][f"{size} {arrival}"] = {
-            "latencies_s": latencies,
-            "stages_median_s": where,
-            "demo_s": demo,
-        }
+    for size in args.independent:
         rows.append(
-            [
-                f"1 file, {size:,} row(s), {arrival}",
-                round(statistics.median(latencies), 2),
-                round(pct(latencies, 0.95), 2),
-                "; ".join(f"{k} {v:.2f}" for k, v in where.items()),
-                round(demo, 2),
-                round(demo / statistics.median(latencies), 2),
-            ]
+            single_case(
+                api,
+                instance,
+                files[size],
+                size,
+                "independent",
+                lambda: SENSOR_CYCLE_S + pauses.uniform(0, SENSOR_CYCLE_S),
+                args.repeats,
+                work,
+                extra,
+            )
         )
+    for gap in args.rhythms:
+        for size in args.rhythm_sizes:
+            arrival = f"each {gap:g} s after the previous result"
+            rows.append(
+                single_case(api, instance, files[size], size, arrival, lambda g=gap: g, args.repeats, work, extra)
+            )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=8, help="uploads of each single file")
+    parser.add_argument("--repeats", type=int, default=8, help="uploads of each single file, per case")
+    parser.add_argument(
+        "--independent", type=int, nargs="*", default=[1, 100, 1000], help="rows of the files uploaded independently"
+    )
+    parser.add_argument(
+        "--rhythms",
+        type=float,
+        nargs="*",
+        default=[0, 1, 3, 7],
+        metavar="S",
+        help="pauses between one upload's result and the next upload",
+    )
+    parser.add_argument(
+        "--rhythm-sizes", type=int, nargs="*", default=[1, 100], help="rows of the files sent in rhythm"
+    )
     parser.add_argument("--bursts", type=int, nargs="*", default=[30, 300])
     parser.add_argument(
         "--one-run-each",
@@ -313,7 +355,7 @@ def measure(
 ) -> None:
     """Singles and backlog bursts against one platform."""
     score_via_api(api, files[1], work / "warmup.xlsx", headers=HEADERS)  # a first run, as after a restart
-    singles(api, instance, files, args.repeats, work, extra, rows)
+    singles(api, instance, files, args, work, extra, rows)
     for n in args.bursts:
         rows.append(burst_row(api, instance, files[1], n, probe_body, work, extra, "backlog runs"))
 
@@ -367,7 +409,9 @@ def write_report(args: argparse.Namespace, rows: list[list[Any]], extra: dict[st
     notes = (
         "single: p50/p95 of upload -> `succeeded` (status `finished_at` minus the moment the upload was sent); "
         "independent = each upload after a pause of 5-10 s (an idle platform met at a random point of the sensor "
-        "daemon's 5 s cycle), back to back = each sent when the previous finished. 'where' is the median per stage, "
+        "daemon's 5 s cycle); each N s after the previous result = the next upload sent N s after the previous one "
+        "succeeded (0: back to back). 'where' is the median per stage and the load average (1 min) before-after "
+        "the case, "
         + (
             "from the status record alone (no access to this deployment's Dagster instance): to op = broker confirm "
             "-> scoring op started, op = -> upload scored. "

@@ -9,10 +9,10 @@ import dagster as dg
 from aimq_pipelines.uploads.jobs import score_upload_job, score_uploads_job
 from aimq_pipelines.uploads.purge import purge_uploads_job, purge_uploads_schedule
 from aimq_pipelines.uploads.run_failures import upload_run_failure
-from aimq_pipelines.uploads.sensors import upload_sensor
+from aimq_pipelines.uploads.sensors import UPLOAD_SENSORS
 
 defs = dg.Definitions(
     jobs=[score_upload_job, score_uploads_job, purge_uploads_job],
-    sensors=[upload_sensor, upload_run_failure],
+    sensors=[*UPLOAD_SENSORS, upload_run_failure],
     schedules=[purge_uploads_schedule],
 )

@@ -49,6 +49,9 @@ UPLOAD_ID_TAG = "aimq/upload_id"  # on a run of one upload
 ORIGINAL_NAME_TAG = "aimq/original_name"
 UPLOAD_TAG_PREFIX = "aimq/upload."  # + upload id, on every scoring run: see upload_tag
 UPLOAD_COUNT_TAG = "aimq/uploads"  # on a backlog run: how many uploads it scores
+# On every scoring run the sensor requests: the bytes of its uploads, what the run launcher decides
+# by where it runs (aimq_pipelines/run_launcher.py).
+UPLOAD_BYTES_TAG = "aimq/upload_bytes"
 
 RETRY_POLICY = dg.RetryPolicy(max_retries=3, delay=2.0, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
@@ -297,6 +300,7 @@ def run_tags(message: UploadMessage) -> dict[str, str]:
         UPLOAD_ID_TAG: message.upload_id,
         ORIGINAL_NAME_TAG: message.original_name[:200],
         upload_tag(message.upload_id): message.upload_id,
+        UPLOAD_BYTES_TAG: str(message.size),
     }
 
 
@@ -305,4 +309,8 @@ def backlog_run_config(messages: Sequence[UploadMessage]) -> dg.RunConfig:
 
 
 def backlog_run_tags(messages: Sequence[UploadMessage]) -> dict[str, str]:
-    return {UPLOAD_COUNT_TAG: str(len(messages)), **{upload_tag(m.upload_id): m.upload_id for m in messages}}
+    return {
+        UPLOAD_COUNT_TAG: str(len(messages)),
+        UPLOAD_BYTES_TAG: str(sum(m.size for m in messages)),
+        **{upload_tag(m.upload_id): m.upload_id for m in messages},
+    }

@@ -20,13 +20,29 @@ and the submission. So a tick:
    ``score_upload``; several (a burst, a backlog) are split by ``plan_runs`` into ``score_uploads``
    runs, each keyed by a hash of its upload ids (a run process start costs far more than scoring a
    small file: docs/batch.md, "Many small files");
-4. closes its connection, which returns every unacknowledged message to the queue.
+4. keeps its connection open when it requested runs (``held_connections.py``): the requested messages
+   stay out of sight until this sensor's next tick, which Dagster starts only once the runs were
+   submitted; closing the connection then returns every unacknowledged message to the queue.
 
 The next tick gets the requested messages again, finds their runs (step 2) and acknowledges them.
+
+Several sensors (``sensor_shards``: ``upload_sensor``, ``upload_sensor_2`` ...) read the one queue, each
+with its own ticks and cursor: the daemon runs one tick at a time per sensor, so while one sensor's
+tick returns to have its upload's run created, the others' are still open and take the next upload at
+once (docs/batch.md, "Many small files"). Dagster de-duplicates run keys per sensor only, so a sensor
+never requests an upload another one already has: it looks for the upload's runs of every upload
+sensor, and, for a message delivered before (``redelivered``: only such a message can have been taken
+by another sensor), for the requests other sensors' ticks returned and the daemon has not submitted
+yet (``dagster_internals.pending_sensor_requests``). Such a message is left unacknowledged for the
+sensor that has it on the way. A run created but never launched is requested again only by the
+sensor that requested it (its run key is that sensor's).
+
 Failure cases:
 
 - killed before the runs are submitted: the messages are back in the queue (the connection died
-  with the process), no run exists, the next tick requests them again: nothing lost;
+  with the process, or the next tick of the sensor closes it), no run exists, the next tick requests
+  them again: nothing lost; a daemon killed after its tick wrote the requests submits them when it
+  starts again (Dagster resumes the tick), and until then no other sensor requests those uploads;
 - killed after the runs were submitted: the next tick finds the runs and only acknowledges;
 - a message delivered twice (a redelivery, or a publisher retry after a lost confirm): the
   ``run_key`` makes Dagster skip the second request, and step 2 acknowledges it: no second run;
@@ -50,6 +66,7 @@ run that finds neither body nor status record ends as withdrawn.
 import hashlib
 import logging
 import math
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -59,8 +76,11 @@ import dagster as dg
 import pika
 import pika.exceptions
 
+from aimq_pipelines import dagster_internals
+from aimq_pipelines.uploads import held_connections
 from aimq_pipelines.uploads.jobs import (
     SCORING_JOBS,
+    UPLOAD_TAG_PREFIX,
     backlog_run_config,
     backlog_run_tags,
     run_config,
@@ -80,6 +100,19 @@ from aimq_serving.uploads.status import StatusUnavailable, UploadStatusStore
 log = logging.getLogger(__name__)
 
 UPLOAD_SENSOR = "upload_sensor"
+# The other shards: upload_sensor_2, upload_sensor_3 ... (any number: runs of shards since removed count).
+_SHARD_NAME = re.compile(rf"{UPLOAD_SENSOR}(_[0-9]+)?")
+
+
+def shard_names(shards: int) -> tuple[str, ...]:
+    """The names of ``shards`` upload sensors; the first keeps the name of the single sensor before."""
+    return (UPLOAD_SENSOR, *(f"{UPLOAD_SENSOR}_{i}" for i in range(2, shards + 1)))
+
+
+def is_upload_sensor(name: str | None) -> bool:
+    return bool(name) and _SHARD_NAME.fullmatch(name) is not None
+
+
 # Dagster's own tags on runs a sensor requested (dagster._core.storage.tags): how it de-duplicates.
 RUN_KEY_TAG = "dagster/run_key"
 SENSOR_NAME_TAG = "dagster/sensor_name"
@@ -103,29 +136,39 @@ class TickOutcome:
         )
 
 
-def runs_of(instance: dg.DagsterInstance, upload_id: str, sensor_name: str = UPLOAD_SENSOR) -> list[dg.DagsterRun]:
-    """The runs this sensor requested for ``upload_id``, alone or in a backlog (its upload tag), or
-    by the run key alone (runs requested before scoring runs carried upload tags)."""
-    runs = runs_of_upload(instance, upload_id, {SENSOR_NAME_TAG: sensor_name})
-    return runs or list(
-        instance.get_runs(filters=dg.RunsFilter(tags={RUN_KEY_TAG: upload_id, SENSOR_NAME_TAG: sensor_name}))
+def runs_of(instance: dg.DagsterInstance, upload_id: str) -> list[dg.DagsterRun]:
+    """The runs the upload sensors requested for ``upload_id``, alone or in a backlog (its upload tag),
+    or by the run key alone (runs requested before scoring runs carried upload tags). Not a rerun a
+    person started from the UI (it has no sensor tag)."""
+    runs = runs_of_upload(instance, upload_id) or list(
+        instance.get_runs(filters=dg.RunsFilter(tags={RUN_KEY_TAG: upload_id}))
     )
+    return [r for r in runs if is_upload_sensor(r.tags.get(SENSOR_NAME_TAG))]
 
 
-def existing_run(
-    instance: dg.DagsterInstance, upload_id: str, sensor_name: str = UPLOAD_SENSOR
-) -> dg.DagsterRun | None:
-    """The run this sensor requested for ``upload_id`` that has been launched (or queued), if any."""
-    launched = [r for r in runs_of(instance, upload_id, sensor_name) if r.status != dg.DagsterRunStatus.NOT_STARTED]
+def existing_run(instance: dg.DagsterInstance, upload_id: str) -> dg.DagsterRun | None:
+    """The run an upload sensor requested for ``upload_id`` that has been launched (or queued), if any."""
+    launched = [r for r in runs_of(instance, upload_id) if r.status != dg.DagsterRunStatus.NOT_STARTED]
     return launched[0] if launched else None
 
 
-def unlaunched_run(
-    instance: dg.DagsterInstance, upload_id: str, sensor_name: str = UPLOAD_SENSOR
-) -> dg.DagsterRun | None:
+def unlaunched_run(instance: dg.DagsterInstance, upload_id: str) -> dg.DagsterRun | None:
     """A run created for ``upload_id`` that the daemon never launched (it died in between)."""
-    waiting = [r for r in runs_of(instance, upload_id, sensor_name) if r.status == dg.DagsterRunStatus.NOT_STARTED]
+    waiting = [r for r in runs_of(instance, upload_id) if r.status == dg.DagsterRunStatus.NOT_STARTED]
     return waiting[0] if waiting else None
+
+
+def pending_uploads(instance: dg.DagsterInstance) -> set[str]:
+    """Uploads whose runs upload sensors' ticks requested and the daemon has yet to submit."""
+    names = frozenset(shard_names(get_settings().sensor_shards))
+    requests = dagster_internals.pending_sensor_requests(instance, names)
+    return {upload_id for request in requests for upload_id in _uploads_requested(request)}
+
+
+def _uploads_requested(request: dg.RunRequest) -> list[str]:
+    return [v for k, v in request.tags.items() if k.startswith(UPLOAD_TAG_PREFIX)] or (
+        [request.run_key] if request.run_key and not request.run_key.startswith("uploads-") else []
+    )
 
 
 def request_again(run: dg.DagsterRun) -> dg.RunRequest:
@@ -138,7 +181,7 @@ def request_again(run: dg.DagsterRun) -> dg.RunRequest:
 def plan_runs(messages: Sequence[UploadMessage], uploads_per_run: int, parallel_runs: int) -> list[dg.RunRequest]:
     """Runs for the new uploads of one tick. One upload: a ``score_upload`` run of its own, keyed by
     its id. Several (a burst, a backlog): split into backlog runs (``score_uploads``), at most
-    ``uploads_per_run`` each and at least as many runs as may run at once, so every run slot
+    ``uploads_per_run`` each and at least ``parallel_runs`` (the free run slots), so every slot
     works; a backlog run's key is derived from its uploads."""
     if not messages:
         return []
@@ -178,6 +221,25 @@ def parallel_runs(instance: dg.DagsterInstance) -> int:
     return limit if limit > 0 else sys.maxsize  # unlimited: every upload its own run
 
 
+# Runs that hold or wait for a slot of the run queue (not NOT_STARTED: one a dead daemon left
+# behind never takes a slot until it is requested again).
+_BUSY = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
+
+def free_run_slots(instance: dg.DagsterInstance) -> int:
+    """Run slots no run holds or waits for (at least 1). A burst taken by several ticks in turn (the
+    upload sensors) is split to fill the slots that are free, not into ``parallel_runs`` runs per
+    tick: every run is a process start, and on a busy machine more runs than slots only queue."""
+    limit = parallel_runs(instance)
+    if limit == sys.maxsize:
+        return limit
+    return max(1, limit - instance.get_runs_count(dg.RunsFilter(statuses=_BUSY)))
+
+
 # How often a waiting tick asks the broker again (a basic_get round trip on localhost is ~1 ms).
 POLL_INTERVAL_S = 0.05
 
@@ -200,6 +262,10 @@ class TickClock:
     def out_of_budget(self) -> bool:
         return time.monotonic() >= self.started + self.budget_s
 
+    def wait_left(self) -> float:
+        """How long the tick may still wait for a first upload."""
+        return self.started + self.wait_s - time.monotonic()
+
     def keep_waiting(self) -> bool:
         """Called on an empty queue: whether to ask again after ``POLL_INTERVAL_S``."""
         now = time.monotonic()
@@ -218,23 +284,46 @@ def poll_uploads(
 ) -> TickOutcome:
     """One tick's work (see the module docstring); never acknowledges a message without a run.
     ``wait_s``: how long to wait on an empty queue (default ``sensor_wait_s``; ``tick_pacing``)."""
+    with held_connections.sensor_tick(sensor_name):
+        return _poll(instance, uploads, sensor_name, wait_s)
+
+
+def _poll(
+    instance: dg.DagsterInstance, uploads: UploadsResource, sensor_name: str, wait_s: float | None
+) -> TickOutcome:
     settings = uploads.settings()
-    topology = uploads.topology()
-    status = uploads.status_store()
     wait = settings.sensor_wait_s if wait_s is None else wait_s
     clock = TickClock(wait, settings.sensor_linger_s, settings.sensor_tick_budget_s)
     outcome = TickOutcome()
     taker: _Taker | None = None
     try:
-        connection = uploads.connect()
-    except BaseException:
-        _sweep(instance, uploads, outcome, set(), sensor_name)  # a broker outage must not keep them around
-        raise
+        with held_connections.taking_turn(clock.wait_left()) as turn:
+            if turn:
+                taker = _take(instance, uploads, sensor_name, clock, outcome)
+    finally:
+        # The first upload sensor sweeps abandoned bodies (a broker outage must not keep them
+        # around); the others would repeat the same scan.
+        if sensor_name == UPLOAD_SENSOR:
+            _sweep(instance, uploads, outcome, taker.seen if taker else set())
+    if outcome.new_uploads:
+        slots = free_run_slots(instance)
+        outcome.run_requests += plan_runs(outcome.new_uploads, settings.scoring_uploads_per_run, slots)
+    return outcome
+
+
+def _take(
+    instance: dg.DagsterInstance, uploads: UploadsResource, sensor_name: str, clock: TickClock, outcome: TickOutcome
+) -> "_Taker":
+    """Steps 1-4 of the module docstring, on a connection of this tick."""
+    settings = uploads.settings()
+    topology = uploads.topology()
+    connection = uploads.connect()
+    held = False
     try:
         channel = connection.channel()
         channel.confirm_delivery()
         topology.declare(channel)
-        taker = _Taker(instance, channel, topology, status, sensor_name, outcome)
+        taker = _Taker(instance, channel, topology, uploads.status_store(), sensor_name, outcome)
         # Acknowledging is cheap and does not count against the batch; the bound on gets keeps a
         # queue full of already-run messages from stretching a tick.
         gets = 0
@@ -250,16 +339,19 @@ def poll_uploads(
             gets += 1
             if taker.take(method, properties, body):
                 clock.requested()
+        if taker.requested:
+            # Its requested messages stay out of the other sensors' sight until their runs exist.
+            held_connections.keep(sensor_name, connection)
+            held = True
+        return taker
     finally:
-        # Every message not acknowledged above goes back to the queue now (or when the broker
-        # notices the connection is gone, if this process dies first).
-        try:
-            connection.close()
-        except (pika.exceptions.AMQPError, OSError):
-            log.debug("closing the broker connection failed; the broker requeues on its own", exc_info=True)
-        _sweep(instance, uploads, outcome, taker.seen if taker else set(), sensor_name)
-    outcome.run_requests += plan_runs(outcome.new_uploads, settings.scoring_uploads_per_run, parallel_runs(instance))
-    return outcome
+        if not held:
+            # Every message not acknowledged above goes back to the queue now (or when the broker
+            # notices the connection is gone, if this process dies first).
+            try:
+                connection.close()
+            except (pika.exceptions.AMQPError, OSError):
+                log.debug("closing the broker connection failed; the broker requeues on its own", exc_info=True)
 
 
 @dataclass
@@ -274,6 +366,9 @@ class _Taker:
     outcome: TickOutcome
     requested: set[str] = field(default_factory=set)
     seen: set[str] = field(default_factory=set)  # every valid upload id taken this tick
+    # Uploads other sensors' ticks have requested and the daemon has yet to submit: read once per
+    # tick, and only for a message delivered before.
+    _pending: set[str] | None = None
 
     def take(self, method: "pika.spec.Basic.GetOk", properties: pika.BasicProperties, body: bytes) -> bool:
         """True if the message became a run request."""
@@ -288,32 +383,47 @@ class _Taker:
         self.seen.add(upload_id)
         if upload_id in self.requested:
             return False  # a duplicate in this tick: stays unacknowledged until the run exists
-        run = existing_run(self.instance, upload_id, self.sensor_name)
+        run = existing_run(self.instance, upload_id)
         if run is not None:
             _attach(self.status, upload_id, run.run_id)
             self.channel.basic_ack(method.delivery_tag)
             self.outcome.acknowledged.append(upload_id)
             return False
-        waiting = unlaunched_run(self.instance, upload_id, self.sensor_name)
+        waiting = unlaunched_run(self.instance, upload_id)
         if waiting is not None:
+            if waiting.tags.get(SENSOR_NAME_TAG) != self.sensor_name:
+                return False  # only its own sensor's run key finds that run: left for that sensor
             # Every upload of that run is requested with it; their messages come back next tick.
+            for claimed in uploads_of(waiting):
+                held_connections.try_claim(self.sensor_name, claimed)
             self.requested.update(uploads_of(waiting))
             self.outcome.run_requests.append(request_again(waiting))
             return True
+        if method.redelivered:
+            if self._pending is None:
+                self._pending = pending_uploads(self.instance)
+            if upload_id in self._pending:
+                return False  # a tick requested it; the daemon is creating its run
+        if held_connections.try_claim(self.sensor_name, upload_id) is not None:
+            return False  # another sensor's tick requested it (a second copy of its message)
         self.requested.add(upload_id)
         self.outcome.new_uploads.append(message)
         return True
 
 
-def _sweep(
-    instance: dg.DagsterInstance, uploads: UploadsResource, outcome: TickOutcome, seen: set[str], sensor_name: str
-) -> None:
+def _sweep(instance: dg.DagsterInstance, uploads: UploadsResource, outcome: TickOutcome, seen: set[str]) -> None:
     """Remove abandoned incoming bodies, but never one whose message this tick took or whose upload
-    has a run that has not finished: that run moves it into place (``claim_input``), however
-    long it waited for the sensor or in Dagster's queue."""
+    has a run that has not finished or is being created: that run moves it into place
+    (``claim_input``), however long it waited for the sensor or in Dagster's queue."""
+    pending: set[str] | None = None
 
     def queued(upload_id: str) -> bool:
-        return upload_id in seen or any(not r.is_finished for r in runs_of(instance, upload_id, sensor_name))
+        nonlocal pending
+        if upload_id in seen or any(not r.is_finished for r in runs_of(instance, upload_id)):
+            return True
+        if pending is None:
+            pending = pending_uploads(instance)
+        return upload_id in pending
 
     try:
         outcome.swept = uploads.storage().sweep_incoming(uploads.settings().upload_abandoned_after_s, keep=queued)
@@ -328,24 +438,39 @@ def _attach(status: UploadStatusStore, upload_id: str, run_id: str) -> None:
         log.warning("could not link upload %s to run %s: %s", upload_id, run_id, exc)
 
 
-@dg.sensor(
-    name=UPLOAD_SENSOR,
-    jobs=list(SCORING_JOBS),
-    minimum_interval_seconds=get_settings().sensor_interval_s,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Turns each queued upload (RabbitMQ) into exactly one scoring run: score_upload for an "
-    "upload alone, score_uploads for uploads waiting together (one step each).",
-)
-def upload_sensor(context: dg.SensorEvaluationContext, uploads: UploadsResource) -> dg.SensorResult:
+def tick(context: dg.SensorEvaluationContext, uploads: UploadsResource) -> dg.SensorResult:
+    """One tick of an upload sensor (every shard runs the same)."""
+    name = context.sensor_name or UPLOAD_SENSOR
     pacing = TickPacing.next(context.cursor, uploads.settings().sensor_wait_s, time.time())
-    outcome = poll_uploads(context.instance, uploads, context.sensor_name or UPLOAD_SENSOR, pacing.wait_s)
+    outcome = poll_uploads(context.instance, uploads, name, pacing.wait_s)
     # The routine summary goes to the daemon's log; the tick shows it in the UI as its skip reason or
     # its runs. Dagster opens a log file for a tick the first time its context.log is used, and its tick
     # purge never deletes those files: one a tick (about 3 KB, some 17,000 ticks a day) grew
     # $DAGSTER_HOME/storage without end in the soak benchmark. Only a dead-lettered message, rare and
     # worth a person's eye in the UI, is logged there.
-    log.info("%s: %s; waited up to %.1f s", context.sensor_name, outcome.summary(), pacing.wait_s)
+    log.info("%s: %s; waited up to %.1f s", name, outcome.summary(), pacing.wait_s)
     for reason in outcome.dead_lettered:
         context.log.warning(f"dead-lettered an invalid upload message: {reason}")
     skip = None if outcome.run_requests else dg.SkipReason(outcome.summary())
     return dg.SensorResult(run_requests=outcome.run_requests, skip_reason=skip, cursor=pacing.cursor())
+
+
+def upload_sensor_named(name: str) -> dg.SensorDefinition:
+    @dg.sensor(
+        name=name,
+        jobs=list(SCORING_JOBS),
+        minimum_interval_seconds=get_settings().sensor_interval_s,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Turns each queued upload (RabbitMQ) into exactly one scoring run: score_upload for an "
+        "upload alone, score_uploads for uploads waiting together (one step each). One of "
+        "AIMQ_SENSOR_SHARDS sensors reading the same queue: while one has its runs created, the others "
+        "take the next uploads.",
+    )
+    def upload_sensor(context: dg.SensorEvaluationContext, uploads: UploadsResource) -> dg.SensorResult:
+        return tick(context, uploads)
+
+    return upload_sensor
+
+
+UPLOAD_SENSORS = tuple(upload_sensor_named(name) for name in shard_names(get_settings().sensor_shards))
+upload_sensor = UPLOAD_SENSORS[0]

@@ -4,11 +4,11 @@ A scoring run is a pipeline: parts are cut from the file (``split``, xlsx) or re
 parsed (``parse``, xlsx: in worker processes), scored (``score``: ``validate``, ``drift`` (counting
 the cells the drift report needs) and ``predict`` within it) and written (``write``), and the stages
 of different parts overlap. Stage totals say what the run spent; the critical path says what its
-length is made of. It is followed back from
-the last write: each span waited for the latest-ending of its predecessors (the same part's
-previous stage, or the previous part in the same stage: parts are written in order, and a stage
-with workers is busy with an earlier part). The time between a predecessor's end and the span's
-start is ``wait`` (a free core, the GIL, a hand-over between threads or processes).
+length is made of. It is followed back from the last write: each span waited for the latest-ending
+of its predecessors (the same part's previous stage, or the previous part in the same stage: parts
+are written in order, and a stage with workers is busy with an earlier part). The time between a
+predecessor's end and the span's start is ``wait`` (a free core, the GIL, a hand-over between
+threads or processes).
 """
 
 from __future__ import annotations

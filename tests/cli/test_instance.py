@@ -11,7 +11,10 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 import aimq_cli
+from aimq_cli import instance
 from aimq_cli.instance import DAGSTER_YAML
 from tests.helpers.deploy import REPO
 
@@ -72,3 +75,54 @@ def test_an_installed_wheel_seeds_dagster_home_with_its_own_config(tmp_path: Pat
     assert Path(seeded["config"]) == (site / "aimq_cli" / "dagster.yaml").resolve()
     assert Path(seeded["home"]) == tmp_path / "data" / "dagster_home"
     assert (Path(seeded["home"]) / "dagster.yaml").read_text() == DAGSTER_YAML.read_text()
+
+
+def test_the_shipped_config_is_recorded_with_the_ones_before_it() -> None:
+    text = DAGSTER_YAML.read_text()
+    assert instance._sha256(text) == instance.SHIPPED, (
+        "aimq_cli/dagster.yaml changed: move the old instance.SHIPPED into instance.SHIPPED_BEFORE and set "
+        "SHIPPED to the new text's SHA-256, so that homes seeded with the old config get the new one"
+    )
+    assert instance.SHIPPED not in instance.SHIPPED_BEFORE
+
+
+def test_a_home_seeded_by_an_older_aimq_gets_the_current_config(tmp_path: Path) -> None:
+    current = DAGSTER_YAML.read_text()
+    # Seeded before aimq recorded what it wrote: recognised by the text an earlier aimq shipped.
+    older = subprocess.run(
+        ["git", "log", "--format=%H", "--", "aimq_cli/dagster.yaml"], cwd=REPO, capture_output=True, text=True
+    ).stdout.split()
+    shipped_before = [
+        subprocess.run(["git", "show", f"{c}:aimq_cli/dagster.yaml"], cwd=REPO, capture_output=True, text=True)
+        for c in older
+    ]
+    texts = {p.stdout for p in shipped_before if p.returncode == 0 and p.stdout and p.stdout != current}
+    if texts:  # a clone with history: every earlier text is known, none is kept
+        assert {instance._sha256(t) for t in texts} <= instance.SHIPPED_BEFORE
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("# an older aimq's\n")
+    instance.seed_config(home)
+    assert (home / "dagster.yaml").read_text() == "# an older aimq's\n"  # unknown text: a user's, kept
+
+    home2 = tmp_path / "home2"
+    home2.mkdir()
+    instance.seed_config(home2)  # a new home: seeded, and what was written recorded
+    assert (home2 / "dagster.yaml").read_text() == current
+    # aimq's own text from before (as it recorded it) is replaced; once edited, it is the user's.
+    (home2 / instance.WRITTEN).write_text(instance._sha256("sensors: {}\n"))
+    (home2 / "dagster.yaml").write_text("sensors: {}\n")
+    instance.seed_config(home2)
+    assert (home2 / "dagster.yaml").read_text() == current
+    (home2 / "dagster.yaml").write_text(current + "# my edit\n")
+    instance.seed_config(home2)
+    assert (home2 / "dagster.yaml").read_text() == current + "# my edit\n"
+
+
+def test_a_config_an_older_aimq_shipped_is_replaced(tmp_path: Path) -> None:
+    shipped = subprocess.run(["git", "show", "9b9f47c:aimq_cli/dagster.yaml"], cwd=REPO, capture_output=True, text=True)
+    if shipped.returncode:
+        pytest.skip(f"this clone has no history to take an older dagster.yaml from: {shipped.stderr.strip()}")
+    (tmp_path / "dagster.yaml").write_text(shipped.stdout)
+    instance.seed_config(tmp_path)
+    assert (tmp_path / "dagster.yaml").read_text() == DAGSTER_YAML.read_text()

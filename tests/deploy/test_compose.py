@@ -148,12 +148,16 @@ def test_the_api_requires_keys_that_no_other_service_gets(compose: dict[str, Any
     assert keys is not None and len(keys.names) == 1, "the compose deployment must turn API keys on"
     for name in set(APP_SERVICES) - {"api"}:
         assert not API_ONLY & set(services[name]["environment"]), name
-    launcher = yaml.safe_load((REPO / "deploy" / "compose" / "dagster.yaml").read_text())["run_launcher"]["config"]
+    launcher = yaml.safe_load((REPO / "deploy" / "compose" / "dagster.yaml").read_text())["run_launcher"]["config"][
+        "isolated"
+    ]["config"]
     assert not API_ONLY & set(launcher["env_vars"])
 
 
 def test_run_containers_get_every_setting_and_the_fixed_network_and_volume(compose: dict[str, Any]) -> None:
-    launcher = yaml.safe_load((REPO / "deploy" / "compose" / "dagster.yaml").read_text())["run_launcher"]["config"]
+    launcher = yaml.safe_load((REPO / "deploy" / "compose" / "dagster.yaml").read_text())["run_launcher"]["config"][
+        "isolated"
+    ]["config"]
     assert set(launcher["env_vars"]) == set(compose["services"]["daemon"]["environment"])
     assert launcher["network"] == compose["networks"]["default"]["name"]
     volume_names = {v.get("name") for v in compose["volumes"].values() if v}

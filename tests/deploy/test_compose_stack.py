@@ -1,8 +1,9 @@
 """The compose deployment, for real: scripts/compose-e2e.sh builds the image from the Dockerfile and
 brings the committed docker-compose.yml up (settings only through an env file: secrets, free
 127.0.0.1 ports, lean training); these tests then train through the Dagster daemon, score the
-repository's sample through the API's /upload in its own run container, predict through /predict/onnx
-and the pickle, and the fixture takes everything down again and checks that nothing is left.
+repository's sample through the API's /upload in a run the code server starts (small: no container)
+and a file above AIMQ_SMALL_UPLOAD_BYTES in its own run container, predict through /predict/onnx and
+the pickle, and the fixture takes everything down again and checks that nothing is left.
 
 The redis service's image comes in one of two variants, named in every test id:
 - ``redis62-without-ai-module`` (the default, and what CI runs): Redis 6.2.14, the redis-server of
@@ -275,22 +276,27 @@ def test_predict_onnx_answers_on_the_variants_backend_and_pickle_agrees(stack: S
         assert a["predicted_price"] == pytest.approx(b["predicted_price"], rel=1e-4)
 
 
-def test_an_upload_is_scored_in_its_own_run_container_like_predict_onnx(stack: Stack, trained: dict[str, Any]) -> None:
-    accepted = stack.post("/upload", files={"file": ("100_rows.xlsx", (SAMPLES / "100_rows.xlsx").read_bytes())})
+def upload_scored(stack: Stack, name: str, content: bytes) -> dict[str, Any]:
+    """The status record of ``content`` uploaded as ``name``, once it succeeded."""
+    accepted = stack.post("/upload", files={"file": (name, content)})
     assert accepted.status_code == 202, accepted.text
     upload_id = accepted.json()["upload_id"]
     deadline = time.monotonic() + 600
     while (record := stack.get(f"/uploads/{upload_id}").json())["state"] not in ("succeeded", "failed"):
         assert time.monotonic() < deadline, f"upload not finished in 600 s: {record}"
-        time.sleep(1)
+        time.sleep(0.5)
     assert record["state"] == "succeeded", record
-    assert (record["rows_total"], record["rows_done"], record["rows_rejected"]) == (100, 100, 0)
+    return record
 
-    [container] = [
+
+def test_an_upload_is_scored_in_the_code_server_like_predict_onnx(stack: Stack, trained: dict[str, Any]) -> None:
+    """A small upload's run starts in the warm code server (deploy/dagster/compose.yaml), no container."""
+    record = upload_scored(stack, "100_rows.xlsx", (SAMPLES / "100_rows.xlsx").read_bytes())
+    upload_id = record["upload_id"]
+    assert (record["rows_total"], record["rows_done"], record["rows_rejected"]) == (100, 100, 0)
+    assert not [
         c for c in stack.run_containers("score_upload") if c["Config"]["Labels"]["dagster/run_id"] == record["run_id"]
     ]
-    assert container["Config"]["Image"] == trained["Config"]["Image"]
-    assert_backend_copied(stack, container)
 
     result = stack.get(f"/uploads/{upload_id}/result")
     assert result.status_code == 200, result.text
@@ -309,3 +315,20 @@ def test_an_upload_is_scored_in_its_own_run_container_like_predict_onnx(stack: S
     assert scored["out_of_range"].tolist() == [", ".join(p["out_of_range"]) for p in answers]
     about = pd.read_excel(io.BytesIO(result.content), sheet_name="about", header=None, index_col=0)[1]
     assert about["upload_id"] == upload_id and about["original_name"] == "100_rows.xlsx"
+
+
+def test_an_upload_above_the_small_size_is_scored_in_its_own_run_container(
+    stack: Stack, trained: dict[str, Any]
+) -> None:
+    limit = int(stack.settings.get("AIMQ_SMALL_UPLOAD_BYTES") or 1024 * 1024)
+    rows = sample()
+    one = len(rows.to_csv(index=False, header=False).encode()) / len(rows)
+    content = pd.concat([rows] * math.ceil(1.2 * limit / one / len(rows))).to_csv(index=False).encode()
+    assert len(content) > limit
+    record = upload_scored(stack, "large.csv", content)
+    [container] = [
+        c for c in stack.run_containers("score_upload") if c["Config"]["Labels"]["dagster/run_id"] == record["run_id"]
+    ]
+    assert container["Config"]["Image"] == trained["Config"]["Image"]
+    assert container["State"]["ExitCode"] == 0
+    assert_backend_copied(stack, container)

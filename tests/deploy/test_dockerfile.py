@@ -184,7 +184,9 @@ def test_paths_and_ports_agree_with_compose_and_kubernetes() -> None:
     deployments = by_kind(docs, "Deployment")
     [daemon] = containers(deployments["daemon"])
     assert {m["mountPath"] for m in daemon["volumeMounts"] if m["name"] == "dagster-instance"} == {home}
-    launcher = yaml.safe_load((K8S / "base" / "dagster" / "dagster.yaml").read_text())["run_launcher"]["config"]
+    launcher = yaml.safe_load((K8S / "base" / "dagster" / "dagster.yaml").read_text())["run_launcher"]["config"][
+        "isolated"
+    ]["config"]
     assert launcher["dagster_home"] == home
 
     exposed = {int(p) for c in final_stage() if c.cmd == "EXPOSE" for p in c.value}

@@ -40,6 +40,8 @@ from dagster_k8s import K8sRunLauncher
 from dagster_postgres.utils import pg_url_from_config
 
 from aimq_cli.instance import DAGSTER_YAML
+from aimq_pipelines.run_launcher import IN_CODE_SERVER, ISOLATED, LAUNCHED_IN_TAG, SizeRoutedRunLauncher
+from aimq_pipelines.uploads.jobs import UPLOAD_BYTES_TAG
 from tests.helpers.deploy import (
     ENV_EXAMPLE,
     K8S,
@@ -112,8 +114,10 @@ def recording_instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dg.
         yield instance
 
 
-def add_run(instance: dg.DagsterInstance, tags: dict[str, str] | None = None) -> DagsterRun:
-    run = DagsterRun(job_name="train_models", run_id=make_new_run_id(), tags=tags or {}, job_code_origin=origin(IMAGE))
+def add_run(
+    instance: dg.DagsterInstance, tags: dict[str, str] | None = None, job_name: str = "train_models"
+) -> DagsterRun:
+    run = DagsterRun(job_name=job_name, run_id=make_new_run_id(), tags=tags or {}, job_code_origin=origin(IMAGE))
     return instance.add_run(run)
 
 
@@ -153,7 +157,8 @@ def test_compose_instance_config_is_valid_with_the_compose_environment(
     storage = checked_config(ref.storage_data)
     assert storage["postgres_db"]["hostname"] == "postgres"
     assert_postgres_driver_loads(storage)
-    assert isinstance(ref.run_launcher, DockerRunLauncher)
+    assert isinstance(ref.run_launcher, SizeRoutedRunLauncher)
+    assert isinstance(ref.run_launcher.isolated, DockerRunLauncher)
     assert isinstance(ref.run_coordinator, QueuedRunCoordinator)
 
 
@@ -238,11 +243,12 @@ def test_compose_launcher_starts_each_run_as_a_container_on_the_compose_network(
     for key, value in environment.items():
         monkeypatch.setenv(key, value)
     launcher = instance_ref(COMPOSE, tmp_path).run_launcher
-    assert isinstance(launcher, DockerRunLauncher)
+    assert isinstance(launcher, SizeRoutedRunLauncher) and isinstance(launcher.isolated, DockerRunLauncher)
     launcher.register_instance(recording_instance)
-    run = add_run(recording_instance)
+    run = add_run(recording_instance)  # training: never in the code server
 
     launcher.launch_run(LaunchRunContext(dagster_run=run, workspace=None))
+    assert recording_instance.get_run_by_id(run.run_id).tags[LAUNCHED_IN_TAG] == ISOLATED
 
     [request] = docker_engine.created
     assert len(docker_engine.started) == 1
@@ -258,6 +264,34 @@ def test_compose_launcher_starts_each_run_as_a_container_on_the_compose_network(
     assert environment["AIMQ_DATA_DIR"] == "/var/lib/aimq"
     assert host["Memory"] > 0
     assert request["Labels"]["dagster/run_id"] == run.run_id
+
+
+def test_compose_launcher_sends_small_scoring_runs_to_the_code_server_and_the_rest_to_containers(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    recording_instance: dg.DagsterInstance,
+    docker_engine: type[_DockerEngine],
+) -> None:
+    for key, value in compose_environment().items():
+        monkeypatch.setenv(key, value)
+    launcher = instance_ref(COMPOSE, tmp_path).run_launcher
+    launcher.register_instance(recording_instance)
+    limit = int(compose_environment()["AIMQ_SMALL_UPLOAD_BYTES"])
+    assert launcher.small_upload_bytes == limit > 0
+
+    small = add_run(recording_instance, {UPLOAD_BYTES_TAG: str(limit)}, job_name="score_uploads")
+    # Dagster's DefaultRunLauncher path: StartRun to the code location's server, found in the workspace.
+    with pytest.raises(dg.DagsterInvariantViolationError, match="workspace"):
+        launcher.launch_run(LaunchRunContext(dagster_run=small, workspace=None))
+    assert recording_instance.get_run_by_id(small.run_id).tags[LAUNCHED_IN_TAG] == IN_CODE_SERVER
+    assert docker_engine.created == []
+
+    untagged = add_run(recording_instance, job_name="score_upload")  # e.g. re-executed without its tags
+    large = add_run(recording_instance, {UPLOAD_BYTES_TAG: str(limit + 1)}, job_name="score_upload")
+    for run in (untagged, large):
+        launcher.launch_run(LaunchRunContext(dagster_run=run, workspace=None))
+        assert recording_instance.get_run_by_id(run.run_id).tags[LAUNCHED_IN_TAG] == ISOLATED
+    assert len(docker_engine.created) == 2
 
 
 # --- Kubernetes -----------------------------------------------------------------------------------
@@ -277,8 +311,10 @@ def k8s_launcher(tmp_path: Path, batch_api: _BatchApi) -> K8sRunLauncher:
     server differs (a kubeconfig file instead of the in-cluster service account)."""
     ref = instance_ref(K8S_INSTANCE, tmp_path)
     data = ref.run_launcher_data
-    assert (data.module_name, data.class_name) == ("dagster_k8s", "K8sRunLauncher")
-    raw = yaml.safe_load(data.config_yaml)
+    assert (data.module_name, data.class_name) == ("aimq_pipelines.run_launcher", "SizeRoutedRunLauncher")
+    isolated = yaml.safe_load(data.config_yaml)["isolated"]
+    assert (isolated["module"], isolated["class"]) == ("dagster_k8s", "K8sRunLauncher")
+    raw = isolated["config"]
     assert raw["load_incluster_config"] is True
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(
@@ -366,7 +402,7 @@ def test_k8s_launcher_submits_a_valid_job_with_the_code_servers_image(
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
 
-    launcher_config = yaml.safe_load(K8S_INSTANCE.read_text())["run_launcher"]["config"]
+    launcher_config = yaml.safe_load(K8S_INSTANCE.read_text())["run_launcher"]["config"]["isolated"]["config"]
     assert container["resources"] == launcher_config["resources"]
 
 

@@ -210,7 +210,7 @@ def test_run_jobs_get_the_code_servers_image(builds: dict[str, list[dict[str, An
 def test_the_launcher_config_names_objects_of_the_output(builds: dict[str, list[dict[str, Any]]]) -> None:
     docs = builds["local"]
     instance = yaml.safe_load(by_kind(docs, "ConfigMap")["dagster-instance"]["data"]["dagster.yaml"])
-    launcher = instance["run_launcher"]["config"]
+    launcher = instance["run_launcher"]["config"]["isolated"]["config"]
     assert launcher["instance_config_map"] in by_kind(docs, "ConfigMap")
     assert set(launcher["env_config_maps"]) <= set(by_kind(docs, "ConfigMap"))
     assert set(launcher["env_secrets"]) <= set(by_kind(docs, "Secret"))
@@ -306,7 +306,7 @@ def test_the_api_requires_keys_from_a_secret_only_it_mounts(builds: dict[str, li
             for container in containers(workload):
                 assert not any(v["name"].startswith("AIMQ_API_KEYS") for v in container.get("env", []))
     instance = yaml.safe_load(by_kind(docs, "ConfigMap")["dagster-instance"]["data"]["dagster.yaml"])
-    assert secret_name not in instance["run_launcher"]["config"]["env_secrets"]
+    assert secret_name not in instance["run_launcher"]["config"]["isolated"]["config"]["env_secrets"]
     assert not any(k.startswith("AIMQ_API_KEYS") for k in by_kind(docs, "ConfigMap")["aimq-env"]["data"])
 
 

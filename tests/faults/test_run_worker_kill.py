@@ -4,6 +4,7 @@ once, and no half-written result is ever served; on a quiet and on a contended m
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -11,7 +12,9 @@ import time
 import dagster as dg
 import httpx
 import pytest
+from dagster._core.utils import make_new_run_id
 
+from aimq_pipelines.dagster_internals import GRPC_INFO_TAG, code_server_run_health
 from aimq_pipelines.uploads.run_failures import WILL_RETRY_TAG
 from tests.helpers.faults import (
     PARENT_RUN_TAG,
@@ -26,6 +29,7 @@ from tests.helpers.faults import (
     status_store,
     upload_and_catch_mid_file,
 )
+from tests.helpers.ports import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -59,6 +63,16 @@ def test_run_worker_killed_mid_file_is_retried_and_scores_once(fault_platform: F
     assert process_group(pid) == code_server
     forkserver = parent_pid(pid)
     assert "multiprocessing.forkserver" in cmdline(forkserver) and parent_pid(forkserver) == code_server
+    # Run monitoring's check of a run in a code server (compose and k8s start small scoring runs
+    # there, aimq_pipelines/run_launcher.py): running while the server has its process; failed for a
+    # run that server does not have (restarted); running, for now, while no server answers.
+    running = fp.instance.get_run_by_id(first_run_id)
+    assert code_server_run_health(running).status.value == "RUNNING"
+    lost = dg.DagsterRun(job_name=running.job_name, run_id=make_new_run_id(), tags=running.tags)
+    assert code_server_run_health(lost).status.value == "FAILED"
+    unreachable = {**running.tags, GRPC_INFO_TAG.load(): json.dumps({"host": "127.0.0.1", "port": free_port()})}
+    silent = dg.DagsterRun(job_name=running.job_name, run_id=running.run_id, tags=unreachable)
+    assert code_server_run_health(silent).status.value == "RUNNING"
     os.kill(pid, signal.SIGKILL)
 
     # Nothing of the killed run is served: the result is not in place and the API says so.

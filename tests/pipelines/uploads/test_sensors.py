@@ -20,7 +20,7 @@ import pytest
 from dagster._daemon.auto_run_reexecution.event_log_consumer import _create_cursor_key
 
 from aimq_pipelines.models.resources import ModelStoreResource
-from aimq_pipelines.uploads import run_failures
+from aimq_pipelines.uploads import held_connections, run_failures
 from aimq_pipelines.uploads.jobs import (
     UPLOAD_ID_TAG,
     run_config,
@@ -109,6 +109,19 @@ def resource(settings: AimqSettings, **overrides: object) -> UploadsResource:
     )
 
 
+@pytest.fixture(autouse=True)
+def _let_go_of_held_connections() -> Iterator[None]:
+    yield
+    held_connections.release_all()
+
+
+def redeliver(broker: Broker, sensor_name: str = UPLOAD_SENSOR) -> int:
+    """What the sensor's next tick does first: let go of the messages its last tick held (they come
+    back to the queue); how many are ready then."""
+    held_connections.release(sensor_name)
+    return broker.ready()
+
+
 def tick(instance: dg.DagsterInstance, uploads: UploadsResource) -> dg.SensorResult:
     context = dg.build_sensor_context(instance=instance, sensor_name=UPLOAD_SENSOR, resources={"uploads": uploads})
     return upload_sensor(context)
@@ -178,8 +191,10 @@ def test_requests_runs_without_acknowledging_and_dead_letters_invalid(
     request = first.run_requests[0]
     assert request.tags[UPLOAD_ID_TAG] == good[0].upload_id
     assert request.run_config["ops"]["score_file"]["config"]["sha256"] == good[0].sha256
-    # Not acknowledged: all three are back in the queue; the invalid two are dead-lettered.
-    assert broker.ready() == 3
+    # Not acknowledged, and held out of sight until the sensor's next tick (its runs are being
+    # created): then all three are back in the queue. The invalid two are dead-lettered.
+    assert broker.count(broker.topology.queue) == 0
+    assert redeliver(broker) == 3
     assert broker.count(broker.topology.dead_letter_queue) == 2
     reasons = []
     for _ in range(2):
@@ -191,7 +206,7 @@ def test_requests_runs_without_acknowledging_and_dead_letters_invalid(
     # The daemon died before submitting: nothing exists, the next tick asks again.
     again = tick(instance, uploads)
     assert [r.run_key for r in again.run_requests] == [m.upload_id for m in good]
-    assert broker.ready() == 3
+    assert redeliver(broker) == 3
 
 
 def test_messages_are_acknowledged_once_their_run_exists(
@@ -208,7 +223,7 @@ def test_messages_are_acknowledged_once_their_run_exists(
     outcome = tick(instance, resource(uploads_settings))
     # Re-requested: Dagster launches the existing NOT_STARTED run for that key.
     assert sorted(r.run_key for r in outcome.run_requests) == sorted([created.upload_id, fresh.upload_id])
-    assert broker.ready() == 2  # the launched one is acknowledged, gone for good
+    assert redeliver(broker) == 2  # the launched one is acknowledged, gone for good
     assert status.get(launched.upload_id).run_id == run.run_id  # linked while waiting in Dagster
     assert status.get(fresh.upload_id).run_id is None
 
@@ -223,14 +238,14 @@ def test_batch_bound_and_duplicates(
         broker.publisher.publish(msg)
     outcome = tick(instance, resource(uploads_settings, sensor_batch_size=2))
     assert [r.run_key for r in outcome.run_requests] == [msgs[0].upload_id, msgs[1].upload_id]
-    assert broker.ready() == 5  # nothing acknowledged
+    assert redeliver(broker) == 5  # nothing acknowledged
 
     for msg in msgs[:2]:
         sensor_run(instance, msg, launched=True)
     outcome = tick(instance, resource(uploads_settings, sensor_batch_size=2))
     # Both copies of the first and the second are acknowledged; the next two are requested.
     assert [r.run_key for r in outcome.run_requests] == [msgs[2].upload_id, msgs[3].upload_id]
-    assert broker.ready() == 2
+    assert redeliver(broker) == 2
 
 
 def test_empty_queue_skips_with_a_reason(broker: Broker, uploads_settings: AimqSettings, instance) -> None:
@@ -432,7 +447,7 @@ def test_a_tick_waits_for_the_first_upload_and_takes_the_burst_that_follows(
     finally:
         broker_late.close()
     assert [r.run_key for r in outcome.run_requests] == [m.upload_id for m in msgs]
-    assert broker.ready() == 5  # still not acknowledged: their runs do not exist yet
+    assert redeliver(broker) == 5  # still not acknowledged: their runs do not exist yet
 
 
 def test_a_waiting_tick_ends_at_its_wait_on_an_empty_queue(
@@ -494,10 +509,11 @@ def test_uploads_waiting_together_become_backlog_runs_each_upload_in_one(
     backlog = next(r for r in outcome.run_requests if r.job_name == "score_uploads")
     listed = [u["upload_id"] for u in backlog.run_config["ops"]["list_uploads"]["config"]["uploads"]]
     assert listed == [v for k, v in backlog.tags.items() if k.startswith("aimq/upload.")]
-    assert broker.ready() == 5  # nothing acknowledged before the runs exist
+    assert redeliver(broker) == 5  # nothing acknowledged before the runs exist
 
     # The same messages again (the daemon died before submitting): the same runs, by their keys.
     again = tick(instance, uploads)
+    assert redeliver(broker) == 5
     assert sorted(r.run_key for r in again.run_requests) == sorted(r.run_key for r in outcome.run_requests)
 
     for request in outcome.run_requests:
@@ -520,6 +536,7 @@ def test_a_backlog_run_never_launched_is_requested_again_word_for_word(
 
     late = message()  # a new upload arrives meanwhile: it must not join the waiting run
     broker.publisher.publish(late)
+    assert redeliver(broker) == 5
     outcome = tick(instance, uploads)
     again = next(r for r in outcome.run_requests if r.run_key == waiting.run_key)
     assert (again.job_name, again.run_config) == ("score_uploads", run.run_config)
@@ -527,7 +544,7 @@ def test_a_backlog_run_never_launched_is_requested_again_word_for_word(
         k.removeprefix("aimq/upload.") for k in again.tags if k.startswith("aimq/upload.")
     )
     assert [r.run_key for r in outcome.run_requests if r is not again] == [late.upload_id]
-    assert broker.ready() == 3  # the launched run's two are acknowledged; the rest wait for their runs
+    assert redeliver(broker) == 3  # the launched run's two are acknowledged; the rest wait for their runs
 
 
 def test_run_failure_of_a_backlog_marks_only_its_unfinished_uploads(
@@ -595,6 +612,7 @@ def test_an_idle_body_whose_upload_is_queued_or_has_a_run_is_kept(
         status=dg.DagsterRunStatus.STARTED,
         tags={**request.tags, RUN_KEY_TAG: request.run_key, SENSOR_NAME_TAG: UPLOAD_SENSOR},
     )
+    assert redeliver(broker) == 1
     tick(instance, uploads)  # acknowledges the message: the run exists
     assert broker.ready() == 0
     tick(instance, uploads)
