@@ -40,7 +40,7 @@ import httpx
 
 from aimq_cli import local_platform
 from benchmarks import report
-from benchmarks.stack import remove_throwaway, throwaway_env
+from benchmarks.stack import remove_throwaway, throwaway_env, train_in_process
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -327,23 +327,11 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="aimq-batch-bench-"))
     os.environ.update({**throwaway_env(tag, work), "AIMQ_RATE_LIMIT_ENABLED": "false"})
 
-    import dagster as dg
-
-    from aimq_pipelines.definitions import defs
-    from aimq_pipelines.models.resources import ModelStoreResource, TrainingDataSource
     from aimq_serving.settings import AimqSettings
 
     settings = AimqSettings()
     print(f"training models ({args.train_rows} rows per group) ...", flush=True)
-    with dg.DagsterInstance.ephemeral() as instance:
-        trained = defs.resolve_job_def("train_models").execute_in_process(
-            instance=instance,
-            resources={
-                "model_store": ModelStoreResource(),
-                "training_source": TrainingDataSource(rows_per_group=args.train_rows),
-            },
-        )
-        assert trained.success
+    train_in_process(args.train_rows)
 
     results: list[list[Any]] = []
     stage_table: list[list[Any]] = []

@@ -46,3 +46,23 @@ def remove_throwaway(settings: Any, work: Path, keep_folder: bool = False) -> No
         connection.close()
     if not keep_folder:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def train_in_process(rows_per_group: int) -> None:
+    """``train_models`` in this process, on an ephemeral Dagster instance, into the model store the
+    environment names. Call it once ``throwaway_env`` is in ``os.environ``: the settings are read then."""
+    import dagster as dg
+
+    from aimq_pipelines.definitions import defs
+    from aimq_pipelines.models.resources import ModelStoreResource, TrainingDataSource
+
+    with dg.DagsterInstance.ephemeral() as instance:
+        trained = defs.resolve_job_def("train_models").execute_in_process(
+            instance=instance,
+            resources={
+                "model_store": ModelStoreResource(),
+                "training_source": TrainingDataSource(rows_per_group=rows_per_group),
+            },
+        )
+    if not trained.success:
+        raise RuntimeError("train_models failed")

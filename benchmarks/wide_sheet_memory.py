@@ -21,7 +21,7 @@ import uuid
 from pathlib import Path
 
 from benchmarks import report
-from benchmarks.stack import remove_throwaway, throwaway_env
+from benchmarks.stack import remove_throwaway, throwaway_env, train_in_process
 
 _SCORE = """
 import json, sys
@@ -78,23 +78,11 @@ def main() -> None:
     tag = f"aimqbench-{uuid.uuid4().hex[:8]}"
     work = Path(tempfile.mkdtemp(prefix="aimq-wide-bench-"))
     os.environ.update(throwaway_env(tag, work))
-    import dagster as dg
-
-    from aimq_pipelines.definitions import defs
-    from aimq_pipelines.models.resources import ModelStoreResource, TrainingDataSource
     from aimq_serving.settings import AimqSettings
 
     settings = AimqSettings()
     try:
-        with dg.DagsterInstance.ephemeral() as instance:
-            trained = defs.resolve_job_def("train_models").execute_in_process(
-                instance=instance,
-                resources={
-                    "model_store": ModelStoreResource(),
-                    "training_source": TrainingDataSource(rows_per_group=args.train_rows),
-                },
-            )
-            assert trained.success
+        train_in_process(args.train_rows)
         source = work / "wide.xlsx"
         write_sheet(source, args.rows, args.columns)
         out = work / "out"

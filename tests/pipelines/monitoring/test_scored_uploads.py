@@ -9,7 +9,6 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from aimq_pipelines.models.resources import ModelStoreResource
 from aimq_pipelines.models.synthetic import generate_listings
 from aimq_pipelines.monitoring.scored_uploads import (
     SCORED_UPLOADS,
@@ -20,33 +19,10 @@ from aimq_pipelines.monitoring.scored_uploads import (
     scored_uploads,
 )
 from aimq_pipelines.uploads.jobs import backlog_run_config, backlog_run_tags, score_upload_job, score_uploads_job
-from aimq_pipelines.uploads.resources import UploadsResource
 from aimq_serving import schema
-from aimq_serving.model_store import ModelStore
-from aimq_serving.settings import AimqSettings
-from aimq_serving.uploads.status import UploadStatusStore
-from aimq_serving.uploads.storage import UploadStorage
 from tests.helpers.drift_reports import group_report, report
 from tests.helpers.paths import SAMPLES
 from tests.pipelines.uploads.test_jobs import run, stage
-
-
-@pytest.fixture
-def resources(uploads_settings: AimqSettings, trained_store: ModelStore) -> dict[str, dg.ConfigurableResource]:
-    return {
-        "uploads": UploadsResource(upload_dir=str(uploads_settings.resolved_upload_dir)),
-        "model_store": ModelStoreResource(),
-    }
-
-
-@pytest.fixture
-def storage(uploads_settings: AimqSettings) -> UploadStorage:
-    return UploadStorage(uploads_settings.resolved_upload_dir)
-
-
-@pytest.fixture
-def status(settings: AimqSettings) -> UploadStatusStore:
-    return UploadStatusStore.from_settings(settings)
 
 
 def _events(instance: dg.DagsterInstance, upload_id: str) -> tuple[list, dict[str, dg.AssetCheckEvaluation]]:

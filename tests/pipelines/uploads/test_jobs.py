@@ -24,12 +24,9 @@ from aimq_pipelines.uploads.jobs import (
     score_upload_job,
     score_uploads_job,
 )
-from aimq_pipelines.uploads.resources import UploadsResource
 from aimq_serving import schema
 from aimq_serving.model_store import ModelStore
-from aimq_serving.settings import AimqSettings
 from aimq_serving.uploads.messages import UploadMessage
-from aimq_serving.uploads.status import UploadStatusStore
 from aimq_serving.uploads.storage import UploadStorage, new_upload_id
 from tests.helpers.corpus import xlsx_via_xlsxwriter
 from tests.helpers.paths import SAMPLES
@@ -49,24 +46,6 @@ def stage(storage: UploadStorage, source: Path, fmt: str = "xlsx", *, sha256: st
         original_name=source.name,
         created_at=datetime.now(UTC),
     )
-
-
-@pytest.fixture
-def resources(uploads_settings: AimqSettings, trained_store: ModelStore) -> dict[str, dg.ConfigurableResource]:
-    return {
-        "uploads": UploadsResource(upload_dir=str(uploads_settings.resolved_upload_dir)),
-        "model_store": ModelStoreResource(),
-    }
-
-
-@pytest.fixture
-def storage(uploads_settings: AimqSettings) -> UploadStorage:
-    return UploadStorage(uploads_settings.resolved_upload_dir)
-
-
-@pytest.fixture
-def status(settings: AimqSettings) -> UploadStatusStore:
-    return UploadStatusStore.from_settings(settings)
 
 
 def run(job: dg.JobDefinition, message: UploadMessage, resources, instance) -> dg.ExecuteInProcessResult:
