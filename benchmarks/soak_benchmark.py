@@ -819,7 +819,7 @@ def _slope(points: list[tuple[float, float]]) -> tuple[float, float]:
     return slope, (residual / sxx) ** 0.5
 
 
-def growth(points: list[tuple[float, float]], span_s: float, allowed: float) -> tuple[float, float, bool]:
+def trend_growth(points: list[tuple[float, float]], span_s: float, allowed: float) -> tuple[float, float, bool]:
     """A count's least-squares trend over ``points`` (time in s, value), extrapolated over ``span_s``;
     its noise (``TREND_NOISE_SE`` standard errors, extrapolated the same way); and whether it grows:
     the trend exceeds ``allowed`` by more than its noise."""
@@ -858,7 +858,7 @@ def judge(result: SoakResult) -> list[Goal]:
         value_of = dict(zip((id(s) for s in samples), values))
         level = statistics.median(value_of[id(s)] for s in first)
         allowed = max(TREND_MAX * level, TREND_FLOORS[kind])
-        projected, noise, grows = growth([(by_t[id(s)], value_of[id(s)]) for s in second_half], d - warm, allowed)
+        projected, noise, grows = trend_growth([(by_t[id(s)], value_of[id(s)]) for s in second_half], d - warm, allowed)
         scale, unit = (1e6, " MB") if kind == "bytes" else (1, "")
         goals.append(
             Goal(

@@ -1,11 +1,11 @@
-"""The soak benchmark's growth rule (benchmarks/soak_benchmark.py ``growth``): a count that swings with
+"""The soak benchmark's growth rule (benchmarks/soak_benchmark.py ``trend_growth``): a count that swings with
 what is in flight is not growth, one that rises steadily is, whatever its swings."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.soak_benchmark import growth
+from benchmarks.soak_benchmark import trend_growth
 
 # Minutes 20-30 of a 30-minute soak sampled every 30 s, judged over the 20 minutes after the warm-up.
 TIMES = np.arange(1200.0, 1801.0, 30.0)
@@ -21,7 +21,7 @@ def swings(seed: int) -> np.ndarray:
 
 def test_a_level_that_swings_does_not_grow() -> None:
     for seed in range(20):
-        _, _, grows = growth(list(zip(TIMES, swings(seed), strict=True)), SPAN_S, ALLOWED)
+        _, _, grows = trend_growth(list(zip(TIMES, swings(seed), strict=True)), SPAN_S, ALLOWED)
         assert not grows, seed
 
 
@@ -30,13 +30,15 @@ def test_a_steady_rise_grows_through_the_same_swings() -> None:
     # were capped in the soak; 9.4 MB per 20 minutes against 2.5 MB allowed.
     rise = (TIMES - TIMES[0]) * 4.7e6 / 600
     for seed in range(20):
-        projected, noise, grows = growth(list(zip(TIMES, 0.2 * swings(seed) + rise, strict=True)), SPAN_S, ALLOWED)
+        projected, noise, grows = trend_growth(
+            list(zip(TIMES, 0.2 * swings(seed) + rise, strict=True)), SPAN_S, ALLOWED
+        )
         assert grows, (seed, projected, noise)
 
 
 def test_a_straight_line_is_judged_on_its_slope_alone() -> None:
     flat = [(t, 5.0) for t in TIMES]
-    assert growth(flat, SPAN_S, 1.0) == (0.0, 0.0, False)
+    assert trend_growth(flat, SPAN_S, 1.0) == (0.0, 0.0, False)
     rising = [(t, t / 60) for t in TIMES]  # one a minute: 20 more in 20 minutes
-    projected, noise, grows = growth(rising, SPAN_S, 16.0)
+    projected, noise, grows = trend_growth(rising, SPAN_S, 16.0)
     assert round(projected, 6) == 20.0 and round(noise, 6) == 0.0 and grows
