@@ -27,12 +27,13 @@ SHIPPED_BEFORE = frozenset(
         "d688938bf1596960342c7f7d1083099fdec30d07b644dc7a5df98c62873a7fbe",
         "a147b7729bc2af387667c158acc62331c6e93bad3e3c16e535ce3cc563e2d0bb",
         "a3e653e98b47087c0f8735500cdb43c3cd0f29f0fe6b1c43d00cfb8631f69c49",
+        "7163ae1ead48ae83f41b99f0206f78d46cd4e98657a4dda9af663911beda4d01",
     }
 )
 # The SHA-256 of DAGSTER_YAML as this aimq ships it. Changing dagster.yaml: move this value into
 # SHIPPED_BEFORE and set the new one here (tests/cli/test_instance.py fails until then), so that homes
 # seeded with the old text get the new one.
-SHIPPED = "7163ae1ead48ae83f41b99f0206f78d46cd4e98657a4dda9af663911beda4d01"
+SHIPPED = "a1223864019cc9da4f790a8dc4dadac9d122ee29d0b9f1bbb23caacdea9c6cd8"
 
 
 def dagster_home(settings: AimqSettings) -> Path:

@@ -54,6 +54,8 @@ PRELOAD = (
     CODE_LOCATION_MODULE,
     "aimq_pipelines.code_server",
     "upath.core",
+    # - what each run would redo otherwise: Dagster's storage migrations read (aimq_pipelines/warm_runs.py).
+    "aimq_pipelines.warm_runs",
 )
 
 
@@ -73,10 +75,10 @@ def warm_context() -> multiprocessing.context.BaseContext:
     return context
 
 
-# gRPC worker threads: every upload sensor's tick holds one while it waits for uploads (up to ~4 s),
-# and run launches, the run-failure sensor and the webserver need theirs meanwhile. Dagster's default
-# is the thread pool's (cores + 4: 6 on 2 cores). The compose and k8s commands pass the same.
-MAX_WORKERS = 16
+# gRPC worker threads: every upload sensor's tick holds one while it waits for uploads (up to ~4 s;
+# AIMQ_SENSOR_SHARDS, 8), and run launches, the other sensors and the webserver need theirs meanwhile.
+# Dagster's default is the thread pool's (cores + 4: 6 on 2 cores). Compose and k8s run this module too.
+MAX_WORKERS = 24
 
 
 def main(argv: list[str] | None = None) -> None:

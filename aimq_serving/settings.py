@@ -138,8 +138,11 @@ class AimqSettings(BaseSettings):
     # unwatched until the daemon's next loop (up to 5 s). With several, the others' ticks are still
     # open and take the next upload at once (docs/batch.md, "Many small files"). Each tick holds a
     # thread of the daemon's sensor pool and of the code server: `sensors: num_workers` in
-    # dagster.yaml must exceed this by the other sensors (deploy/dagster/common.yaml).
-    sensor_shards: int = Field(default=4, ge=1, le=16)
+    # dagster.yaml must exceed this by the other sensors (deploy/dagster/common.yaml). A sensor whose
+    # tick took an upload is done until the next loop: 8, not 4, so that uploads sent back to back
+    # (one every ~0.8 s, ~6 per loop) each find a tick open (with 4, the fifth of a loop waited for
+    # the next: p95 2.4 s, benchmarks/results/small_files_quiet26.md).
+    sensor_shards: int = Field(default=8, ge=1, le=16)
     # Compose and Kubernetes: a scoring run whose uploads weigh at most this many bytes starts in the
     # warm code server (no container or pod: ~4 s less); larger ones, training and the purge in
     # run containers or Jobs (aimq_pipelines/run_launcher.py). 0: every run in a container.

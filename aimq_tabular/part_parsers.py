@@ -94,6 +94,36 @@ class PartParsers:
 _Parsed = tuple[bytes, float, float, float, int, int]
 
 
+class InlineParsers:
+    """``PartParsers``' interface, parsing in the thread that submits (the reader's split thread):
+    for a sheet so small that starting and stopping the worker processes costs more than parsing it
+    (``INLINE_SHEET_BYTES``). Nothing to fork, nothing to shut down, no memory of its own."""
+
+    own_peak_mb = 0.0
+
+    def __init__(self, sheet: str, member: str):
+        self._loader = xlsx_cells.PartLoader(sheet, member)
+
+    def submit(self, part: Path) -> Future[ParsedPart]:
+        from aimq_tabular.xlsx_reader import load_part  # at run time: xlsx_reader imports this module
+
+        future: Future[ParsedPart] = Future()
+        started, cpu = time.monotonic(), time.thread_time()
+        try:
+            batch = load_part(self._loader, part)
+        except BaseException as exc:  # noqa: BLE001 - raised by result(), in the consumer's thread
+            future.set_exception(exc)
+        else:
+            future.set_result(ParsedPart(batch, started, time.monotonic(), time.thread_time() - cpu))
+        return future
+
+    def result(self, future: Future[ParsedPart]) -> ParsedPart:
+        return future.result()
+
+    def close(self) -> None:
+        pass
+
+
 def _start(sheet: str, member: str, parent: int) -> None:
     global _loader, _rss_at_start_kb
     try:  # the peak (VmHWM) from here on, not the run's before the fork

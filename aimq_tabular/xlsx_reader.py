@@ -34,7 +34,7 @@ import fastexcel
 import pyarrow as pa
 
 from aimq_tabular import deflate, xlsx_cells, xlsx_guard
-from aimq_tabular.part_parsers import ParsedPart, PartParsers
+from aimq_tabular.part_parsers import InlineParsers, ParsedPart, PartParsers
 
 _MAIN_NS = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
 _REL_NS = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
@@ -283,6 +283,13 @@ class StageLog(Protocol):
 
 _Queued = tuple["Future[tuple[bytes, float, float, float]]", tuple[float, float, float]]
 
+# A sheet whose XML is at most this big is parsed in the reader's own split thread, not by parser
+# processes: forking them from a run process (~600 MB resident) and shutting them down cost ~50 ms,
+# a sixth of a small upload's whole run (docs/batch.md, "Many small files"), while calamine parses
+# 1 MiB of sheet XML (~2,500 rows of the listings' columns) in about 20 ms. The size is the one the
+# zip declares; a sheet that lies about it is still read correctly, by one thread.
+INLINE_SHEET_BYTES = 1 << 20
+
 
 class _PartPipeline:
     """split thread -> queue of parse futures (bounded) -> the consumer, in order."""
@@ -303,7 +310,12 @@ class _PartPipeline:
         self._queue: queue.Queue[_Queued | BaseException | None] = queue.Queue(maxsize=parsers + 1)
         self._stop = threading.Event()
         # Forked before the split thread starts (part_parsers); each worker reads its parts in order.
-        self._parsers = PartParsers(sheet.name, sheet.part, parsers)
+        # A small sheet is parsed where it is cut: see INLINE_SHEET_BYTES.
+        self._parsers: PartParsers | InlineParsers = (
+            InlineParsers(sheet.name, sheet.part)
+            if archive.getinfo(sheet.part).file_size <= INLINE_SHEET_BYTES
+            else PartParsers(sheet.name, sheet.part, parsers)
+        )
         self._thread = threading.Thread(
             target=self._split,
             args=(archive, layout, sheet, ordinal, metadata, tmp, rows, block, merged),

@@ -117,6 +117,9 @@ P99_RATIO_MAX = 1.2
 # from where its swings happen to fall, while a count that truly grows has a slope many times its
 # standard error over 20 samples (Redis memory per retrain: 8.2 MB against the 2 MB allowed).
 TREND_NOISE_SE = 2.0
+# The most lag-1 autocorrelation the error of a slope is widened for (x3 at 0.8; a count that only
+# rises has residuals near 0, so a higher r there would only hide growth).
+AUTOCORRELATION_MAX = 0.8
 TREND_FLOORS = {"fds": 16, "threads": 8, "keys": 20, "records": 20, "runs": 6, "files": 12, "bytes": 2_000_000}
 # How long after an upload is due for deletion the purge may take to delete it: the purge runs every
 # minute, waits for a run slot behind scoring runs, then takes a few seconds (stored_at_end).
@@ -815,8 +818,16 @@ def _slope(points: list[tuple[float, float]]) -> tuple[float, float]:
     slope = sum((t - mx) * (v - my) for t, v in points) / sxx
     if n < 3:
         return slope, 0.0
-    residual = sum((v - my - slope * (t - mx)) ** 2 for t, v in points) / (n - 2)
-    return slope, (residual / sxx) ** 0.5
+    residuals = [v - my - slope * (t - mx) for t, v in points]
+    variance = sum(r * r for r in residuals)
+    error = (variance / (n - 2) / sxx) ** 0.5
+    # Samples 30 s apart of a count that holds minutes of work (the upload folder keeps each upload
+    # for the retention, ~3 min) are not independent: a swing lasts several samples, and the error
+    # above assumes each sample is new. Widened by the residuals' lag-1 autocorrelation r, as for an
+    # AR(1) series (effective samples n(1-r)/(1+r); Santer et al. 2000, J. Geophys. Res. 105 D6).
+    r = sum(a * b for a, b in itertools.pairwise(residuals)) / variance if variance else 0.0
+    r = min(max(r, 0.0), AUTOCORRELATION_MAX)
+    return slope, error * ((1 + r) / (1 - r)) ** 0.5
 
 
 def trend_growth(points: list[tuple[float, float]], span_s: float, allowed: float) -> tuple[float, float, bool]:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 
 from aimq_pipelines.models.synthetic import generate_listings
+from aimq_serving.loaded_models import ModelCache
 from aimq_serving.model_store import ModelStore
 from aimq_serving.settings import AimqSettings
 
@@ -33,6 +36,33 @@ class ModelStoreResource(dg.ConfigurableResource):
 
     def store(self) -> ModelStore:
         return ModelStore.from_settings(self.settings())
+
+    def model_cache(self) -> ModelCache:
+        """This process's cache of the store's models (one per store: Redis, prefix, signing key).
+
+        A backlog run scores each of its uploads in a step of its own, in one process: each step
+        pins the current version of every group (``PinnedModels.from_cache``: two Redis reads per
+        group), and loads a version only the first time it meets it. Loading the three models
+        (signature checked, ONNX sessions built) cost ~50 ms, a sixth of a small upload's step
+        (docs/batch.md, "Many small files"). A run process starts with an empty cache: it is forked
+        from a process that never made one (aimq_pipelines/code_server.py)."""
+        settings = self.settings()
+        key = (settings.redis_url, settings.redis_prefix, settings.resolved_signing_key(), settings.keep_versions)
+        with _CACHES_LOCK:
+            cache = _CACHES.pop(key, None)
+            if cache is None:
+                cache = ModelCache(ModelStore.from_settings(settings))
+            _CACHES[key] = cache  # the most recently used last
+            while len(_CACHES) > _CACHES_KEPT:
+                _CACHES.popitem(last=False)
+            return cache
+
+
+# The caches of model_cache. A run uses one store; more are kept only where one process runs many
+# stores' jobs (the tests), and the oldest are dropped so their models do not pile up.
+_CACHES: OrderedDict[tuple[str, str, bytes, int], ModelCache] = OrderedDict()
+_CACHES_LOCK = threading.Lock()
+_CACHES_KEPT = 4
 
 
 class TrainingDataSource(dg.ConfigurableResource):

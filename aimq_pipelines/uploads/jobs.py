@@ -27,6 +27,7 @@ was never acknowledged (the API answered 503, or died first): the run ends witho
 without creating a record, since no client holds that id.
 """
 
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -40,7 +41,6 @@ from aimq_pipelines.uploads.input_table import BadInput, InputTable
 from aimq_pipelines.uploads.provenance import UploadFacts
 from aimq_pipelines.uploads.resources import UploadsResource
 from aimq_pipelines.uploads.scoring import PinnedModels, score_file
-from aimq_serving.loaded_models import ModelCache
 from aimq_serving.model_store import TamperedModel
 from aimq_serving.uploads.messages import UploadMessage
 from aimq_serving.uploads.status import StatusUnavailable, UploadStatusStore
@@ -52,6 +52,9 @@ UPLOAD_COUNT_TAG = "aimq/uploads"  # on a backlog run: how many uploads it score
 # On every scoring run the sensor requests: the bytes of its uploads, what the run launcher decides
 # by where it runs (aimq_pipelines/run_launcher.py).
 UPLOAD_BYTES_TAG = "aimq/upload_bytes"
+
+# A large file's progress goes to the run's log at most this often (the upload's status has every part).
+PROGRESS_LOG_S = 1.0
 
 RETRY_POLICY = dg.RetryPolicy(max_retries=3, delay=2.0, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
@@ -100,8 +103,8 @@ def score_upload(
     except ValidationError as exc:  # a hand-written run config (launchpad): no retry fixes it
         raise dg.Failure(description=f"invalid upload in the run config: {exc}", allow_retries=False) from exc
     settings = uploads.settings()
-    storage = uploads.storage()
-    status = uploads.status_store()
+    storage = uploads.storage(settings)
+    status = uploads.status_store(settings)
     upload_id = message.upload_id
     source = storage.claim_input(upload_id, message.format)
     if source is None and status.get(upload_id) is None:
@@ -111,12 +114,15 @@ def score_upload(
         context.log.info(f"upload {upload_id} was withdrawn before it was accepted: nothing to score")
         return dg.Output(None, metadata={"upload_id": upload_id, "withdrawn": True})
     status.start(message, context.run_id)
-    context.log.info(
-        f"scoring upload {upload_id} ({message.original_name!r}, {message.size:,} bytes, {message.format})"
-    )
+    logged = time.monotonic()  # when the step last wrote a line to the run's log
 
     def progress(rows_done: int, rows_rejected: int) -> None:
-        context.log.info(f"upload {upload_id}: {rows_done:,} rows done, {rows_rejected:,} rejected")
+        nonlocal logged
+        # Every line is an event Dagster stores (a write of several ms): a small file's one part
+        # needs no line of its own, a large file's parts are logged at most every PROGRESS_LOG_S.
+        if time.monotonic() - logged >= PROGRESS_LOG_S:
+            logged = time.monotonic()
+            context.log.info(f"upload {upload_id}: {rows_done:,} rows done, {rows_rejected:,} rejected")
         try:
             status.progress(upload_id, rows_done, rows_rejected)
         except StatusUnavailable as exc:  # progress is informative; the final state is what counts
@@ -128,17 +134,19 @@ def score_upload(
         work_dir = storage.work_dir(upload_id)
         table = InputTable.open(source, message.format, sha256=message.sha256, work_dir=work_dir)
         if table.rows_expected is not None:
-            context.log.info(f"upload {upload_id}: about {table.rows_expected:,} data rows")
             try:
                 status.expect(upload_id, table.rows_expected)
             except StatusUnavailable as exc:
                 context.log.warning(f"could not record the expected row count: {exc}")
-        models = PinnedModels.from_cache(ModelCache(model_store.store()))
+        models = PinnedModels.from_cache(model_store.model_cache())
+        expected = f"; about {table.rows_expected:,} data rows" if table.rows_expected is not None else ""
         context.log.info(
-            "models: "
+            f"scoring upload {upload_id} ({message.original_name!r}, {message.size:,} bytes, {message.format}"
+            f"{expected}) with models "
             + ", ".join(f"{g} v{m.version}" for g, m in models.models.items())
             + "".join(f"; {g}: {why}" for g, why in models.unavailable.items())
         )
+        logged = time.monotonic()
         result = score_file(
             table,
             result_path=storage.result_path(upload_id, message.format),
@@ -180,8 +188,6 @@ def score_upload(
         header_row=result.header_row,
         drift=result.drift.to_json() if result.drift is not None else None,
     )
-    if result.drift is not None:
-        context.log.info(f"upload {upload_id}: {result.drift.summary()}")
     # Once its status is recorded: the upload's partition of scored_uploads, with its checks.
     scored_uploads.report_scored(
         context,
@@ -192,8 +198,9 @@ def score_upload(
         model_versions=result.model_versions,
         drift=result.drift.to_json() if result.drift is not None else None,
     )
+    drift = f"; {result.drift.summary()}" if result.drift is not None else ""
     context.log.info(
-        f"upload {upload_id} scored: {result.rows_total:,} rows, {result.rows_rejected:,} rejected, "
+        f"upload {upload_id} scored: {result.rows_total:,} rows, {result.rows_rejected:,} rejected{drift}; "
         f"stats {result.stats}"
     )
     return dg.Output(

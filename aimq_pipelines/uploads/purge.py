@@ -15,6 +15,7 @@ from aimq_pipelines.uploads.run_retention import (
     purge_purge_runs,
     purge_scoring_runs,
     purge_training_runs,
+    purge_upload_sensor_ticks,
 )
 from aimq_serving.settings import get_settings
 from aimq_serving.uploads.retention import PurgeReport, purge_finished
@@ -57,8 +58,9 @@ def purge_finished_uploads_op(context: dg.OpExecutionContext, uploads: UploadsRe
     name="purge_dagster_runs",
     ins={"uploads_purged": dg.In(dg.Nothing)},
     retry_policy=RETRY_POLICY,
-    description="Delete the Dagster runs (and event logs) of purged uploads and this job's own runs older "
-    "than the retention, all but the newest AIMQ_TRAINING_RUNS_KEPT training runs per model group, and the "
+    description="Delete the Dagster runs (and event logs) of purged uploads, the upload sensors' ticks and this "
+    "job's own runs older than the retention, all but the newest AIMQ_TRAINING_RUNS_KEPT training runs per model "
+    "group, and the "
     "purged uploads' scored_uploads partitions with their check results.",
 )
 def purge_dagster_runs_op(context: dg.OpExecutionContext, uploads: UploadsResource) -> dg.Output[int]:
@@ -74,9 +76,11 @@ def purge_dagster_runs_op(context: dg.OpExecutionContext, uploads: UploadsResour
             on_progress=lambda done: context.log.info(f"{done:,} scoring runs deleted so far"),
         )
         purge_purge_runs(context.instance, older_than_s=days * _DAY_S, report=report)
+        ticked = purge_upload_sensor_ticks(context.instance, older_than_s=days * _DAY_S)
         monitoring = purge_monitoring(context.instance, uploads.status_store(), older_than_s=days * _DAY_S)
     else:
         monitoring = MonitoringPurgeReport()
+        ticked = []
     purge_training_runs(context.instance, keep_per_group=settings.training_runs_kept, report=report)
     context.log.info(
         f"deleted {report.scoring_runs_deleted:,} scoring runs of purged uploads (kept {report.scoring_runs_kept:,} "
@@ -84,7 +88,8 @@ def purge_dagster_runs_op(context: dg.OpExecutionContext, uploads: UploadsResour
         f"retention and {report.training_runs_deleted:,} training runs beyond the newest "
         f"{settings.training_runs_kept} per group; {monitoring.partitions_deleted:,} scored_uploads partitions "
         f"of purged uploads with {monitoring.check_results_deleted:,} check results, and "
-        f"{monitoring.history_runs_deleted:,} drift_history refresh runs older than the retention"
+        f"{monitoring.history_runs_deleted:,} drift_history refresh runs older than the retention; the skipped "
+        f"and successful ticks older than the retention of {len(ticked)} sensors ({', '.join(ticked) or 'none'})"
     )
     return dg.Output(
         report.scoring_runs_deleted + report.purge_runs_deleted + report.training_runs_deleted,
@@ -97,6 +102,7 @@ def purge_dagster_runs_op(context: dg.OpExecutionContext, uploads: UploadsResour
             "scored_upload_partitions_deleted": monitoring.partitions_deleted,
             "check_results_deleted": monitoring.check_results_deleted,
             "drift_history_runs_deleted": monitoring.history_runs_deleted,
+            "sensors_whose_old_ticks_were_purged": dg.MetadataValue.json(ticked),
         },
     )
 

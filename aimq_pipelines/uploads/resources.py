@@ -32,11 +32,12 @@ class UploadsResource(dg.ConfigurableResource):
         overrides = {k: v for k, v in self.model_dump().items() if v is not None}
         return AimqSettings(**overrides)
 
-    def storage(self) -> UploadStorage:
-        return UploadStorage(self.settings().resolved_upload_dir)
+    def storage(self, settings: AimqSettings | None = None) -> UploadStorage:
+        """``settings``: this resource's, when the caller has them already (read once per upload)."""
+        return UploadStorage((settings or self.settings()).resolved_upload_dir)
 
-    def status_store(self) -> UploadStatusStore:
-        return UploadStatusStore.from_settings(self.settings())
+    def status_store(self, settings: AimqSettings | None = None) -> UploadStatusStore:
+        return UploadStatusStore.from_settings(settings or self.settings())
 
     def topology(self) -> Topology:
         return Topology.from_settings(self.settings())

@@ -31,8 +31,11 @@ REWINDS = 2
 REWIND_SCAN = 1000
 
 
+RUN_FAILURE_SENSOR = "upload_run_failure"
+
+
 @dg.run_failure_sensor(
-    name="upload_run_failure",
+    name=RUN_FAILURE_SENSOR,
     monitored_jobs=list(SCORING_JOBS),
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=get_settings().sensor_interval_s,

@@ -99,11 +99,12 @@ class PinnedModels:
 
     @classmethod
     def from_cache(cls, cache: ModelCache) -> PinnedModels:
+        """Each group's current version, loaded into ``cache`` unless it already holds it."""
         models: dict[str, LoadedModel] = {}
         unavailable: dict[str, str] = {}
         for group in schema.MODEL_GROUPS:
             try:
-                models[group] = cache.get(group)
+                models[group] = cache.refresh_group(group)
             except (NoModel, UnknownGroup) as exc:  # StoreUnavailable and TamperedModel propagate
                 unavailable[group] = str(exc)
         return cls(models, unavailable)

@@ -13,6 +13,7 @@ import fastexcel
 import pytest
 
 from aimq_pipelines.models.resources import ModelStoreResource
+from aimq_pipelines.uploads import jobs
 from aimq_pipelines.uploads.jobs import (
     RETRY_POLICY,
     backlog_run_config,
@@ -76,11 +77,23 @@ def test_scores_and_records_the_upload(resources, storage, status, instance, tra
     output = result.get_step_success_events()[0]
     assert output.step_key == "score_file"
     logs = [e.message for e in instance.all_logs(result.run_id) if e.message]
-    assert any("100 rows done, 0 rejected" in m for m in logs)  # progress, in the run's log
+    versions = ", ".join(f"{g} v{v}" for g, v in sorted(record.model_versions.items()))
+    assert any("about 100 data rows) with models " + versions in m for m in logs)  # one line to start
     # drift against each version's profile: the sample file is drawn like the training data
     assert record.drift is not None and record.drift["verdict"] == "no_drift"
     assert {g: d["model_version"] for g, d in record.drift["groups"].items()} == record.model_versions
-    assert any(m.endswith("drift: none found (100 rows judged)") for m in logs)
+    # ... and one to end: a small file's run writes two lines of its own, each an event Dagster stores
+    assert any("scored: 100 rows, 0 rejected; drift: none found (100 rows judged); stats" in m for m in logs)
+    assert not any("rows done" in m for m in logs)  # its one part needs no progress line
+
+
+def test_a_long_scoring_logs_its_progress(resources, storage, status, instance, monkeypatch) -> None:
+    monkeypatch.setattr(jobs, "PROGRESS_LOG_S", 0.0)  # as if every part took longer than that
+    message = stage(storage, SAMPLES / "100_rows.xlsx")
+    status.register(message)
+    result = run(score_upload_job, message, resources, instance)
+    logs = [e.message for e in instance.all_logs(result.run_id) if e.message]
+    assert any("100 rows done, 0 rejected" in m for m in logs)  # progress, in the run's log
     book = fastexcel.read_excel(str(storage.result_path(message.upload_id, "xlsx")))
     assert book.sheet_names == ["predictions", "drift", "rejected", "about"]
     sheet = book.load_sheet("drift").to_pandas()

@@ -17,9 +17,16 @@ from aimq_pipelines.uploads.stage_times import StageTimes
 from aimq_serving import schema
 from aimq_serving.loaded_models import ModelCache
 from aimq_serving.model_store import ModelStore
-from aimq_tabular import xlsx_cells
+from aimq_tabular import xlsx_cells, xlsx_reader
 from tests.helpers.corpus import xlsx_via_xlsxwriter
 from tests.helpers.paths import SAMPLES
+
+
+@pytest.fixture(autouse=True)
+def parsed_by_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This 2,500-row file is small enough to be parsed inline (``INLINE_SHEET_BYTES``): here its
+    parts go to the worker processes, as a large file's do."""
+    monkeypatch.setattr(xlsx_reader, "INLINE_SHEET_BYTES", 0)
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +85,21 @@ def test_parts_parsed_in_two_processes_come_back_as_one_piece(
     rejected = (tmp_path / "parted" / "rejected.csv").read_text()
     assert rejected == (tmp_path / "whole" / "rejected.csv").read_text()
     assert [line.split(",")[0] for line in rejected.splitlines()[1:]] == ["7", "1502", "1702", "2402"]
+
+
+def test_a_small_sheet_is_parsed_inline_with_the_same_result(
+    tmp_path: Path, pinned: PinnedModels, parted_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No worker process is started for it (none to fork, none to stop: ~50 ms of a small upload's run)."""
+    by_workers = _score(tmp_path / "workers", parted_file, pinned, chunk_rows=1_000, parsers=2)
+    monkeypatch.setattr(xlsx_reader, "INLINE_SHEET_BYTES", 1 << 30)
+    monkeypatch.setattr(xlsx_reader, "PartParsers", None)  # were a worker started, the read would fail
+    inline = _score(tmp_path / "inline", parted_file, pinned, chunk_rows=1_000, parsers=2)
+    assert inline.stats["parts"] == by_workers.stats["parts"] == 3
+    assert inline.stats["workers_peak_rss_mb"] == 0 < by_workers.stats["workers_peak_rss_mb"]
+    assert (inline.rows_total, inline.rows_rejected) == (by_workers.rows_total, by_workers.rows_rejected)
+    assert _sheets(tmp_path / "inline" / "result.xlsx") == _sheets(tmp_path / "workers" / "result.xlsx")
+    assert (tmp_path / "inline" / "rejected.csv").read_text() == (tmp_path / "workers" / "rejected.csv").read_text()
 
 
 def test_the_critical_path_adds_up_to_the_run(tmp_path: Path, pinned: PinnedModels, parted_file: Path) -> None:

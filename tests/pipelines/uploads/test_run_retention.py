@@ -4,6 +4,8 @@ other tests' runs) and the real Redis for the upload status records."""
 
 from __future__ import annotations
 
+import logging
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -11,14 +13,23 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import redis
+from dagster._core.test_utils import create_test_daemon_workspace_context
+from dagster._core.workspace.load_target import ModuleTarget
+from dagster._daemon.sensor import execute_sensor_iteration
 
 from aimq_pipelines.uploads.jobs import UPLOAD_COUNT_TAG, UPLOAD_ID_TAG, upload_tag
 from aimq_pipelines.uploads.purge import purge_uploads_job
 from aimq_pipelines.uploads.resources import UploadsResource
-from aimq_pipelines.uploads.run_retention import purge_purge_runs, purge_scoring_runs, purge_training_runs
+from aimq_pipelines.uploads.run_retention import (
+    purge_purge_runs,
+    purge_scoring_runs,
+    purge_training_runs,
+    purge_upload_sensor_ticks,
+)
 from aimq_serving.settings import AimqSettings
 from aimq_serving.uploads.status import UploadStatusStore
 from aimq_serving.uploads.storage import UploadStorage
+from tests.helpers.paths import REPO
 from tests.helpers.redis_keys import clear_prefix
 from tests.helpers.upload_records import DAY, NOW, upload
 
@@ -184,3 +195,48 @@ def test_every_instance_purges_sensor_and_schedule_ticks(instance: dg.DagsterIns
         "schedule": {"purge_after_days": 30},
         "sensor": {"purge_after_days": {"skipped": 1, "failure": 30, "success": 30}},
     }
+
+
+def test_the_upload_sensors_ticks_go_once_older_than_the_retention(
+    uploads_settings: AimqSettings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Real ticks, from Dagster's own sensor daemon loop on an empty queue: the upload sensors' and the
+    run-failure sensor's go once older than the retention, the other sensors' stay (dagster.yaml's
+    retention purges those, by whole days)."""
+    env = {
+        "AIMQ_UPLOADS_EXCHANGE": uploads_settings.uploads_exchange,
+        "AIMQ_UPLOADS_QUEUE": uploads_settings.uploads_queue,
+        "AIMQ_UPLOADS_DEAD_LETTER_EXCHANGE": uploads_settings.uploads_dead_letter_exchange,
+        "AIMQ_UPLOADS_DEAD_LETTER_QUEUE": uploads_settings.uploads_dead_letter_queue,
+        "AIMQ_UPLOAD_DIR": str(uploads_settings.resolved_upload_dir),
+        "AIMQ_SENSOR_SHARDS": "2",
+        "AIMQ_SENSOR_WAIT_S": "0",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    target = ModuleTarget(
+        module_name="aimq_pipelines.definitions", attribute=None, working_directory=str(REPO), location_name="aimq"
+    )
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        with create_test_daemon_workspace_context(target, instance) as workspace:
+            list(
+                execute_sensor_iteration(
+                    workspace, logging.getLogger("test"), threadpool_executor=None, submit_threadpool_executor=None
+                )
+            )
+
+        def ticks() -> dict[str, int]:
+            sensors = instance.all_instigator_state()
+            return {s.instigator_name: len(instance.get_ticks(s.instigator_origin_id, s.selector_id)) for s in sensors}
+
+        made = ticks()
+        assert made["upload_sensor"] == made["upload_sensor_2"] == made["upload_run_failure"] == 1
+        others = {name for name in made if name not in ("upload_sensor", "upload_sensor_2", "upload_run_failure")}
+        assert others and all(made[name] == 1 for name in others)  # drift_retrain, drift_history_refresh
+
+        # Within the retention nothing goes.
+        purged = purge_upload_sensor_ticks(instance, older_than_s=60)
+        assert purged == ["upload_run_failure", "upload_sensor", "upload_sensor_2"]
+        assert ticks() == made
+        purge_upload_sensor_ticks(instance, older_than_s=60, now=time.time() + 120)
+        assert ticks() == {**made, "upload_sensor": 0, "upload_sensor_2": 0, "upload_run_failure": 0}
