@@ -4,7 +4,6 @@ other tests' runs) and the real Redis for the upload status records."""
 
 from __future__ import annotations
 
-import logging
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -13,9 +12,6 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import redis
-from dagster._core.test_utils import create_test_daemon_workspace_context
-from dagster._core.workspace.load_target import ModuleTarget
-from dagster._daemon.sensor import execute_sensor_iteration
 
 from aimq_pipelines.uploads.jobs import UPLOAD_COUNT_TAG, UPLOAD_ID_TAG, upload_tag
 from aimq_pipelines.uploads.purge import purge_uploads_job
@@ -29,7 +25,7 @@ from aimq_pipelines.uploads.run_retention import (
 from aimq_serving.settings import AimqSettings
 from aimq_serving.uploads.status import UploadStatusStore
 from aimq_serving.uploads.storage import UploadStorage
-from tests.helpers.paths import REPO
+from tests.helpers.daemon_loop import sensor_iteration, use_code_location_env
 from tests.helpers.redis_keys import clear_prefix
 from tests.helpers.upload_records import DAY, NOW, upload
 
@@ -203,27 +199,9 @@ def test_the_upload_sensors_ticks_go_once_older_than_the_retention(
     """Real ticks, from Dagster's own sensor daemon loop on an empty queue: the upload sensors' and the
     run-failure sensor's go once older than the retention, the other sensors' stay (dagster.yaml's
     retention purges those, by whole days)."""
-    env = {
-        "AIMQ_UPLOADS_EXCHANGE": uploads_settings.uploads_exchange,
-        "AIMQ_UPLOADS_QUEUE": uploads_settings.uploads_queue,
-        "AIMQ_UPLOADS_DEAD_LETTER_EXCHANGE": uploads_settings.uploads_dead_letter_exchange,
-        "AIMQ_UPLOADS_DEAD_LETTER_QUEUE": uploads_settings.uploads_dead_letter_queue,
-        "AIMQ_UPLOAD_DIR": str(uploads_settings.resolved_upload_dir),
-        "AIMQ_SENSOR_SHARDS": "2",
-        "AIMQ_SENSOR_WAIT_S": "0",
-    }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    target = ModuleTarget(
-        module_name="aimq_pipelines.definitions", attribute=None, working_directory=str(REPO), location_name="aimq"
-    )
+    use_code_location_env(monkeypatch, uploads_settings, AIMQ_SENSOR_SHARDS="2", AIMQ_SENSOR_WAIT_S="0")
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
-        with create_test_daemon_workspace_context(target, instance) as workspace:
-            list(
-                execute_sensor_iteration(
-                    workspace, logging.getLogger("test"), threadpool_executor=None, submit_threadpool_executor=None
-                )
-            )
+        sensor_iteration(instance)
 
         def ticks() -> dict[str, int]:
             sensors = instance.all_instigator_state()

@@ -4,7 +4,6 @@ dies after writing a tick's requests, Dagster's own sensor daemon loop)."""
 
 from __future__ import annotations
 
-import logging
 import shutil
 import time
 from collections.abc import Iterator
@@ -13,9 +12,6 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from dagster._core.test_utils import create_test_daemon_workspace_context
-from dagster._core.workspace.load_target import ModuleTarget
-from dagster._daemon.sensor import execute_sensor_iteration
 
 from aimq_cli.instance import DAGSTER_YAML
 from aimq_pipelines import dagster_internals
@@ -31,7 +27,7 @@ from aimq_pipelines.uploads.sensors import (
     shard_names,
 )
 from aimq_serving.settings import AimqSettings
-from tests.helpers.paths import REPO
+from tests.helpers.daemon_loop import sensor_iteration, use_code_location_env
 from tests.pipelines.uploads.test_sensors import Broker, daemon_creates, message, resource
 
 OTHER = "upload_sensor_2"
@@ -115,39 +111,17 @@ def test_a_redelivered_message_whose_requests_a_dead_daemon_wrote_is_left_to_the
     (the moment before it submits them), with the code server gone too: the message is back in the
     queue, redelivered, no run exists, and any other shard must leave it to that tick, which the
     next daemon resumes."""
-    env = {
-        "AIMQ_UPLOADS_EXCHANGE": uploads_settings.uploads_exchange,
-        "AIMQ_UPLOADS_QUEUE": uploads_settings.uploads_queue,
-        "AIMQ_UPLOADS_DEAD_LETTER_EXCHANGE": uploads_settings.uploads_dead_letter_exchange,
-        "AIMQ_UPLOADS_DEAD_LETTER_QUEUE": uploads_settings.uploads_dead_letter_queue,
-        "AIMQ_UPLOAD_DIR": str(uploads_settings.resolved_upload_dir),
-        "AIMQ_SENSOR_SHARDS": "2",
-        "AIMQ_SENSOR_WAIT_S": "0",
-    }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
+    use_code_location_env(monkeypatch, uploads_settings, AIMQ_SENSOR_SHARDS="2", AIMQ_SENSOR_WAIT_S="0")
     msg = message()
     publisher = Broker(uploads_settings)  # closed at once: its heartbeats would go unanswered meanwhile
     publisher.publisher.publish(msg)
     publisher.close()
     names = frozenset(shard_names(2))
     crash = {name: {"RUN_IDS_RESERVED": RuntimeError("the daemon dies here")} for name in names}
-    target = ModuleTarget(
-        module_name="aimq_pipelines.definitions", attribute=None, working_directory=str(REPO), location_name="aimq"
-    )
     home = tmp_path / "home"
     home.mkdir()
     with dg.DagsterInstance.local_temp(str(home)) as instance:
-        with create_test_daemon_workspace_context(target, instance) as workspace:
-            list(
-                execute_sensor_iteration(
-                    workspace,
-                    logging.getLogger("test"),
-                    threadpool_executor=None,
-                    submit_threadpool_executor=None,
-                    debug_crash_flags=crash,
-                )
-            )
+        sensor_iteration(instance, crash)
         pending = dagster_internals.pending_sensor_requests(instance, names)
         assert [r.tags[upload_tag(msg.upload_id)] for r in pending] == [msg.upload_id]
         assert runs_of(instance, msg.upload_id) == []
