@@ -97,6 +97,18 @@ def group_members(pgid: int) -> list[int]:
     return members
 
 
+def resident_mb(pid: int) -> float:
+    """The resident memory of process ``pid`` in MB (its own, not its children's); 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return 0.0
+
+
 def _signal_groups(pgids: Iterable[int], sig: signal.Signals) -> None:
     for pgid in pgids:
         try:

@@ -28,6 +28,10 @@ class Stopped(KeyboardInterrupt):
     """SIGINT or SIGTERM reached `aimq up`: stop everything, exit 0."""
 
 
+# How often `aimq up` reads the daemon's memory (AIMQ_DAEMON_MAX_RSS_MB): it grows by ~1 MB a minute.
+MEMORY_CHECK_S = 10.0
+
+
 def _stop_on_signal(signum: int, frame: object) -> None:
     raise Stopped(signal.Signals(signum).name)
 
@@ -77,16 +81,17 @@ def cmd_up(settings: AimqSettings, args: argparse.Namespace) -> int:
         env["AIMQ_DAGSTER_UI_URL"] = f"http://{args.host}:{args.dagster_port}"
     procs: dict[str, subprocess.Popen] = {}
     watchdog = supervise.Watchdog()
+
+    def start(name: str) -> None:
+        # Own session each (see aimq_cli.supervise): a stop reaches the run processes too.
+        procs[name] = subprocess.Popen(
+            commands[name], start_new_session=True, env=env, preexec_fn=supervise.die_with_parent(os.getpid())
+        )
+        watchdog.watch(procs[name].pid)
+
     try:
-        for name, command in commands.items():
-            # Own session each (see aimq_cli.supervise): a stop reaches the run processes too.
-            procs[name] = subprocess.Popen(
-                command,
-                start_new_session=True,
-                env=env,
-                preexec_fn=supervise.die_with_parent(os.getpid()),
-            )
-            watchdog.watch(procs[name].pid)
+        for name in commands:
+            start(name)
             if name == "code-server":
                 try:
                     code_server.wait_loaded(procs[name], args.start_timeout)
@@ -108,10 +113,24 @@ def cmd_up(settings: AimqSettings, args: argparse.Namespace) -> int:
             "Ctrl-C stops everything started here.\n",
             flush=True,
         )
+        next_memory_check = time.monotonic() + MEMORY_CHECK_S
         while True:
             for name, proc in procs.items():
                 if proc.poll() is not None:
                     raise CliError(f"{name} exited with code {proc.returncode}; stopping the rest")
+            if settings.daemon_max_rss_mb and time.monotonic() >= next_memory_check:
+                next_memory_check = time.monotonic() + MEMORY_CHECK_S
+                daemon = procs["dagster-daemon"]
+                used = supervise.resident_mb(daemon.pid)
+                if used > settings.daemon_max_rss_mb:
+                    print(
+                        f"dagster-daemon uses {used:.0f} MB, more than AIMQ_DAEMON_MAX_RSS_MB "
+                        f"({settings.daemon_max_rss_mb}): restarting it (Dagster's daemon grows by itself, "
+                        "dagster-io/dagster#32070; nothing is lost)",
+                        flush=True,
+                    )
+                    supervise.stop_groups([daemon.pid], reap=daemon.poll)
+                    start("dagster-daemon")
             time.sleep(0.5)
     except Stopped:
         print("\nstopping ...", flush=True)

@@ -143,6 +143,11 @@ class AimqSettings(BaseSettings):
     # (one every ~0.8 s, ~6 per loop) each find a tick open (with 4, the fifth of a loop waited for
     # the next: p95 2.4 s, benchmarks/results/small_files_quiet26.md).
     sensor_shards: int = Field(default=8, ge=1, le=16)
+    # `aimq up` restarts the Dagster daemon once its resident memory passes this many MB (0: never).
+    # Dagster's daemon grows by itself, steadily (dagster-io/dagster#32070; +0.9 MB a minute in the
+    # soak benchmark, ~1.3 GB a day); it keeps no state of its own, so a restart loses nothing (the
+    # fault tests kill it). Kubernetes does the same at the daemon's memory limit (k8s/base/daemon.yaml).
+    daemon_max_rss_mb: int = Field(default=1024, ge=0)
     # Compose and Kubernetes: a scoring run whose uploads weigh at most this many bytes starts in the
     # warm code server (no container or pod: ~4 s less); larger ones, training and the purge in
     # run containers or Jobs (aimq_pipelines/run_launcher.py). 0: every run in a container.

@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from aimq_cli.supervise import KILL_WAIT_S, STOP_GRACE_S, group_members
+from aimq_cli.up import MEMORY_CHECK_S
 from aimq_serving.model_store import ModelStore
 from tests.helpers.contention import busy_cpus
 from tests.helpers.ports import free_port
@@ -98,7 +99,8 @@ class Up:
 
 
 @pytest.fixture
-def up(trained_store: ModelStore, dagster_home: Path) -> Iterator[Up]:
+def up(trained_store: ModelStore, dagster_home: Path, request: pytest.FixtureRequest) -> Iterator[Up]:
+    """`aimq up`, with the settings of an indirect parameter added to the environment, if any."""
     api_port, dagster_port = free_port(), free_port()
     proc = subprocess.Popen(
         [
@@ -114,7 +116,7 @@ def up(trained_store: ModelStore, dagster_home: Path) -> Iterator[Up]:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env=os.environ.copy(),
+        env={**os.environ, **getattr(request, "param", {})},
         preexec_fn=_ignore_stop_signals,
     )
     running = Up(proc, api_port, dagster_port)
@@ -187,3 +189,29 @@ def test_killed_up_leaves_nothing_running(up: Up, contended: bool) -> None:
         up.proc.kill()
         up.proc.wait()
         _nothing_left(up)
+
+
+@pytest.mark.parametrize("up", [{"AIMQ_DAEMON_MAX_RSS_MB": "1"}], indirect=True, ids=["bound-1-MB"])
+def test_a_daemon_past_its_memory_bound_is_restarted(up: Up) -> None:
+    """Dagster's daemon grows by itself (dagster-io/dagster#32070): past AIMQ_DAEMON_MAX_RSS_MB `aimq
+    up` stops it and starts another (here at once: every daemon is past 1 MB); the rest keeps serving
+    and a stop still leaves nothing behind."""
+    _serving(up)
+    first = up.record_groups()["dagster-daemon"]
+    output, deadline = [], time.monotonic() + MEMORY_CHECK_S + STOP_BOUND_S + SCHEDULING_ROOM_S
+    while not any("restarting it" in line for line in output):
+        assert time.monotonic() < deadline, "".join(output)
+        try:
+            output.append(up.lines.get(timeout=1))
+        except queue.Empty:
+            assert up.proc.poll() is None, "".join(output)
+    assert "more than AIMQ_DAEMON_MAX_RSS_MB (1)" in output[-1]
+    while up.record_groups().get("dagster-daemon") in (None, first):
+        assert time.monotonic() < deadline, "no new daemon"
+        time.sleep(0.2)
+    assert not group_members(first)  # the old one is gone, with its group
+    assert httpx.get(f"http://127.0.0.1:{up.api_port}/health", timeout=10).json() == {"status": "ok"}
+    up.proc.send_signal(signal.SIGTERM)
+    up.proc.wait(timeout=STOP_BOUND_S + SCHEDULING_ROOM_S)
+    assert up.proc.returncode == 0
+    _nothing_left(up)
