@@ -11,6 +11,13 @@ Only reading and computing: no connection, thread or file is opened here that a 
 
 from __future__ import annotations
 
+import logging
+
 from aimq_pipelines import dagster_internals
 
-dagster_internals.share_storage_migrations()
+try:
+    dagster_internals.share_storage_migrations()
+except Exception:  # noqa: BLE001 - a warm-up only: the forkserver must start (it survives an ImportError alone)
+    logging.getLogger(__name__).warning(
+        "run processes will read Dagster's storage migrations each (0.14 s more per run)", exc_info=True
+    )

@@ -7,6 +7,8 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
+import subprocess
+import sys
 
 import dagster as dg
 import pytest
@@ -80,3 +82,25 @@ def test_delete_check_executions_deletes_only_the_given_partitions_of_the_asset(
             return [r.partition for r in history]
 
         assert left(key) == ["b"] and left(dg.AssetKey("other")) == ["a"]
+
+
+def test_run_processes_share_one_reading_of_the_storage_migrations() -> None:
+    """What the forkserver imports (aimq_pipelines.warm_runs): every alembic config of Dagster's SQL
+    storages gets the one script directory read there, which knows the head revision; in a process of
+    its own, as the forkserver is."""
+    script = """
+from alembic.script import ScriptDirectory
+import aimq_pipelines.warm_runs
+from dagster._core.storage.sql import get_alembic_config
+from dagster._core.storage.event_log.sqlite import sqlite_event_log
+from dagster._core.storage.runs.sqlite import sqlite_run_storage
+from dagster._core.storage.schedules.sqlite import sqlite_schedule_storage
+dirs = {id(ScriptDirectory.from_config(get_alembic_config(m.__file__)))
+        for m in (sqlite_event_log, sqlite_run_storage, sqlite_schedule_storage)}
+assert len(dirs) == 1, dirs
+print(ScriptDirectory.from_config(get_alembic_config(sqlite_event_log.__file__)).get_current_head())
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip(), done.stderr  # the head revision
+    assert "will read Dagster's storage migrations each" not in done.stderr
