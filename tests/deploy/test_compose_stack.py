@@ -345,8 +345,14 @@ def test_an_upload_is_scored_in_the_code_server_like_predict_onnx(stack: Stack, 
     assert all(r["profile_version"] == r["model_version"] for r in drift["groups"].values()), drift
     sheet = pd.read_excel(io.BytesIO(result.content), sheet_name="drift")
     assert len(sheet) > 0
-    partition = dagster_graphql(stack, SCORED_UPLOAD, {"partition": upload_id})["assetOrError"]
-    [materialization] = partition["assetMaterializations"]
+    # The run reports it once the status is recorded: it follows the status by a few writes.
+    deadline = time.monotonic() + 60
+    while not (found := dagster_graphql(stack, SCORED_UPLOAD, {"partition": upload_id})["assetOrError"])[
+        "assetMaterializations"
+    ]:
+        assert time.monotonic() < deadline, f"no scored_uploads materialization of {upload_id} in 60 s"
+        time.sleep(0.5)
+    [materialization] = found["assetMaterializations"]
     assert materialization["partition"] == upload_id and materialization["runId"] == record["run_id"]
     labels = {m["label"] for m in materialization["metadataEntries"]}
     assert {"dagster/row_count", "rows_rejected", "model_versions", "drift_verdict"} <= labels, labels

@@ -43,17 +43,23 @@ def test_a_drifting_upload_shows_in_dagster_and_in_drift_history(
     record = wait_for_upload(platform.api_url, upload_id, platform=platform)
     assert record["state"] == "succeeded" and record["drift"]["verdict"] == "drift", record
 
-    assert upload_id in instance.get_dynamic_partitions(UPLOAD_PARTITIONS.name)
+    # The run reports the upload's partition, its materialization and then its checks once the status
+    # is recorded (aimq_pipelines/uploads/jobs.py): they follow the status by a few writes.
+    _wait("its scored_uploads partition", lambda: upload_id in instance.get_dynamic_partitions(UPLOAD_PARTITIONS.name))
+
+    def drift_checked() -> list:
+        history = instance.event_log_storage.get_asset_check_execution_history(
+            dg.AssetCheckKey(SCORED_UPLOADS, "input_drift"), limit=20
+        )
+        return [r for r in history if r.partition == upload_id]
+
+    (mine,) = _wait("its input_drift check", drift_checked)
     (materialization,) = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=SCORED_UPLOADS, asset_partitions=[upload_id]), limit=5
     ).records
     assert materialization.run_id == record["run_id"]
     meta = materialization.asset_materialization.metadata
     assert meta["group_verdicts"].value == {"A": "drift"} and meta["dagster/row_count"].value == 400
-    drift_check = instance.event_log_storage.get_asset_check_execution_history(
-        dg.AssetCheckKey(SCORED_UPLOADS, "input_drift"), limit=20
-    )
-    (mine,) = [r for r in drift_check if r.partition == upload_id]
     evaluation = mine.event.dagster_event.event_specific_data
     assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.WARN
 

@@ -3,12 +3,15 @@ model's metrics and predicted-vs-actual plot, and a scored upload's partition wi
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
+import dagster as dg
 import httpx
 import pytest
 
 from aimq_pipelines.models.assets import group_name
+from aimq_pipelines.monitoring.scored_uploads import SCORED_UPLOADS
 from aimq_serving import schema
 from aimq_serving.model_store import ModelStore
 from tests.helpers.browser import screenshot
@@ -57,13 +60,18 @@ def test_trained_model_shows_its_metrics_plot_and_check(trained_store: ModelStor
 
 @pytest.mark.slow
 def test_a_scored_upload_is_its_own_partition_with_its_drift_check(
-    platform: Platform, dagster_ui: str, page: Page
+    platform: Platform, dagster_ui: str, page: Page, instance: dg.DagsterInstance
 ) -> None:
     content = (SAMPLES / "100_rows.xlsx").read_bytes()
     response = httpx.post(f"{platform.api_url}/upload", files={"file": ("100_rows.xlsx", content)}, timeout=30)
     assert response.status_code == 202, response.text
     upload_id = response.json()["upload_id"]
     assert wait_for_upload(platform.api_url, upload_id, platform=platform)["state"] == "succeeded"
+    # The run reports the partition and its checks once the status is recorded, a few writes later.
+    deadline = time.monotonic() + 60
+    while not _checked(instance, upload_id):
+        assert time.monotonic() < deadline, "its scored_uploads checks were not reported in 60 s"
+        time.sleep(0.5)
 
     page.goto(f"{dagster_ui}/assets/scored_uploads?view=partitions&partition={upload_id}")
     for key in ("rows_rejected", "model_versions", "drift_verdict"):
@@ -75,3 +83,16 @@ def test_a_scored_upload_is_its_own_partition_with_its_drift_check(
     for check in ("input_drift", "input_schema"):
         page.get_by_text(check, exact=True).first.wait_for()
     screenshot(page, "dagster-scored-upload-checks")
+
+
+def _checked(instance: dg.DagsterInstance, upload_id: str) -> bool:
+    """Both checks of the upload's scored_uploads partition are stored (the run reports them last)."""
+    return all(
+        any(
+            r.partition == upload_id
+            for r in instance.event_log_storage.get_asset_check_execution_history(
+                dg.AssetCheckKey(SCORED_UPLOADS, check), limit=20
+            )
+        )
+        for check in ("input_drift", "input_schema")
+    )
