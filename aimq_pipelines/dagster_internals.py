@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
+import sqlalchemy
 import yaml
 
 
@@ -230,6 +231,18 @@ ALEMBIC_CONFIG = Internal(
     breaks="runs read the migration scripts again each (0.14 s more per run); the code server still starts",
 )
 
+POSTGRES_STORAGE = Internal(
+    "dagster_postgres",
+    "DagsterPostgresStorage",
+    used_by="aimq_pipelines.postgres_storage (replace_postgres_engine)",
+    why="each of its run, event log and schedule storages connects through its `_engine`, made with NullPool "
+    "(a new PostgreSQL connection and server process per call); the only public way to change it, "
+    "`optimize_for_webserver`, keeps one connection per storage, opens and closes one per concurrent call "
+    "beyond it and sets a statement timeout",
+    breaks="compose and Kubernetes processes refuse to open Dagster's storage (they would run, slower, on "
+    "a new connection per call)",
+)
+
 # Modules the code server's forkserver imports ahead of every run (aimq_pipelines.code_server.PRELOAD):
 # Dagster's run execution path and the instance's defs-state storage. multiprocessing ignores a preload
 # that fails to import, so a moved module would make runs start cold without a word: the test imports each.
@@ -262,6 +275,7 @@ INTERNALS = (
     ASSET_CHECK_EXECUTIONS_TABLE,
     SQL_EVENT_LOG_STORAGE,
     ALEMBIC_CONFIG,
+    POSTGRES_STORAGE,
 )
 
 # The attribute API_SERVER's constructor sets to its multiprocessing context.
@@ -385,6 +399,22 @@ def purge_sensor_ticks(instance: dg.DagsterInstance, sensors: Callable[[str], bo
         )
         purged.append(state.instigator_name)
     return sorted(purged)
+
+
+# The attribute each storage of POSTGRES_STORAGE connects through.
+_ENGINE_ATTRIBUTE = "_engine"
+
+
+def replace_postgres_engine(storage: Any, engine: sqlalchemy.engine.Engine) -> None:
+    """Make ``storage`` (a run, event log or schedule storage of POSTGRES_STORAGE) connect through
+    ``engine``; its own engine holds no connection (NullPool) and is disposed."""
+    old = getattr(storage, _ENGINE_ATTRIBUTE, None)
+    if not isinstance(old, sqlalchemy.engine.Engine):
+        raise DagsterInternalsChanged(
+            POSTGRES_STORAGE.changed(f"its {type(storage).__name__} has no SQLAlchemy engine in {_ENGINE_ATTRIBUTE}")
+        )
+    setattr(storage, _ENGINE_ATTRIBUTE, engine)
+    old.dispose()
 
 
 def configured_class(module: str, class_name: str, config: dict[str, Any]) -> Any:

@@ -12,6 +12,7 @@ import sys
 
 import dagster as dg
 import pytest
+import sqlalchemy
 
 from aimq_pipelines import dagster_internals
 from aimq_pipelines.dagster_internals import INTERNALS, DagsterInternalsChanged, Internal
@@ -104,3 +105,11 @@ print(ScriptDirectory.from_config(get_alembic_config(sqlite_event_log.__file__))
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip(), done.stderr  # the head revision
     assert "will read Dagster's storage migrations each" not in done.stderr
+
+
+def test_a_postgres_storage_without_its_engine_fails_naming_the_pooled_storage() -> None:
+    class Renamed:  # a Dagster whose storages no longer keep their engine in `_engine`
+        engine = None
+
+    with pytest.raises(DagsterInternalsChanged, match="aimq_pipelines.postgres_storage"):
+        dagster_internals.replace_postgres_engine(Renamed(), sqlalchemy.create_engine("sqlite://"))
