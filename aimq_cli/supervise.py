@@ -158,6 +158,13 @@ class Watchdog:
         self.proc.stdin.write(f"{pgid}\n".encode())
         self.proc.stdin.flush()
 
+    def forget(self, pgid: int) -> None:
+        """``pgid`` is stopped (a restarted service): the watchdog no longer stops it, so a new group
+        that the kernel gives the same number later is never signalled."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(f"-{pgid}\n".encode())
+        self.proc.stdin.flush()
+
     def release(self) -> None:
         """Everything is stopped: the watchdog ends without touching anything."""
         assert self.proc.stdin is not None
@@ -170,14 +177,19 @@ class Watchdog:
 
 
 def _watch(grace_s: float) -> int:
-    """The watchdog process: reads process groups from stdin until ``release`` or end of file."""
+    """The watchdog process: reads process groups from stdin (``-N``: forget group N) until ``release``
+    or end of file."""
     # Ctrl-C in a terminal is for `aimq up`; the watchdog waits for it to finish or die.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     groups: list[int] = []
     for line in sys.stdin.buffer:
         if line == RELEASE:
             return 0
-        groups.append(int(line))
+        pgid = int(line)
+        if pgid < 0:
+            groups.remove(-pgid)
+        else:
+            groups.append(pgid)
     # End of file without a release: `aimq up` is gone and left its services behind.
     stop_groups(groups, grace_s)
     return 0

@@ -130,6 +130,7 @@ def cmd_up(settings: AimqSettings, args: argparse.Namespace) -> int:
                         flush=True,
                     )
                     supervise.stop_groups([daemon.pid], reap=daemon.poll)
+                    watchdog.forget(daemon.pid)
                     start("dagster-daemon")
             time.sleep(0.5)
     except Stopped:

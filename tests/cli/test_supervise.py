@@ -122,6 +122,20 @@ def test_the_watchdog_stops_the_groups_when_its_pipe_closes_without_a_release(gr
     assert polite.returncode == -signal.SIGTERM and stubborn.returncode == -signal.SIGKILL
 
 
+def test_the_watchdog_leaves_a_forgotten_group_alone(groups: list[subprocess.Popen]) -> None:
+    """`aimq up` restarted a service: its old group number may belong to someone else later."""
+    forgotten, child = _start_group(groups, "polite")
+    watched, _ = _start_group(groups, "polite")
+    watchdog = Watchdog(grace_s=2.0)
+    watchdog.watch(forgotten.pid)
+    watchdog.watch(watched.pid)
+    watchdog.forget(forgotten.pid)
+    watchdog.proc.stdin.close()
+    assert watchdog.proc.wait(timeout=60) == 0
+    watched.wait(timeout=10)
+    assert forgotten.poll() is None and sorted(group_members(forgotten.pid)) == sorted([forgotten.pid, child])
+
+
 def test_a_released_watchdog_touches_nothing(groups: list[subprocess.Popen]) -> None:
     proc, child = _start_group(groups, "polite")
     watchdog = Watchdog(grace_s=2.0)
