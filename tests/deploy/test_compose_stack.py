@@ -39,6 +39,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from aimq_serving import schema
 from tests.helpers.deploy import read_env_file
+from tests.helpers.faults import wait_until
 from tests.helpers.paths import REPO, SAMPLES
 from tests.helpers.platform import prediction_records
 from tests.helpers.ports import free_port
@@ -345,14 +346,13 @@ def test_an_upload_is_scored_in_the_code_server_like_predict_onnx(stack: Stack, 
     assert all(r["profile_version"] == r["model_version"] for r in drift["groups"].values()), drift
     sheet = pd.read_excel(io.BytesIO(result.content), sheet_name="drift")
     assert len(sheet) > 0
+
     # The run reports it once the status is recorded: it follows the status by a few writes.
-    deadline = time.monotonic() + 60
-    while not (found := dagster_graphql(stack, SCORED_UPLOAD, {"partition": upload_id})["assetOrError"])[
-        "assetMaterializations"
-    ]:
-        assert time.monotonic() < deadline, f"no scored_uploads materialization of {upload_id} in 60 s"
-        time.sleep(0.5)
-    [materialization] = found["assetMaterializations"]
+    def materializations() -> list:
+        return dagster_graphql(stack, SCORED_UPLOAD, {"partition": upload_id})["assetOrError"]["assetMaterializations"]
+
+    wait_until(materializations, f"the scored_uploads materialization of {upload_id}", timeout_s=60, interval_s=0.5)
+    [materialization] = materializations()
     assert materialization["partition"] == upload_id and materialization["runId"] == record["run_id"]
     labels = {m["label"] for m in materialization["metadataEntries"]}
     assert {"dagster/row_count", "rows_rejected", "model_versions", "drift_verdict"} <= labels, labels

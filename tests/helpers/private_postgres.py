@@ -87,13 +87,12 @@ def start() -> PrivatePostgres:
     if BIN is None:
         raise RuntimeError(MISSING)
     directory = Path(tempfile.mkdtemp(prefix="aimq-postgres-"))
-    if os.geteuid() == 0:
-        account = pwd.getpwnam("postgres")
-        os.chown(directory, account.pw_uid, account.pw_gid)
     password_file = directory / "password"
     password_file.write_text(PASSWORD + "\n")
     if os.geteuid() == 0:
-        os.chown(password_file, pwd.getpwnam("postgres").pw_uid, -1)
+        account = pwd.getpwnam("postgres")
+        for path in (directory, password_file):
+            os.chown(path, account.pw_uid, account.pw_gid)
     subprocess.run(
         _as_server_user(
             [

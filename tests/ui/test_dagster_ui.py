@@ -3,7 +3,6 @@ model's metrics and predicted-vs-actual plot, and a scored upload's partition wi
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -15,6 +14,7 @@ from aimq_pipelines.monitoring.scored_uploads import SCORED_UPLOADS
 from aimq_serving import schema
 from aimq_serving.model_store import ModelStore
 from tests.helpers.browser import screenshot
+from tests.helpers.faults import wait_until
 from tests.helpers.paths import SAMPLES
 from tests.helpers.platform import Platform, wait_for_upload
 
@@ -68,10 +68,7 @@ def test_a_scored_upload_is_its_own_partition_with_its_drift_check(
     upload_id = response.json()["upload_id"]
     assert wait_for_upload(platform.api_url, upload_id, platform=platform)["state"] == "succeeded"
     # The run reports the partition and its checks once the status is recorded, a few writes later.
-    deadline = time.monotonic() + 60
-    while not _checked(instance, upload_id):
-        assert time.monotonic() < deadline, "its scored_uploads checks were not reported in 60 s"
-        time.sleep(0.5)
+    wait_until(lambda: _checked(instance, upload_id), "its scored_uploads checks", timeout_s=60, interval_s=0.5)
 
     page.goto(f"{dagster_ui}/assets/scored_uploads?view=partitions&partition={upload_id}")
     for key in ("rows_rejected", "model_versions", "drift_verdict"):
