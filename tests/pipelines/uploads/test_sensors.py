@@ -19,6 +19,7 @@ import pika
 import pytest
 from dagster._daemon.auto_run_reexecution.event_log_consumer import _create_cursor_key
 
+from aimq_cli.instance import DAGSTER_YAML
 from aimq_pipelines.models.resources import ModelStoreResource
 from aimq_pipelines.uploads import held_connections, run_failures
 from aimq_pipelines.uploads.jobs import (
@@ -39,6 +40,18 @@ from aimq_serving.uploads.messages import UploadMessage
 from aimq_serving.uploads.status import UploadStatusStore
 from aimq_serving.uploads.storage import UploadStorage, new_upload_id
 from tests.helpers.paths import SAMPLES
+
+
+@pytest.fixture(scope="module")
+def daemonless_instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dg.DagsterInstance]:
+    """The shipped instance settings (run retries on) in a home no daemon reads. The session's
+    instance is shared with the end-to-end platform's dagster-daemon, whose real run-retry daemon
+    would move its cursor and retry runs between a run-failure test's steps (seen: a rewound cursor
+    read again and set forward)."""
+    home = tmp_path_factory.mktemp("daemonless_dagster_home")
+    (home / "dagster.yaml").write_text(DAGSTER_YAML.read_text())
+    with dg.DagsterInstance.from_config(str(home)) as inst:
+        yield inst
 
 
 def message() -> UploadMessage:
@@ -342,17 +355,17 @@ def started_upload_run(
 
 
 def test_run_failure_sensor_waits_for_dagsters_retry_decision(
-    instance: dg.DagsterInstance, settings: AimqSettings, uploads_settings: AimqSettings
+    daemonless_instance: dg.DagsterInstance, settings: AimqSettings, uploads_settings: AimqSettings
 ) -> None:
     """The race of issue 17: the failure event is stored before the run's status and its
     dagster/will_retry tag. A tick that reads the run in between must not take "no tag yet" for
     "no retry", nor a run still STARTED for a finished one."""
-    msg, run, status = started_upload_run(instance, settings)
-    assert instance.run_retries_enabled and instance.run_retries_max_retries >= 1  # as shipped
-    context = crashed_run_context(instance, uploads_settings, msg, run)  # read before any of it landed
+    msg, run, status = started_upload_run(daemonless_instance, settings)
+    assert daemonless_instance.run_retries_enabled and daemonless_instance.run_retries_max_retries >= 1  # as shipped
+    context = crashed_run_context(daemonless_instance, uploads_settings, msg, run)  # read before any of it landed
     # The reporting process is slow to write the status (and then the tag) on a busy machine.
-    reporter = threading.Timer(1.0, lambda: instance.report_run_failed(run))
-    daemon = threading.Timer(2.0, lambda: retried_by_the_daemon(instance, run.run_id))
+    reporter = threading.Timer(1.0, lambda: daemonless_instance.report_run_failed(run))
+    daemon = threading.Timer(2.0, lambda: retried_by_the_daemon(daemonless_instance, run.run_id))
     reporter.start()
     daemon.start()
     try:
@@ -362,7 +375,7 @@ def test_run_failure_sensor_waits_for_dagsters_retry_decision(
         daemon.join()
     record = status.get(msg.upload_id)
     assert record.state == "running" and record.error is None, record
-    assert instance.get_run_by_id(run.run_id).tags[WILL_RETRY_TAG] == "true"
+    assert daemonless_instance.get_run_by_id(run.run_id).tags[WILL_RETRY_TAG] == "true"
 
 
 def test_run_failure_sensor_decides_like_the_retry_daemon_when_no_tag_was_written(
@@ -388,7 +401,7 @@ def test_run_failure_sensor_decides_like_the_retry_daemon_when_no_tag_was_writte
 
 
 def test_a_retry_the_daemon_skipped_rewinds_it_and_never_leaves_the_upload_running(
-    instance: dg.DagsterInstance,
+    daemonless_instance: dg.DagsterInstance,
     settings: AimqSettings,
     uploads_settings: AimqSettings,
     monkeypatch: pytest.MonkeyPatch,
@@ -398,29 +411,31 @@ def test_a_retry_the_daemon_skipped_rewinds_it_and_never_leaves_the_upload_runni
     event, so the daemon reads it again. With no daemon here to act on it, the upload ends failed
     with what to do, not `running` for ever."""
     monkeypatch.setattr(run_failures, "RETRY_APPEAR_S", 0.3)
-    msg, run, status = started_upload_run(instance, settings)
-    instance.report_run_failed(run)
-    assert instance.get_run_by_id(run.run_id).tags[WILL_RETRY_TAG] == "true"
+    msg, run, status = started_upload_run(daemonless_instance, settings)
+    daemonless_instance.report_run_failed(run)
+    assert daemonless_instance.get_run_by_id(run.run_id).tags[WILL_RETRY_TAG] == "true"
     key = _create_cursor_key(dg.DagsterEventType.RUN_FAILURE)
-    past = instance.event_log_storage.get_maximum_record_id()
-    instance.daemon_cursor_storage.set_cursor_values({key: str(past)})  # the daemon passed it by
-    upload_run_failure(crashed_run_context(instance, uploads_settings, msg, instance.get_run_by_id(run.run_id)))
-    failures = instance.event_log_storage.get_logs_for_all_runs_by_log_id(
+    past = daemonless_instance.event_log_storage.get_maximum_record_id()
+    daemonless_instance.daemon_cursor_storage.set_cursor_values({key: str(past)})  # the daemon passed it by
+    upload_run_failure(
+        crashed_run_context(daemonless_instance, uploads_settings, msg, daemonless_instance.get_run_by_id(run.run_id))
+    )
+    failures = daemonless_instance.event_log_storage.get_logs_for_all_runs_by_log_id(
         after_cursor=-1, dagster_event_type={dg.DagsterEventType.RUN_FAILURE}
     )
     [failure_id] = [i for i, e in failures.items() if e.run_id == run.run_id]
-    assert int(instance.daemon_cursor_storage.get_cursor_values({key})[key]) == failure_id - 1
+    assert int(daemonless_instance.daemon_cursor_storage.get_cursor_values({key})[key]) == failure_id - 1
     record = status.get(msg.upload_id)
     assert record.state == "failed" and "did not retry it" in record.error, record
 
 
 def test_run_failure_sensor_marks_the_upload_once_no_retry_is_left(
-    instance: dg.DagsterInstance, settings: AimqSettings, uploads_settings: AimqSettings
+    daemonless_instance: dg.DagsterInstance, settings: AimqSettings, uploads_settings: AimqSettings
 ) -> None:
-    msg, run, status = started_upload_run(instance, settings)
-    instance.add_run_tags(run.run_id, {"dagster/max_retries": "0"})  # the last attempt of a group
-    context = crashed_run_context(instance, uploads_settings, msg, run)
-    instance.report_run_failed(run)
+    msg, run, status = started_upload_run(daemonless_instance, settings)
+    daemonless_instance.add_run_tags(run.run_id, {"dagster/max_retries": "0"})  # the last attempt of a group
+    context = crashed_run_context(daemonless_instance, uploads_settings, msg, run)
+    daemonless_instance.report_run_failed(run)
     upload_run_failure(context)
     record = status.get(msg.upload_id)
     assert record.state == "failed" and f"scoring run {run.run_id} failed" in record.error, record
@@ -548,7 +563,7 @@ def test_a_backlog_run_never_launched_is_requested_again_word_for_word(
 
 
 def test_run_failure_of_a_backlog_marks_only_its_unfinished_uploads(
-    instance: dg.DagsterInstance, settings: AimqSettings, uploads_settings: AimqSettings
+    daemonless_instance: dg.DagsterInstance, settings: AimqSettings, uploads_settings: AimqSettings
 ) -> None:
     scored, unfinished = message(), message()
     status = UploadStatusStore.from_settings(settings)
@@ -570,18 +585,18 @@ def test_run_failure_of_a_backlog_marks_only_its_unfinished_uploads(
         },
         tags={upload_tag(m.upload_id): m.upload_id for m in (scored, unfinished)},
     )
-    run = daemon_creates(instance, request, launched=False)
+    run = daemon_creates(daemonless_instance, request, launched=False)
     for msg in (scored, unfinished):
         status.start(msg, run.run_id)
     status.succeed(scored.upload_id, rows_total=1, rows_rejected=0, model_versions={"A": 1}, stats={})
-    instance.report_run_failed(run)
-    instance.add_run_tags(run.run_id, {WILL_RETRY_TAG: "false"})  # its last retry
-    failure = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE).records[0]
+    daemonless_instance.report_run_failed(run)
+    daemonless_instance.add_run_tags(run.run_id, {WILL_RETRY_TAG: "false"})  # its last retry
+    failure = daemonless_instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE).records[0]
     context = dg.build_run_status_sensor_context(
         sensor_name="upload_run_failure",
         dagster_event=failure.event_log_entry.dagster_event,
-        dagster_instance=instance,
-        dagster_run=instance.get_run_by_id(run.run_id),
+        dagster_instance=daemonless_instance,
+        dagster_run=daemonless_instance.get_run_by_id(run.run_id),
         resources={"uploads": resource(uploads_settings)},
     )
     upload_run_failure(context)
