@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aimq_serving.settings import AimqSettings
+
+if TYPE_CHECKING:
+    from dagster import DagsterInstance
 
 # Package data (pyproject.toml), so a pip-installed aimq has it too. Rendered by
 # deploy/render_config.py from deploy/dagster/local.yaml and common.yaml, like the compose and
@@ -28,12 +34,13 @@ SHIPPED_BEFORE = frozenset(
         "a147b7729bc2af387667c158acc62331c6e93bad3e3c16e535ce3cc563e2d0bb",
         "a3e653e98b47087c0f8735500cdb43c3cd0f29f0fe6b1c43d00cfb8631f69c49",
         "7163ae1ead48ae83f41b99f0206f78d46cd4e98657a4dda9af663911beda4d01",
+        "a1223864019cc9da4f790a8dc4dadac9d122ee29d0b9f1bbb23caacdea9c6cd8",
     }
 )
 # The SHA-256 of DAGSTER_YAML as this aimq ships it. Changing dagster.yaml: move this value into
 # SHIPPED_BEFORE and set the new one here (tests/cli/test_instance.py fails until then), so that homes
 # seeded with the old text get the new one.
-SHIPPED = "a1223864019cc9da4f790a8dc4dadac9d122ee29d0b9f1bbb23caacdea9c6cd8"
+SHIPPED = "2aba4aa5bb6e795e87272a6c3cf8e271931a3e4e3c0690bfd480f5eca9f4624f"
 
 
 def dagster_home(settings: AimqSettings) -> Path:
@@ -74,3 +81,24 @@ def seed_config(home: Path) -> None:
 
 def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+@contextlib.contextmanager
+def local_instance(home: Path) -> Iterator[DagsterInstance]:
+    """The Dagster instance of ``home`` (its dagster.yaml), opened with DAGSTER_HOME naming ``home`` while
+    it loads. The local storage's files follow DAGSTER_HOME (deploy/dagster/local.yaml: Dagster has no
+    way to name the instance's own directory there), so a process whose DAGSTER_HOME names another home
+    (a benchmark watching the platform it started) would otherwise read that other one's."""
+    import dagster as dg
+
+    previous = os.environ.get("DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = str(home)
+    try:
+        instance = dg.DagsterInstance.from_config(str(home))
+    finally:
+        if previous is None:
+            del os.environ["DAGSTER_HOME"]
+        else:
+            os.environ["DAGSTER_HOME"] = previous
+    with instance:
+        yield instance

@@ -17,9 +17,9 @@ import importlib
 import json
 import multiprocessing.context
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import dagster as dg
 import sqlalchemy
@@ -231,6 +231,17 @@ ALEMBIC_CONFIG = Internal(
     breaks="runs read the migration scripts again each (0.14 s more per run); the code server still starts",
 )
 
+SQLITE_STORAGE = Internal(
+    "dagster._core.storage.sqlite_storage",
+    "DagsterSqliteStorage",
+    used_by="aimq_pipelines.sqlite_storage (PooledSqliteStorage, keep_sqlite_connections)",
+    why="the local instance's storage (Dagster's default) has no public class; its run and schedule storages "
+    "(`connect`) and its event log (`_connect`: a SQLite file per run, and an index) make a new engine with "
+    "NullPool and open a new SQLite connection for every call: ~3.5 ms of the ~4.9 ms an event took "
+    "(docs/batch.md, 'Issue 26, fourth round'), and a backlog run stores a dozen events per upload",
+    breaks="`aimq up`, `aimq train` and `dagster dev` refuse to open the instance (they would run, slower, on "
+    "a new connection per call)",
+)
 POSTGRES_STORAGE = Internal(
     "dagster_postgres",
     "DagsterPostgresStorage",
@@ -276,6 +287,7 @@ INTERNALS = (
     SQL_EVENT_LOG_STORAGE,
     ALEMBIC_CONFIG,
     POSTGRES_STORAGE,
+    SQLITE_STORAGE,
 )
 
 # The attribute API_SERVER's constructor sets to its multiprocessing context.
@@ -336,6 +348,8 @@ def configured_class_modules(dagster_home: str) -> list[str]:
 
 # The set of run ids whose event-log file SQLITE_EVENT_LOG_STORAGE has created in this process.
 _INITIALIZED_SHARDS_ATTRIBUTE = "_initialized_dbs"
+# Set by keep_sqlite_connections on the event log: the engines its calls go through.
+_KEPT_ENGINES_ATTRIBUTE = "_aimq_kept_engines"
 
 
 def delete_run_files(instance: dg.DagsterInstance, run_id: str) -> None:
@@ -351,6 +365,9 @@ def delete_run_files(instance: dg.DagsterInstance, run_id: str) -> None:
                 SQLITE_EVENT_LOG_STORAGE.changed(f"it has no {_INITIALIZED_SHARDS_ATTRIBUTE}")
             )
         shard = storage.path_for_shard(run_id)
+        kept = getattr(storage, _KEPT_ENGINES_ATTRIBUTE, None)
+        if kept is not None:  # close this process's connections to the file before it goes
+            kept.forget(storage.conn_string_for_shard(run_id))
         for path in (shard, f"{shard}-wal", f"{shard}-shm"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
@@ -415,6 +432,67 @@ def replace_postgres_engine(storage: Any, engine: sqlalchemy.engine.Engine) -> N
         )
     setattr(storage, _ENGINE_ATTRIBUTE, engine)
     old.dispose()
+
+
+class KeptEngines(Protocol):
+    """Where SQLITE_STORAGE's storages get their engines (aimq_pipelines.sqlite_storage)."""
+
+    def get(self, url: str) -> sqlalchemy.engine.Engine: ...
+
+    def forget(self, url: str) -> None: ...
+
+
+# The attributes SQLITE_STORAGE's storages connect through.
+_SQLITE_RUNS_ATTRIBUTES = ("_conn_string", "connect")
+_SQLITE_EVENTS_ATTRIBUTES = ("_db_lock", _INITIALIZED_SHARDS_ATTRIBUTE, "_initdb", "conn_string_for_shard", "_connect")
+
+
+def keep_sqlite_connections(storage: Any, engines: KeptEngines) -> None:
+    """Make the run, event log and schedule storages of ``storage`` (a SQLITE_STORAGE) connect through
+    ``engines.get(url)``, where Dagster's own make an engine and open a connection per call. Each call is
+    otherwise Dagster's: a transaction on one connection; a run's event-log file is created (tables,
+    WAL, alembic stamp) the first time this storage touches it, under its lock."""
+    runs, events, schedules = storage.run_storage, storage.event_log_storage, storage.schedule_storage
+    for part, names in (
+        (runs, _SQLITE_RUNS_ATTRIBUTES),
+        (schedules, _SQLITE_RUNS_ATTRIBUTES),
+        (events, _SQLITE_EVENTS_ATTRIBUTES),
+    ):
+        missing = [name for name in names if not hasattr(part, name)]
+        if missing:
+            raise DagsterInternalsChanged(
+                SQLITE_STORAGE.changed(f"its {type(part).__name__} has no {', '.join(missing)}")
+            )
+    runs.connect = _connect_through(engines, runs._conn_string)
+    schedules.connect = _connect_through(engines, schedules._conn_string)
+    events._connect = _shard_connect_through(engines, events)
+    setattr(events, _KEPT_ENGINES_ATTRIBUTE, engines)
+
+
+def _connect_through(engines: KeptEngines, url: str) -> Callable[[], contextlib.AbstractContextManager[Any]]:
+    @contextlib.contextmanager
+    def connect() -> Iterator[sqlalchemy.engine.Connection]:
+        with engines.get(url).connect() as connection, connection.begin():
+            yield connection
+
+    return connect
+
+
+def _shard_connect_through(
+    engines: KeptEngines, events: Any
+) -> Callable[[str], contextlib.AbstractContextManager[Any]]:
+    @contextlib.contextmanager
+    def _connect(shard: str) -> Iterator[sqlalchemy.engine.Connection]:
+        with events._db_lock:
+            engine = engines.get(events.conn_string_for_shard(shard))
+            initialized = getattr(events, _INITIALIZED_SHARDS_ATTRIBUTE)
+            if shard not in initialized:
+                events._initdb(engine)
+                initialized.add(shard)
+            with engine.connect() as connection, connection.begin():
+                yield connection
+
+    return _connect
 
 
 def configured_class(module: str, class_name: str, config: dict[str, Any]) -> Any:

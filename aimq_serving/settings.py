@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 
 
 class AimqSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="AIMQ_", env_file=None, extra="ignore")
+    # Frozen: settings_with hands one object to every caller with the same environment.
+    model_config = SettingsConfigDict(env_prefix="AIMQ_", env_file=None, extra="ignore", frozen=True)
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     # Every model-store key lives under this prefix, so several deployments (or test runs) can share
@@ -227,3 +228,18 @@ def _key_from_file(path: Path) -> bytes:
 @lru_cache(maxsize=1)
 def get_settings() -> AimqSettings:
     return AimqSettings()
+
+
+def settings_with(**overrides: str | int | float | bool) -> AimqSettings:
+    """``AimqSettings(**overrides)``, built once per distinct AIMQ_* environment and overrides in this
+    process. Building one reads and validates every field (~17 ms); the Dagster resources asked for
+    theirs in each step, twice per upload of a backlog run (docs/batch.md, "Issue 26, fourth round").
+    The environment is part of the key, so a changed AIMQ_* variable is read again."""
+    environment = tuple(sorted((k, v) for k, v in os.environ.items() if k.upper().startswith("AIMQ_")))
+    return _settings_for(tuple(sorted(overrides.items())), environment)
+
+
+@lru_cache(maxsize=16)
+def _settings_for(overrides: tuple[tuple[str, object], ...], environment: tuple[tuple[str, str], ...]) -> AimqSettings:
+    del environment  # a key only: AimqSettings reads os.environ itself
+    return AimqSettings(**dict(overrides))

@@ -152,13 +152,13 @@ class XlsxTableWriter:
         zf.writestr("xl/styles.xml", _STYLES)
         with deflate.deflating(zf.open("xl/sharedStrings.xml", "w", force_zip64=True)) as out:
             out.write(f'{_XML_DECL}<sst xmlns="{_NS}" uniqueCount="{len(self._strings)}">'.encode())
-            batch: list[str] = []
-            for text in self._strings:
-                batch.append(f'<si><t xml:space="preserve">{_escape_text(text)}</t></si>')
-                if len(batch) >= 10_000:
-                    out.write("".join(batch).encode())
-                    batch.clear()
-            out.write(("".join(batch) + "</sst>").encode())
+            strings = list(self._strings)
+            # Escaped 10,000 at a time, as one array: a dozen compute calls per batch, not per string
+            # (a one-row file's result has ~100 strings; escaping each alone was a tenth of its step).
+            for start in range(0, len(strings), 10_000):
+                escaped = _escape_array(pa.array(strings[start : start + 10_000], pa.string()))
+                out.write("".join(f'<si><t xml:space="preserve">{t}</t></si>' for t in escaped.to_pylist()).encode())
+            out.write(b"</sst>")
         zf.close()
         self._closed = True
 
@@ -312,10 +312,6 @@ def _escape_array(values: pa.Array) -> pa.Array:
     values = pc.replace_substring(values, "<", "&lt;")
     values = pc.replace_substring(values, ">", "&gt;")
     return pc.replace_substring(values, "\r", "&#13;")
-
-
-def _escape_text(text: str) -> str:
-    return _escape_array(pa.array([text], pa.string()))[0].as_py()
 
 
 def _excel_serial(values: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array | None]:

@@ -83,6 +83,7 @@ import psutil
 import redis
 
 from aimq_cli import local_platform
+from aimq_cli.instance import local_instance
 from aimq_pipelines.models.jobs import train_models_job
 from aimq_pipelines.uploads.jobs import SCORING_JOBS, runs_of_upload, uploads_of
 from aimq_pipelines.uploads.purge import purge_uploads_job
@@ -663,7 +664,7 @@ def run_soak(
         print(f"starting aimq up (training {config.train_rows:,} rows per group first) ...", flush=True)
         up.start()
         lock = threading.Lock()
-        with dg.DagsterInstance.from_config(str(up.home)) as instance:
+        with local_instance(up.home) as instance:
             uploads = UploadTraffic(up, kinds, config, instance, lock)
             predict = PredictTraffic(up.api_url, config.predict_per_s)
             sampler = Sampler(up, instance, lock, uploads.progress)

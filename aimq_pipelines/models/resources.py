@@ -12,7 +12,7 @@ import pandas as pd
 from aimq_pipelines.models.synthetic import generate_listings
 from aimq_serving.loaded_models import ModelCache
 from aimq_serving.model_store import ModelStore
-from aimq_serving.settings import AimqSettings
+from aimq_serving.settings import AimqSettings, settings_with
 
 
 class ModelStoreResource(dg.ConfigurableResource):
@@ -32,7 +32,7 @@ class ModelStoreResource(dg.ConfigurableResource):
             }.items()
             if v is not None
         }
-        return AimqSettings(**overrides)
+        return settings_with(**overrides)
 
     def store(self) -> ModelStore:
         return ModelStore.from_settings(self.settings())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 import pika
 
-from aimq_serving.settings import AimqSettings
+from aimq_serving.settings import AimqSettings, settings_with
 from aimq_serving.uploads.broker import Topology, connect
 from aimq_serving.uploads.status import UploadStatusStore
 from aimq_serving.uploads.storage import UploadStorage
@@ -30,7 +30,7 @@ class UploadsResource(dg.ConfigurableResource):
 
     def settings(self) -> AimqSettings:
         overrides = {k: v for k, v in self.model_dump().items() if v is not None}
-        return AimqSettings(**overrides)
+        return settings_with(**overrides)
 
     def storage(self, settings: AimqSettings | None = None) -> UploadStorage:
         """``settings``: this resource's, when the caller has them already (read once per upload)."""

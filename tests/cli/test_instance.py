@@ -15,7 +15,7 @@ import pytest
 
 import aimq_cli
 from aimq_cli import instance
-from aimq_cli.instance import DAGSTER_YAML
+from aimq_cli.instance import DAGSTER_YAML, local_instance, seed_config
 from tests.helpers.deploy import REPO
 
 # What the wheel is built from: what the Dockerfile copies into its build stage.
@@ -126,3 +126,19 @@ def test_a_config_an_older_aimq_shipped_is_replaced(tmp_path: Path) -> None:
     (tmp_path / "dagster.yaml").write_text(shipped.stdout)
     instance.seed_config(tmp_path)
     assert (tmp_path / "dagster.yaml").read_text() == DAGSTER_YAML.read_text()
+
+
+def test_local_instance_opens_its_homes_files_whatever_dagster_home_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shipped storage's files follow DAGSTER_HOME: a process whose DAGSTER_HOME names another home
+    (the soak benchmark watching its `aimq up`) opens the platform's through local_instance."""
+    other = tmp_path / "other"
+    monkeypatch.setenv("DAGSTER_HOME", str(other))
+    home = tmp_path / "home"
+    home.mkdir()
+    seed_config(home)
+    with local_instance(home) as instance:
+        assert instance.get_runs_count() == 0
+    assert (home / "history" / "runs.db").is_file() and not (other / "history").exists()
+    assert os.environ["DAGSTER_HOME"] == str(other)

@@ -41,6 +41,7 @@ from dagster_postgres.utils import pg_url_from_config
 
 from aimq_cli.instance import DAGSTER_YAML
 from aimq_pipelines.run_launcher import IN_CODE_SERVER, ISOLATED, LAUNCHED_IN_TAG, SizeRoutedRunLauncher
+from aimq_pipelines.sqlite_storage import PooledSqliteStorage
 from aimq_pipelines.uploads.jobs import UPLOAD_BYTES_TAG
 from tests.helpers.deploy import (
     ENV_EXAMPLE,
@@ -122,11 +123,17 @@ def add_run(
 
 
 # --- local ---------------------------------------------------------------------------------------
-def test_local_instance_is_sqlite_queued_two_at_a_time_with_retries(tmp_path: Path) -> None:
+def test_local_instance_is_sqlite_queued_two_at_a_time_with_retries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     home = tmp_path / "home"
     home.mkdir()
     shutil.copy(LOCAL, home / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))  # as every aimq process has it
     with dg.DagsterInstance.from_config(str(home)) as instance:
+        ref = instance.get_ref().storage_data  # Dagster's SQLite files, with connections kept
+        assert (ref.module_name, ref.class_name) == (PooledSqliteStorage.__module__, PooledSqliteStorage.__name__)
+        assert (home / "history" / "runs.db").is_file() and (home / "schedules" / "schedules.db").is_file()
         assert isinstance(instance.run_launcher, DefaultRunLauncher)
         assert isinstance(instance.run_coordinator, QueuedRunCoordinator)
         assert instance.run_coordinator.get_run_queue_config().max_concurrent_runs == 2

@@ -15,13 +15,13 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from aimq_cli.instance import DAGSTER_YAML
 from aimq_pipelines.models.resources import ModelStoreResource, TrainingDataSource
 from aimq_pipelines.monitoring.retrain import GROUP_TAG, REASON_TAG, chain_of
 from aimq_pipelines.monitoring.scored_uploads import materialization
 from aimq_serving.model_store import ModelStore
 from aimq_serving.settings import AimqSettings
 from tests.helpers.drift_reports import group_report, report
+from tests.helpers.local_home import seed_local_home
 from tests.helpers.model_chain import group_chain
 from tests.helpers.platform import Platform, make_platform
 from tests.helpers.session import TEST_ROWS_PER_GROUP
@@ -45,8 +45,7 @@ def own(settings: AimqSettings, run_id: str, tmp_path_factory: pytest.TempPathFa
 
 @pytest.fixture(scope="module")
 def home(own: AimqSettings, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    home = tmp_path_factory.mktemp("retrain-dagster-home")
-    (home / "dagster.yaml").write_text(DAGSTER_YAML.read_text())
+    home = seed_local_home(tmp_path_factory.mktemp("retrain-dagster-home"))
     # The group's first version, trained in a scratch instance: the daemon's sees no training run yet.
     with dg.instance_for_test() as scratch:
         result = dg.materialize(

@@ -12,7 +12,6 @@ machine open there.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
@@ -22,11 +21,11 @@ import pytest
 import redis
 from pydantic import SecretStr
 
-from aimq_cli.instance import DAGSTER_YAML
 from aimq_serving.model_store import ModelStore
 from aimq_serving.settings import AimqSettings
 from tests.helpers.contention import busy_cpus
 from tests.helpers.faults import ABANDONED_AFTER_S, FaultPlatform
+from tests.helpers.local_home import seed_local_home
 from tests.helpers.platform import make_platform
 from tests.helpers.redis_keys import copy_models
 from tests.helpers.servers import RabbitServer, RedisServer
@@ -76,9 +75,7 @@ def fault_platform(
             "upload_abandoned_after_s": ABANDONED_AFTER_S,
         }
     )
-    home = session_dir / "fault-dagster-home"
-    home.mkdir(exist_ok=True)
-    shutil.copy(DAGSTER_YAML, home / "dagster.yaml")  # run retries and monitoring as shipped
+    home = seed_local_home(session_dir / "fault-dagster-home")  # run retries and monitoring as shipped
     running = make_platform(own, {"DAGSTER_HOME": str(home)}, session_dir / "fault-logs")
     try:
         running.start_daemon()

@@ -27,7 +27,7 @@ def test_the_instance_modules_are_those_of_the_dagster_yaml_aimq_up_uses(
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
     modules = instance_modules()
     assert "aimq_pipelines.run_coordinator" in modules
-    assert "dagster._core.storage.sqlite_storage" in modules  # what DagsterInstance.from_ref imports
+    assert "aimq_pipelines.sqlite_storage" in modules  # the storage class DagsterInstance.from_ref imports
     for module in modules:
         importlib.import_module(module)
 

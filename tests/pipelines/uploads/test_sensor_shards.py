@@ -4,7 +4,6 @@ dies after writing a tick's requests, Dagster's own sensor daemon loop)."""
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -13,7 +12,6 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from aimq_cli.instance import DAGSTER_YAML
 from aimq_pipelines import dagster_internals
 from aimq_pipelines.definitions import defs
 from aimq_pipelines.uploads import held_connections
@@ -28,6 +26,7 @@ from aimq_pipelines.uploads.sensors import (
 )
 from aimq_serving.settings import AimqSettings
 from tests.helpers.daemon_loop import sensor_iteration, use_code_location_env
+from tests.helpers.local_home import seed_local_home
 from tests.pipelines.uploads.test_sensors import Broker, daemon_creates, message, resource
 
 OTHER = "upload_sensor_2"
@@ -160,7 +159,7 @@ def test_shards_take_turns_so_a_burst_becomes_one_ticks_runs(
 
 
 def test_a_burst_is_split_over_the_run_slots_that_are_free(tmp_path: Path) -> None:
-    shutil.copyfile(DAGSTER_YAML, tmp_path / "dagster.yaml")  # `aimq up`'s: two runs at a time
+    seed_local_home(tmp_path)  # `aimq up`'s: two runs at a time
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
         assert free_run_slots(instance) == 2
         busy = instance.create_run_for_job(score_upload_job, run_config=run_config(message()).to_config_dict())

@@ -19,7 +19,6 @@ import pika
 import pytest
 from dagster._daemon.auto_run_reexecution.event_log_consumer import _create_cursor_key
 
-from aimq_cli.instance import DAGSTER_YAML
 from aimq_pipelines.models.resources import ModelStoreResource
 from aimq_pipelines.uploads import held_connections, run_failures
 from aimq_pipelines.uploads.jobs import (
@@ -39,6 +38,7 @@ from aimq_serving.uploads.broker import ERROR_HEADER, Topology, UploadPublisher,
 from aimq_serving.uploads.messages import UploadMessage
 from aimq_serving.uploads.status import UploadStatusStore
 from aimq_serving.uploads.storage import UploadStorage, new_upload_id
+from tests.helpers.local_home import seed_local_home
 from tests.helpers.paths import SAMPLES
 
 
@@ -48,8 +48,7 @@ def daemonless_instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dg
     instance is shared with the end-to-end platform's dagster-daemon, whose real run-retry daemon
     would move its cursor and retry runs between a run-failure test's steps (seen: a rewound cursor
     read again and set forward)."""
-    home = tmp_path_factory.mktemp("daemonless_dagster_home")
-    (home / "dagster.yaml").write_text(DAGSTER_YAML.read_text())
+    home = seed_local_home(tmp_path_factory.mktemp("daemonless_dagster_home"))
     with dg.DagsterInstance.from_config(str(home)) as inst:
         yield inst
 
