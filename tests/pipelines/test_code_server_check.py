@@ -68,7 +68,9 @@ def code_server(tmp_path: Path, source: str) -> Iterator[int]:
     finally:
         process.terminate()
         try:
-            process.wait(30)
+            # Dagster's `code-server start` outlived a 30 s wait after SIGTERM in both tests (CI, 0012a65):
+            # nothing of it is under test here, and the kill below ends it.
+            process.wait(5)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
