@@ -48,7 +48,7 @@ class KeptSqliteEngines:
         self.max_databases = max_databases
         self._engines: OrderedDict[str, sqlalchemy.engine.Engine] = OrderedDict()
         self._lock = threading.Lock()
-        # A forked child's inherited engines: never used, closed or collected there (module docstring).
+        # A forked child's inherited engines: never used, closed or collected there (after_fork_in_child).
         self._inherited: list[OrderedDict[str, sqlalchemy.engine.Engine]] = []
 
     def get(self, url: str) -> sqlalchemy.engine.Engine:
