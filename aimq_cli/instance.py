@@ -36,12 +36,13 @@ SHIPPED_BEFORE = frozenset(
         "7163ae1ead48ae83f41b99f0206f78d46cd4e98657a4dda9af663911beda4d01",
         "a1223864019cc9da4f790a8dc4dadac9d122ee29d0b9f1bbb23caacdea9c6cd8",
         "2aba4aa5bb6e795e87272a6c3cf8e271931a3e4e3c0690bfd480f5eca9f4624f",
+        "a1bc5482c07810965581dbd2bb6dfe61ef6fbf67af57d1bbfd6576c59c0fdeb3",
     }
 )
 # The SHA-256 of DAGSTER_YAML as this aimq ships it. Changing dagster.yaml: move this value into
 # SHIPPED_BEFORE and set the new one here (tests/cli/test_instance.py fails until then), so that homes
 # seeded with the old text get the new one.
-SHIPPED = "a1bc5482c07810965581dbd2bb6dfe61ef6fbf67af57d1bbfd6576c59c0fdeb3"
+SHIPPED = "21478d290ef529d09c39ad0f2eca18cb6580b4681cdd97693d5c98e27041e21f"
 
 
 def dagster_home(settings: AimqSettings) -> Path:

@@ -17,6 +17,8 @@ import importlib
 import json
 import multiprocessing.context
 import os
+import threading
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -444,14 +446,21 @@ class KeptEngines(Protocol):
 
 # The attributes SQLITE_STORAGE's storages connect through.
 _SQLITE_RUNS_ATTRIBUTES = ("_conn_string", "connect")
-_SQLITE_EVENTS_ATTRIBUTES = ("_db_lock", _INITIALIZED_SHARDS_ATTRIBUTE, "_initdb", "conn_string_for_shard", "_connect")
+_SQLITE_EVENTS_ATTRIBUTES = (
+    "_db_lock",
+    _INITIALIZED_SHARDS_ATTRIBUTE,
+    "_initdb",
+    "conn_string_for_shard",
+    "path_for_shard",
+    "_connect",
+)
 
 
 def keep_sqlite_connections(storage: Any, engines: KeptEngines) -> None:
     """Make the run, event log and schedule storages of ``storage`` (a SQLITE_STORAGE) connect through
     ``engines.get(url)``, where Dagster's own make an engine and open a connection per call. Each call is
-    otherwise Dagster's: a transaction on one connection; a run's event-log file is created (tables,
-    WAL, alembic stamp) the first time this storage touches it, under its lock."""
+    otherwise Dagster's: a transaction on one connection; a run's event-log file is made ready (tables,
+    WAL, alembic stamp: ``_initialize_shard``) the first time this storage touches it, under its lock."""
     runs, events, schedules = storage.run_storage, storage.event_log_storage, storage.schedule_storage
     for part, names in (
         (runs, _SQLITE_RUNS_ATTRIBUTES),
@@ -481,18 +490,89 @@ def _connect_through(engines: KeptEngines, url: str) -> Callable[[], contextlib.
 def _shard_connect_through(
     engines: KeptEngines, events: Any
 ) -> Callable[[str], contextlib.AbstractContextManager[Any]]:
+    template = _ShardTemplate(events)
+
     @contextlib.contextmanager
     def _connect(shard: str) -> Iterator[sqlalchemy.engine.Connection]:
         with events._db_lock:
             engine = engines.get(events.conn_string_for_shard(shard))
             initialized = getattr(events, _INITIALIZED_SHARDS_ATTRIBUTE)
             if shard not in initialized:
-                events._initdb(engine)
+                _initialize_shard(events, engine, shard, template)
                 initialized.add(shard)
             with engine.connect() as connection, connection.begin():
                 yield connection
 
     return _connect
+
+
+def _initialize_shard(events: Any, engine: sqlalchemy.engine.Engine, shard: str, template: _ShardTemplate) -> None:
+    """What Dagster's ``_initdb`` does for an event-log file, without its cost where that is not needed.
+
+    ``_initdb`` loads alembic's migration scripts (about 180 files: ~0.1 s) to read the file's revision, and
+    for a new file creates the tables, sets WAL and stamps it (~0.1 s more); once per file and process, so
+    for every run in the daemon (which makes the file) and again in the run's process and in each process
+    that reads it (measured: docs/batch.md, "Issue 26, fifth round"). Here a new file is a copy of one
+    ``_initdb`` made in this process (this Dagster: the same tables, WAL mode and revision), put in place
+    only where no file is; and a file with its alembic_version row is taken as made, as ``_initdb`` takes
+    it (it creates only where there is no revision, and migrates no run file). Anything else, such as a
+    file another process is still making, is left to ``_initdb`` and its retries."""
+    path = events.path_for_shard(shard)
+    if not os.path.exists(path):
+        template.copy_to(path)
+    if not _stamped(engine):
+        events._initdb(engine)
+
+
+def _stamped(engine: sqlalchemy.engine.Engine) -> bool:
+    """The file has its one alembic revision (the version table is alembic's default, which Dagster's stamp
+    uses)."""
+    with engine.connect() as connection:
+        try:
+            rows = connection.exec_driver_sql("SELECT version_num FROM alembic_version").fetchall()
+        except sqlalchemy.exc.OperationalError:  # no such table (not made yet), or locked by its maker
+            return False
+    return len(rows) == 1 and bool(rows[0][0])
+
+
+class _ShardTemplate:
+    """The bytes of a new event-log file as ``_initdb`` makes it, made once per process in a temporary file
+    beside the runs' files (named so that Dagster's listing of them, ``*.db``, never includes it)."""
+
+    def __init__(self, events: Any) -> None:
+        self._events = events
+        self._lock = threading.Lock()
+        self._bytes: bytes | None = None
+
+    def _made(self, folder: str) -> bytes:
+        with self._lock:
+            if self._bytes is None:
+                path = os.path.join(folder, f".aimq-event-log-template-{os.getpid()}-{uuid.uuid4().hex}")
+                engine = sqlalchemy.create_engine(f"sqlite:///{path}", poolclass=sqlalchemy.pool.NullPool)
+                try:
+                    self._events._initdb(engine)
+                    engine.dispose()  # the last connection closed: SQLite folds the WAL into the file
+                    with open(path, "rb") as made:
+                        self._bytes = made.read()
+                finally:
+                    for leftover in (path, f"{path}-wal", f"{path}-shm"):
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(leftover)
+            return self._bytes
+
+    def copy_to(self, path: str) -> None:
+        data = self._made(os.path.dirname(path))
+        temporary = f"{path}.{os.getpid()}-{uuid.uuid4().hex}.tmp"
+        with open(temporary, "wb") as copy:
+            copy.write(data)
+        try:
+            # A hard link never replaces a file: one another process made meanwhile stays (FileExistsError),
+            # and a filesystem without hard links leaves the making to _initdb (another OSError).
+            os.link(temporary, path)
+        except OSError:
+            pass
+        finally:
+            os.unlink(temporary)
 
 
 def configured_class(module: str, class_name: str, config: dict[str, Any]) -> Any:

@@ -6,7 +6,11 @@ files, connections kept), in the same run.
 - event: one log event stored in a run's event log (``report_engine_event``), ms each;
 - backlog-shaped run: an in-process run of the shape of a ``score_uploads`` run without the scoring:
   ``--uploads`` dynamic steps, each with two log lines, an asset materialization and two asset check
-  results, as each upload of a backlog run stores them (docs/batch.md, "Issue 26, fourth round").
+  results, as each upload of a backlog run stores them (docs/batch.md, "Issue 26, fourth round");
+- new run file: a new run's first event, which makes its event-log file (the daemon does it for every
+  run it submits), ms each;
+- first read of a run file: another instance (as another process: the run's own, the webserver) reads
+  a run's events for the first time, ms each (docs/batch.md, "Issue 26, fifth round").
 
 Each storage gets a fresh DAGSTER_HOME; the two alternate ``--repeats`` times and the median is shown.
 """
@@ -65,14 +69,24 @@ def home_for(storage: dict | None) -> Path:
     return home
 
 
-def measure(storage: dict | None, events: int, uploads: int) -> tuple[float, float]:
+def measure(storage: dict | None, events: int, uploads: int, runs: int) -> tuple[float, float, float, float]:
     home = home_for(storage)
     os.environ["DAGSTER_HOME"] = str(home)
     with dg.DagsterInstance.from_config(str(home)) as instance:
-        run = instance.create_run_for_job(
-            backlog_shaped, run_config={"ops": {"list_items": {"config": {"uploads": 1}}}}
-        )
+        one = {"ops": {"list_items": {"config": {"uploads": 1}}}}
+        run = instance.create_run_for_job(backlog_shaped, run_config=one)
         instance.report_engine_event("warm", run)
+        new_runs = [instance.create_run_for_job(backlog_shaped, run_config=one) for _ in range(runs)]
+        started = time.perf_counter()
+        for new in new_runs:
+            instance.report_engine_event("first", new)
+        new_file_ms = (time.perf_counter() - started) / runs * 1000
+        with dg.DagsterInstance.from_config(str(home)) as reader:
+            reader.all_logs(run.run_id)  # its index and first file: what every process pays once
+            started = time.perf_counter()
+            for new in new_runs:
+                assert len(reader.all_logs(new.run_id)) == 1
+            first_read_ms = (time.perf_counter() - started) / runs * 1000
         started = time.perf_counter()
         for n in range(events):
             instance.report_engine_event(f"event {n}", run)
@@ -84,34 +98,45 @@ def measure(storage: dict | None, events: int, uploads: int) -> tuple[float, flo
         run_s = time.perf_counter() - started
         assert result.success
     shutil.rmtree(home, ignore_errors=True)
-    return per_event_ms, run_s
+    return per_event_ms, run_s, new_file_ms, first_read_ms
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=500)
     parser.add_argument("--uploads", type=int, default=25)
+    parser.add_argument("--runs", type=int, default=10, help="new runs whose files are made and read")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    results: dict[str, list[tuple[float, float]]] = {name: [] for name in STORAGES}
+    results: dict[str, list[tuple[float, float, float, float]]] = {name: [] for name in STORAGES}
     load = [os.getloadavg()[0]]
     for _ in range(args.repeats):
         for name, storage in STORAGES.items():
-            results[name].append(measure(storage, args.events, args.uploads))
+            results[name].append(measure(storage, args.events, args.uploads, args.runs))
     load.append(os.getloadavg()[0])
-    base_event, base_run = (statistics.median(x[i] for x in results[next(iter(STORAGES))]) for i in (0, 1))
+    base = [statistics.median(x[i] for x in results[next(iter(STORAGES))]) for i in range(4)]
     rows = []
     for name, values in results.items():
-        event_ms = statistics.median(v[0] for v in values)
-        run_s = statistics.median(v[1] for v in values)
-        rows.append(
-            [name, round(event_ms, 2), round(base_event / event_ms, 2), round(run_s, 2), round(base_run / run_s, 2)]
-        )
+        row: list[object] = [name]
+        for i in range(4):
+            value = statistics.median(v[i] for v in values)
+            row += [round(value, 2), round(base[i] / value, 2)]
+        rows.append(row)
     report.write(
         "event_storage",
         "The local instance's storage: Dagster's SQLite storage and PooledSqliteStorage",
         "python -m benchmarks.event_storage_benchmark " + " ".join(sys.argv[1:]),
-        ["storage", "ms per event", "x faster", f"backlog-shaped run of {args.uploads} uploads, s", "x faster"],
+        [
+            "storage",
+            "ms per event",
+            "x faster",
+            f"backlog-shaped run of {args.uploads} uploads, s",
+            "x faster",
+            "new run file, ms",
+            "x faster",
+            "first read of a run file, ms",
+            "x faster",
+        ],
         rows,
         extra={"raw": results, "loadavg_1m": load},
         notes=f"Medians of {args.repeats} alternating repeats; load average (1 min) {load[0]:.1f} before, "

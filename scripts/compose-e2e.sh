@@ -141,6 +141,12 @@ stop_dockerd() {
   rm -f "$E2E_DIR/forward_policy.before" "$E2E_DIR/ip_forward.before"
   if [[ ${KEEP_IMAGES:-0} != 1 ]]; then
     umount "$E2E_DIR"/run/netns/* 2>/dev/null || true
+    # Deleting the data directory (the images' ~100,000 files) took ~35 s on 2 busy cores: it is moved out
+    # of the way at once (same file system) and deleted in the background, detached from this script.
+    local trash
+    if [[ -d $E2E_DIR/docker ]] && trash=$(mktemp -d "$E2E_DIR.deleting.XXXXXX") && mv "$E2E_DIR/docker" "$trash/"; then
+      setsid rm -rf "$trash" </dev/null >/dev/null 2>&1 &
+    fi
     rm -rf "$E2E_DIR/docker" "$E2E_DIR/run"
   fi
 }
@@ -327,11 +333,13 @@ down_stack() {
 
 down() {
   down_stack
-  if [[ ${KEEP_IMAGES:-0} != 1 ]] && docker info >/dev/null 2>&1 && [[ -f $BUILT ]]; then
-    # Only what this script built (newest first: the AIMQ image before its base), and the build cache
-    # of a daemon it started.
-    tac "$BUILT" | awk '!seen[$0]++' | xargs -r docker image rm -f >/dev/null 2>&1 || true
-    [[ -f $DOCKERD_PID ]] && docker builder prune -af >/dev/null 2>&1 || true
+  if [[ ${KEEP_IMAGES:-0} != 1 ]] && [[ -f $BUILT ]]; then
+    # A daemon this script started goes with its whole data directory (stop_dockerd), images and build
+    # cache included: removing them one by one first took ~30 s. On a daemon that ran before, only what
+    # this script built (newest first: the AIMQ image before its base).
+    if [[ ! -f $DOCKERD_PID ]] && docker info >/dev/null 2>&1; then
+      tac "$BUILT" | awk '!seen[$0]++' | xargs -r docker image rm -f >/dev/null 2>&1 || true
+    fi
     rm -f "$BUILT"
   fi
   stop_dockerd

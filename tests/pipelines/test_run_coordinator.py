@@ -86,6 +86,17 @@ def test_the_configured_coordinator_is_dagsters_run_queue(instance_with: Any) ->
     assert instance.run_coordinator.get_run_queue_config().max_concurrent_runs == 2
 
 
+def test_the_queue_daemon_looks_every_half_second_when_asked(instance_with: Any) -> None:
+    from dagster._daemon.controller import create_daemon_of_type
+    from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import QueuedRunCoordinatorDaemon
+
+    queue = QueuedRunCoordinatorDaemon.daemon_type()
+    assert create_daemon_of_type(queue, instance_with()).interval_seconds == 1  # Dagster's option, as before
+    assert create_daemon_of_type(queue, instance_with(dequeue_interval_ms=500)).interval_seconds == 0.5
+    with pytest.raises(dg.DagsterInvalidConfigError, match="dequeue_interval_ms is 200: at least 500"):
+        instance_with(dequeue_interval_ms=200).run_coordinator  # noqa: B018 - loading it is the check
+
+
 def test_a_run_submitted_to_an_idle_instance_is_launched_at_once(instance_with: Any) -> None:
     instance = instance_with()
     run = submit(instance)

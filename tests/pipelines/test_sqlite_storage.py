@@ -82,6 +82,79 @@ def test_the_files_are_dagsters_own(home: Path) -> None:
         assert instance.get_latest_materialization_event(one_row.key).run_id == second
 
 
+def schema(path: Path) -> tuple[list[tuple[str, str, str]], str, list[tuple[str]]]:
+    """A SQLite file's tables and indexes, journal mode and alembic revision."""
+    with sqlite3.connect(path) as connection:
+        master = connection.execute("SELECT type, name, sql FROM sqlite_master ORDER BY type, name").fetchall()
+        mode = connection.execute("PRAGMA journal_mode").fetchone()[0]
+        revision = connection.execute("SELECT version_num FROM alembic_version").fetchall()
+    return master, mode, revision
+
+
+@pytest.fixture
+def initdb_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every call of Dagster's ``_initdb`` on an event log (the alembic scripts loaded, and for a new file
+    its tables made and stamped), by the file's path."""
+    calls: list[str] = []
+    original = dagster_internals.SQLITE_EVENT_LOG_STORAGE.load()._initdb
+
+    def counted(self: object, engine: sqlalchemy.engine.Engine, *args: object, **kwargs: object) -> None:
+        calls.append(engine.url.database)
+        original(self, engine, *args, **kwargs)
+
+    monkeypatch.setattr(dagster_internals.SQLITE_EVENT_LOG_STORAGE.load(), "_initdb", counted)
+    return calls
+
+
+def test_a_new_runs_file_is_the_one_dagster_makes(home: Path, tmp_path: Path) -> None:
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        dg.materialize([one_row], instance=instance)
+        ours = dg.materialize([one_row], instance=instance).run_id  # its file a copy of this process's template
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        theirs = dg.materialize([one_row], instance=instance).run_id
+    made = schema(home / "history" / "runs" / f"{ours}.db")
+    assert made == schema(tmp_path / "history" / "runs" / f"{theirs}.db")
+    assert made[1] == "wal" and len(made[2]) == 1
+    # No template or copy left beside the runs' files.
+    left = [p.name for p in (home / "history" / "runs").iterdir() if not p.name.endswith((".db", ".db-wal", ".db-shm"))]
+    assert left == []
+
+
+def test_alembic_runs_once_per_process_not_per_run_file(home: Path, initdb_calls: list[str]) -> None:
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        dg.materialize([one_row], instance=instance)
+        initdb_calls.clear()
+        runs = [dg.materialize([one_row], instance=instance).run_id for _ in range(3)]
+        assert initdb_calls == []  # the template is made: each new file a copy
+    with dg.DagsterInstance.from_config(str(home)) as instance:  # another process opening them
+        assert all(events_in(instance, run_id) > 20 for run_id in runs)
+        assert initdb_calls == []  # stamped files are taken as made
+
+
+def test_dagsters_own_class_runs_alembic_for_every_run_file(tmp_path: Path, initdb_calls: list[str]) -> None:
+    """What the test above guards against."""
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        dg.materialize([one_row], instance=instance)
+        initdb_calls.clear()
+        for _ in range(3):
+            dg.materialize([one_row], instance=instance)
+    assert len(initdb_calls) >= 3
+
+
+def test_a_file_without_its_revision_is_made_by_dagster(home: Path, initdb_calls: list[str]) -> None:
+    """An empty file where a run's should be (another process began making it, or a crash left it):
+    Dagster's own making, with its retries."""
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        run_id = dg.materialize([one_row], instance=instance).run_id
+    path = home / "history" / "runs" / "0123-empty.db"
+    path.touch()
+    initdb_calls.clear()
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert instance.all_logs("0123-empty") == [] and events_in(instance, run_id) > 20
+    assert initdb_calls == [str(path)]
+    assert schema(path) == schema(home / "history" / "runs" / f"{run_id}.db")
+
+
 def test_a_forked_child_uses_connections_of_its_own_and_leaves_the_parents_alone(home: Path) -> None:
     with dg.DagsterInstance.from_config(str(home)) as instance:
         run_id = dg.materialize([one_row], instance=instance).run_id
