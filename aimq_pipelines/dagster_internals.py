@@ -510,9 +510,10 @@ def _initialize_shard(events: Any, engine: sqlalchemy.engine.Engine, shard: str,
     """What Dagster's ``_initdb`` does for an event-log file, without its cost where that is not needed.
 
     ``_initdb`` loads alembic's migration scripts (about 180 files: ~0.1 s) to read the file's revision, and
-    for a new file creates the tables, sets WAL and stamps it (~0.1 s more); once per file and process, so
-    for every run in the daemon (which makes the file) and again in the run's process and in each process
-    that reads it (measured: docs/batch.md, "Issue 26, fifth round"). Here a new file is a copy of one
+    for a new file creates the tables, sets WAL and stamps it; once per file and process: for every run in
+    the daemon, which makes its file (130 ms in all), and again in each process that reads it and has not
+    read the scripts once already (``share_storage_migrations``: the code server's run processes have;
+    measured: docs/batch.md, "Issue 26, fifth round"). Here a new file is a copy of one
     ``_initdb`` made in this process (this Dagster: the same tables, WAL mode and revision), put in place
     only where no file is; and a file with its alembic_version row is taken as made, as ``_initdb`` takes
     it (it creates only where there is no revision, and migrates no run file). Anything else, such as a
