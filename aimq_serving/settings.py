@@ -165,10 +165,15 @@ class AimqSettings(BaseSettings):
     drift_margin: float = Field(default=0.01, gt=0, lt=1)
     drift_min_rows: int = Field(default=30, ge=1)
     drift_importance_weight: float = Field(default=0.5, ge=0, le=1)
-    # Rows read, scored and written per step of a scoring run (bounds its memory).
-    scoring_chunk_rows: int = Field(default=100_000, ge=1000)
+    # Rows (of the listings' 12 columns; a wider sheet's parts hold as many cells) read, scored and
+    # written per step of a scoring run: its memory follows the part, never the file. 50,000 and
+    # not 100,000 (docs/batch.md, "Issue 27, second round"): a 1,000,000-row xlsx's run and its
+    # parsers peaked at 709-730 MB instead of 970-992 MB, within the 1 GB bound with room, and took no
+    # longer: a part costs a few ms more work, and the first and last parts' stages, which overlap
+    # nothing, take half as long.
+    scoring_chunk_rows: int = Field(default=50_000, ge=1000)
     # Processes a scoring run parses an xlsx's parts in (aimq_tabular/part_parsers.py; each holds
-    # one part's parse, ~300 MB at 100,000 rows of 12 columns).
+    # one part's parse, ~100-110 MB of its own at 50,000 rows of 12 columns).
     scoring_parsers: int = Field(default=2, ge=1, le=8)
     # Where people open the Dagster UI; upload statuses link their run there.
     dagster_ui_url: str = "http://127.0.0.1:3000"

@@ -6,7 +6,10 @@ Both write and read the same deflate format, so files stay what any zip reader r
 
 zipfile has no hook for another codec: the member streams it opens get ISA-L's (zlib-compatible)
 compressor or decompressor in place of zlib's, before any byte goes through them. Only the streams
-handed to these functions change; every other use of zipfile in the process keeps zlib.
+handed to these functions change; every other use of zipfile in the process keeps zlib's deflate.
+
+zipfile's CRC-32 check of every member read and written is ISA-L's for the whole process (see
+``zipfile.crc32`` below): the same checksum, so no zip reader or writer can tell.
 """
 
 from __future__ import annotations
@@ -16,6 +19,13 @@ import zlib
 from typing import IO
 
 from isal import isal_zlib
+
+# zipfile checks each member it reads, and stamps each it writes, with its module-level ``crc32``
+# (zlib's), looked up at every call. ISA-L's computes the same CRC-32 (same polynomial, same running
+# value; tests/tabular/test_deflate.py compares them) about 7x faster: 200 MB in 11 ms instead of 74 ms
+# here. Cutting a 1,000,000-row sheet into parts checks ~620 MB as it inflates it and stamps it again
+# as it writes the parts: zlib's crc32 was 0.42 s of the reader's 2.3 s of CPU (cProfile).
+zipfile.crc32 = isal_zlib.crc32  # type: ignore[attr-defined]
 
 LEVEL = 1  # ISA-L's levels are 0-3; 1 deflates the sheet XML as well as zlib's 1, five times faster
 

@@ -117,7 +117,7 @@ def score_file(
     rejected_path: Path,
     models: PinnedModels,
     max_rows: int,
-    chunk_rows: int = 100_000,
+    chunk_rows: int = 50_000,  # AimqSettings.scoring_chunk_rows's default, which says why
     work_dir: Path | None = None,
     progress: Progress | None = None,
     upload: UploadFacts | None = None,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from aimq_serving import schema
-from aimq_serving.features import EncodingError, FeatureSpec
+from aimq_serving.features import EncodingError, FeatureSpec, _category_codes
 from tests.helpers.paths import SAMPLES
 
 SPEC = FeatureSpec.from_schema()
@@ -73,3 +75,30 @@ def test_encode_record_rejects_unknown_values_with_allowed_list() -> None:
         SPEC.encode_record(record)
     assert info.value.errors[0].field == "fuel_type"
     assert info.value.errors[0].allowed == SPEC.categorical["fuel_type"]
+
+
+def test_category_codes_are_the_vocabularys_positions_from_threads_sharing_its_index() -> None:
+    """A category's code is its position in the vocabulary (-1: not in it), as pandas' Categorical
+    computes it, whatever the cell: text with spaces around, other case, numbers, booleans, missing.
+    Scoring threads share one index per vocabulary: many threads at once get the same codes."""
+    vocab = [f"colour {i}" for i in range(40)] + ["Électrique", "0"]
+    cells = [" colour 3 ", "colour 39", "Colour 3", "", None, pd.NA, float("nan"), 0, True]
+    cells += ["\u00a0Électrique\u2003", "x"]
+    series = pd.Series(cells * 500, dtype=object)
+    expected = np.array([3, 39, -1, -1, -1, -1, -1, 41, -1, 40, -1] * 500)
+    results: list[np.ndarray] = []
+
+    def encode() -> None:
+        for _ in range(20):
+            results.append(_category_codes(series, vocab))
+
+    threads = [threading.Thread(target=encode) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 80 and all((codes == expected).all() for codes in results)
+
+    engine = [180, 200, 250]  # an integer vocabulary: numbers compared as doubles, text read as numbers
+    numbers = pd.Series([180, "180", 180.0, " 200 ", "250.0", None, 1e20, float("inf"), "x", True], dtype=object)
+    assert _category_codes(numbers, engine).tolist() == [0, 0, 0, 1, 2, -1, -1, -1, -1, -1]

@@ -186,3 +186,19 @@ def test_reader_reports_damaged_files(tmp_path: Path) -> None:
             dst.writestr(item, data)
     with pytest.raises(XlsxFormatError):
         read_all(garbage)
+
+
+@pytest.mark.parametrize(
+    ("chunk", "prefix", "expected"),
+    [
+        (b'<row r="7"><c r="A7"><v>1</v></c></row><row r="9" spans="1:2"><c r="A9"/></row>', b"", 9),
+        (b'<x:row r="3"><x:c r="A3"/></x:row><x:row\tr="4"></x:row>', b"x:", 4),
+        (b'<row r="5"></row><row></row>', b"", None),  # the last row has no number: the caller keeps its own
+        (b'<row r="5"></row><rowX r="6"/>', b"", 5),  # another element whose name starts with "row"
+        (b"<c/>", b"", None),
+    ],
+)
+def test_last_row_number_finds_the_last_rows_own_number(chunk: bytes, prefix: bytes, expected: int | None) -> None:
+    from aimq_tabular.xlsx_reader import _last_row_number
+
+    assert _last_row_number(chunk, prefix) == expected
